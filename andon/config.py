@@ -1,0 +1,327 @@
+"""Plant configs: one standard recipe (``configs/base.yaml``) plus per-plant overrides.
+
+A plant file (``configs/plants/<plant>.yaml``) holds only what differs from the base. The two are
+deep-merged (mappings merge key by key, lists and scalars replace), then validated once by
+pydantic. Unknown keys are errors, so a typo never silently falls back to a default. Errors name
+the file the offending value came from: ``plants/plant-b.yaml: camera.gama: unknown field``.
+
+Example:
+    >>> from andon.config import load_plant
+    >>> cfg = load_plant("plant-a")
+    >>> cfg.id, cfg.recipe.image.size
+    ('plant-a', 128)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from andon.errors import ConfigError, UnknownPlantError
+
+PLANT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Augmentation(_Strict):
+    """One albumentations transform by class name; ``params`` are passed with ``strict=True``."""
+
+    name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]+$", description="albumentations class name")
+    p: float = Field(default=0.5, ge=0.0, le=1.0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(description="network by name: small_cnn, mobilenet_v3_small, resnet18...")
+    width: int = Field(default=16, ge=4, le=256, description="base channel count of small_cnn")
+
+
+class ImageSpec(_Strict):
+    size: int = Field(default=128, ge=16, le=1024, description="square side the model sees, pixels")
+    channels: Literal[1, 3] = 1
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(default=8, ge=1, le=500)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    learning_rate: float = Field(default=3e-3, gt=0, le=1)
+    weight_decay: float = Field(default=1e-4, ge=0, le=1)
+    early_stopping_patience: int = Field(default=3, ge=1, le=100)
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    seed: int = Field(default=42, ge=0)
+
+
+class Thresholds(_Strict):
+    defect_probability: float = Field(default=0.5, gt=0, lt=1, description="score above which a part is rejected")
+    uncertain_margin: float = Field(default=0.2, ge=0, le=1, description="margin under which a part is uncertain")
+
+
+class Recipe(_Strict):
+    """The standard training recipe; plants override single fields."""
+
+    name: str = Field(pattern=NAME_RE)
+    task: str = Field(pattern=NAME_RE, description="registered model is <plant>.<task>")
+    classes: tuple[str, ...] = Field(min_length=2)
+    model: ModelSpec
+    image: ImageSpec = ImageSpec()
+    augmentations: tuple[Augmentation, ...] = ()
+    training: TrainingSpec = TrainingSpec()
+    thresholds: Thresholds = Thresholds()
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"classes must be unique, got {list(value)}")
+        return value
+
+
+class Camera(_Strict):
+    """The inspection camera as installed: what makes one plant's images differ from another's."""
+
+    model: str = "generic-mono"
+    resolution: int = Field(default=128, ge=16, le=4096, description="square sensor crop, pixels")
+    rotation_deg: float = Field(default=0.0, ge=-180, le=180, description="mount rotation")
+    shift_px: tuple[float, float] = (0.0, 0.0)
+    focus_blur_sigma: float = Field(default=0.0, ge=0, le=10)
+    noise_std: float = Field(default=4.0, ge=0, le=64, description="sensor noise, grey levels")
+
+
+class Lighting(_Strict):
+    brightness: float = Field(default=1.0, gt=0, le=4, description="gain on the whole image")
+    gamma: float = Field(default=1.0, gt=0, le=5)
+    unevenness: float = Field(default=0.0, ge=0, le=1, description="strength of a left-right light gradient")
+
+
+class Line(_Strict):
+    id: str = Field(pattern=NAME_RE)
+    parts_per_second: float = Field(default=10.0, gt=0, le=1000)
+    camera: Camera | None = Field(default=None, description="overrides the plant camera for this line")
+
+
+class Sku(_Strict):
+    """A product code and the geometry of its part (used by the synthetic plant)."""
+
+    code: str = Field(pattern=NAME_RE)
+    shape: Literal["disc", "plate", "ring", "impeller"] = "disc"
+    size: float = Field(default=0.8, gt=0.1, le=1.0, description="part diameter as a fraction of the frame")
+    holes: int = Field(default=1, ge=0, le=12)
+
+
+class SensorRange(_Strict):
+    unit: str
+    min: float
+    max: float
+    nominal: float
+    noise: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SensorRange:
+        if not self.min <= self.nominal <= self.max:
+            raise ValueError(f"need min <= nominal <= max, got {self.min} <= {self.nominal} <= {self.max}")
+        return self
+
+
+class DataSpec(_Strict):
+    source: Literal["synthetic", "folder"] = "synthetic"
+    material: Literal["standard", "supplier-b", "cast"] = "standard"
+    defect_rate: float = Field(default=0.05, ge=0, le=1)
+    defect_rate_bounds: tuple[float, float] = Field(
+        default=(0.02, 0.08), description="a batch outside these is suspicious (validation gate)"
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000, description="parts per raw batch")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DataSpec:
+        lo, hi = self.defect_rate_bounds
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"defect_rate_bounds must satisfy 0 <= low <= high <= 1, got {lo}, {hi}")
+        return self
+
+
+class MesSpec(_Strict):
+    topic_prefix: str = Field(default="", description="MQTT topic prefix of the plant's MES (Unified Namespace)")
+    product_mix_threshold: float = Field(default=0.2, ge=0, le=1, description="mix shift that retrains")
+
+
+class PlantConfig(_Strict):
+    """A plant after merging the base recipe with its overrides."""
+
+    id: str
+    name: str
+    timezone: str = "UTC"
+    object_prefix: str = Field(default="", description="key prefix in the object store; default the plant id")
+    lines: tuple[Line, ...] = Field(min_length=1)
+    skus: tuple[Sku, ...] = Field(min_length=1)
+    camera: Camera = Camera()
+    lighting: Lighting = Lighting()
+    sensors: dict[str, SensorRange] = Field(default_factory=dict)
+    data: DataSpec = DataSpec()
+    mes: MesSpec = MesSpec()
+    recipe: Recipe
+
+    @field_validator("id")
+    @classmethod
+    def _plant_id(cls, value: str) -> str:
+        if not PLANT_ID_RE.match(value):
+            raise ValueError("must be lowercase letters, digits and dashes, starting with a letter")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PlantConfig:
+        for what, ids in (("lines", [ln.id for ln in self.lines]), ("skus", [s.code for s in self.skus])):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {what}: {dupes}")
+        if not self.object_prefix:
+            object.__setattr__(self, "object_prefix", self.id)
+        return self
+
+    @property
+    def line_ids(self) -> list[str]:
+        return [ln.id for ln in self.lines]
+
+    @property
+    def sku_codes(self) -> list[str]:
+        return [s.code for s in self.skus]
+
+    def camera_for(self, line_id: str) -> Camera:
+        for line in self.lines:
+            if line.id == line_id:
+                return line.camera or self.camera
+        raise ConfigError(f"plant {self.id}: unknown line {line_id!r}; known lines: {self.line_ids}")
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"{self.id}.{self.recipe.task}"
+
+    def sha256(self) -> str:
+        """Checksum of the resolved config (recorded with every model version as ``config.sha256``)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else in ``override`` replaces the base value."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _depth(data: Any, loc: tuple[str | int, ...]) -> int:
+    """How many leading parts of ``loc`` exist in ``data``."""
+    node, depth = data, 0
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+        depth += 1
+    return depth
+
+
+def _format_errors(exc: ValidationError, files: list[tuple[str, dict[str, Any]]]) -> str:
+    """``file: field: problem`` per error, blaming the file that set the deepest part of the field
+    (the later file wins a tie, since it overrides)."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        source = max(reversed(files), key=lambda f: _depth(f[1], loc))[0]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{source}: {field}: {msg}")
+    return "\n".join(lines)
+
+
+def configs_dir() -> Path:
+    from andon.settings import get_settings
+
+    return get_settings().configs_dir
+
+
+def list_plants(root: Path | None = None) -> list[str]:
+    """Plant ids that have a config file, sorted."""
+    root = root or configs_dir()
+    return sorted(p.stem for p in (root / "plants").glob("*.yaml"))
+
+
+def load_plant(plant: str, root: Path | None = None) -> PlantConfig:
+    """Merge ``base.yaml`` with ``plants/<plant>.yaml`` and validate the result."""
+    root = root or configs_dir()
+    if not PLANT_ID_RE.match(plant):
+        raise UnknownPlantError(f"invalid plant id {plant!r}: use lowercase letters, digits and dashes")
+    plant_file = root / "plants" / f"{plant}.yaml"
+    if not plant_file.is_file():
+        known = ", ".join(list_plants(root)) or "none"
+        raise UnknownPlantError(f"unknown plant {plant!r}: no {plant_file} (known plants: {known})")
+    base_raw = _read_yaml(root / "base.yaml")
+    plant_raw = _read_yaml(plant_file)
+    if plant_raw.get("id", plant) != plant:
+        raise ConfigError(f"plants/{plant}.yaml: id: must match the file name, got {plant_raw['id']!r}")
+    merged = deep_merge(base_raw, plant_raw)
+    merged["id"] = plant
+    try:
+        return PlantConfig.model_validate(merged)
+    except ValidationError as exc:
+        files = [("base.yaml", base_raw), (f"plants/{plant}.yaml", plant_raw)]
+        raise ConfigError(_format_errors(exc, files)) from None
+
+
+def load_all_plants(root: Path | None = None) -> dict[str, PlantConfig]:
+    """Every plant, validated; all errors collected before raising."""
+    plants: dict[str, PlantConfig] = {}
+    problems: list[str] = []
+    for plant in list_plants(root):
+        try:
+            plants[plant] = load_plant(plant, root)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return plants

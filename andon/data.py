@@ -1,0 +1,126 @@
+"""Raw batches in the object store: the layout every capability reads and writes.
+
+A raw batch is what one line produced in one stretch of time::
+
+    <prefix>/<line>/raw/<date>/<batch-id>/images/<part-id>.<png|jpg>
+    <prefix>/<line>/raw/<date>/<batch-id>/metadata.parquet   one row per part
+    <prefix>/<line>/raw/<date>/<batch-id>/sensors.parquet    one row per part (synthetic plants)
+    <prefix>/<line>/raw/<date>/<batch-id>/batch.json         counts, origin, generator knobs
+
+``<prefix>`` is the plant's ``object_prefix`` (default the plant id); dates are UTC
+(``YYYY-MM-DD``). Objects are written first and ``batch.json`` last, so a batch whose
+``batch.json`` exists is complete. Raw batches are never modified or deleted by Andon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from andon.errors import DataError
+from andon.storage import ObjectStore, join_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from andon.config import PlantConfig
+
+METADATA_COLUMNS: tuple[str, ...] = (
+    "part_id",
+    "timestamp",
+    "line",
+    "sku",
+    "label",
+    "defect_type",
+    "image_key",
+    "sha256",
+    "source",
+)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What ``batch.json`` records about one raw batch."""
+
+    plant: str
+    line: str
+    date: str
+    batch_id: str
+    prefix: str
+    parts: int
+    defects: int
+    origin: str  # "synthetic" or "ingest"
+    details: dict[str, Any]
+
+    @property
+    def metadata_key(self) -> str:
+        return f"{self.prefix}/metadata.parquet"
+
+    @property
+    def sensors_key(self) -> str:
+        return f"{self.prefix}/sensors.parquet"
+
+    @property
+    def uri_key(self) -> str:
+        return f"{self.prefix}/batch.json"
+
+
+def raw_batch_prefix(cfg: PlantConfig, line: str, date: str, batch_id: str) -> str:
+    cfg.camera_for(line)  # raises a clear error for an unknown line
+    return join_key(cfg.object_prefix, line, "raw", date, batch_id)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, engine="pyarrow")
+    return buf.getvalue()
+
+
+def parquet_to_frame(data: bytes) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+
+
+def write_batch_tables(
+    store: ObjectStore,
+    info: BatchInfo,
+    metadata: pd.DataFrame,
+    sensors: pd.DataFrame | None = None,
+) -> BatchInfo:
+    """Write the tables and then ``batch.json`` (the completion marker) of a batch whose images
+    are already in the store."""
+    missing = [c for c in METADATA_COLUMNS if c not in metadata.columns]
+    if missing:
+        raise DataError(f"metadata of batch {info.batch_id} lacks columns {missing}")
+    store.put(info.metadata_key, frame_to_parquet(metadata), "application/vnd.apache.parquet")
+    if sensors is not None:
+        store.put(info.sensors_key, frame_to_parquet(sensors), "application/vnd.apache.parquet")
+    body = json.dumps(asdict(info), indent=2, sort_keys=True, default=str).encode()
+    store.put(info.uri_key, body, "application/json")
+    return info
+
+
+def list_raw_batches(store: ObjectStore, cfg: PlantConfig, line: str | None = None) -> Iterator[BatchInfo]:
+    """Complete raw batches of a plant (optionally one line), oldest first."""
+    lines = [line] if line else cfg.line_ids
+    for ln in lines:
+        for obj in store.list(join_key(cfg.object_prefix, ln, "raw") + "/"):
+            if obj.key.endswith("/batch.json"):
+                yield read_batch_info(store, obj.key)
+
+
+def read_batch_info(store: ObjectStore, key: str) -> BatchInfo:
+    try:
+        raw = json.loads(store.get(key))
+        return BatchInfo(**raw)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DataError(f"{key}: not a valid batch.json: {exc}") from None

@@ -1,0 +1,65 @@
+"""``andon demo``: Andon's main job on the embedded defaults, as far as it is built.
+
+Today: start the embedded stack, produce a synthetic day at plant-a through the Prefect
+``synthesize-plant`` flow, ingest a slice of the real casting images through ``ingest-folder``,
+and print where everything is. Idempotent: the stack is reused, part timestamps are fixed to
+06:00 UTC today, so a re-run writes the same keys with the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images: int = 300) -> None:
+    from rich.table import Table
+
+    from andon import stack
+    from andon.settings import get_settings
+    from andon.storage import open_store
+
+    settings = get_settings()
+    console.rule("[bold]1. the embedded stack")
+    statuses = stack.up(settings, on_event=lambda m: console.print(f"  {m}"))
+    # flows below report to the embedded server, so their runs and artifacts show in its UI
+    os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+    from flows.ingest import ingest_folder_flow, synthesize_plant_flow
+
+    start = datetime.now(UTC).replace(hour=6, minute=0, second=0, microsecond=0)
+    console.rule(f"[bold]2. synthetic production at plant-a: {parts} parts")
+    synth_batches = synthesize_plant_flow(plant="plant-a", parts=parts, seed=0, start=start)
+    console.print(f"  {len(synth_batches)} raw batches, {sum(b['defects'] for b in synth_batches)} defective parts")
+
+    console.rule(f"[bold]3. real casting images into plant-a: {casting_images}")
+    ingested: list[dict[str, object]] = []
+    if (casting / "train").is_dir():
+        ingested = ingest_folder_flow(
+            plant="plant-a", path=str(casting / "train"), limit=casting_images,
+            start=start.replace(hour=12),
+        )
+        console.print(f"  {len(ingested)} raw batch(es) from {casting / 'train'}")
+    else:
+        console.print(f"  [yellow]skipped[/]: {casting} not found (the public casting set; see README)")
+
+    console.rule("[bold]where things are")
+    store = open_store()
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("where")
+    for s in statuses:
+        table.add_row(f"{s.name} UI", s.url)
+    table.add_row("object store", store.url)
+    for b in (synth_batches + ingested)[:3]:
+        table.add_row(f"batch {b['batch_id']}", f"{b['prefix']}/")
+    table.add_row("flow runs", f"{settings.prefect_api_url.removesuffix('/api')}/runs")
+    table.add_row("logs", str(settings.home / "logs"))
+    table.add_row("stop the stack", "andon down")
+    console.print(table)

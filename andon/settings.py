@@ -1,0 +1,126 @@
+"""Process-wide settings from ``ANDON_*`` environment variables.
+
+Example:
+    >>> from andon.settings import get_settings
+    >>> s = get_settings()
+    >>> s.object_store_url.startswith(("file://", "s3://"))
+    True
+
+Nothing here touches the disk: folders are created by the commands that need them.
+Secrets (AWS keys) are read by boto3 from the standard AWS variables, never stored here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class AndonSettings(BaseSettings):
+    """Settings for one Andon installation (embedded defaults under ``ANDON_HOME``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANDON_", extra="ignore", validate_default=True)
+
+    home: Path = Field(
+        default=Path("~/.andon"),
+        description="Root of the embedded stack: databases, logs, PID files, local object store.",
+    )
+    configs_dir: Path = Field(
+        default=_REPO_ROOT / "configs",
+        description="Folder holding base.yaml and plants/<plant>.yaml.",
+    )
+    object_store_url: str = Field(
+        default="",
+        description="file:///abs/path or s3://bucket[/prefix]; default file://$ANDON_HOME/objects.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, moto); None = AWS."
+    )
+    s3_region: str = Field(default="us-east-1", description="Region name sent to the S3 endpoint.")
+    s3_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts per S3 call; transient errors back off exponentially."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the embedded services bind to.")
+    prefect_port: Port = Field(default=4200, description="Port of the embedded Prefect server.")
+    mlflow_port: Port = Field(default=5000, description="Port of the embedded MLflow tracking server.")
+    prefect_api_url: str = Field(
+        default="", description="Prefect API; default the embedded server http://HOST:PREFECT_PORT/api."
+    )
+    mlflow_tracking_uri: str = Field(
+        default="", description="MLflow tracking URI; default the embedded server http://HOST:MLFLOW_PORT."
+    )
+    prefect_database_url: str = Field(
+        default="",
+        description="Database of the embedded Prefect server; default SQLite under ANDON_HOME "
+        "(postgresql+asyncpg://... for production).",
+    )
+    mlflow_backend_store_uri: str = Field(
+        default="",
+        description="Backend store of the embedded MLflow server; default SQLite under ANDON_HOME "
+        "(postgresql://... for production).",
+    )
+    mlflow_artifacts_destination: str = Field(
+        default="",
+        description="Where the MLflow server stores artifacts; default <object store>/mlflow-artifacts "
+        "for s3://, else $ANDON_HOME/mlflow/artifacts.",
+    )
+    service_start_timeout_s: float = Field(
+        default=90.0, gt=0, le=900, description="How long `andon up` waits for a health endpoint."
+    )
+
+    @field_validator("home", "configs_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> AndonSettings:
+        if not self.object_store_url:
+            self.object_store_url = f"file://{self.home / 'objects'}"
+        if not self.object_store_url.startswith(("file://", "s3://")):
+            raise ValueError(
+                f"object_store_url: must start with file:// or s3://, got {self.object_store_url!r}"
+            )
+        if not self.prefect_api_url:
+            self.prefect_api_url = f"http://{self.host}:{self.prefect_port}/api"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"http://{self.host}:{self.mlflow_port}"
+        if not self.prefect_database_url:
+            self.prefect_database_url = f"sqlite+aiosqlite:///{self.home / 'prefect' / 'prefect.db'}"
+        if not self.mlflow_backend_store_uri:
+            self.mlflow_backend_store_uri = f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        if not self.mlflow_artifacts_destination:
+            if self.object_store_url.startswith("s3://"):
+                self.mlflow_artifacts_destination = self.object_store_url.rstrip("/") + "/mlflow-artifacts"
+            else:
+                self.mlflow_artifacts_destination = str(self.home / "mlflow" / "artifacts")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> AndonSettings:
+    """The settings of this process, read once from the environment."""
+    from pydantic import ValidationError
+
+    from andon.errors import ConfigError
+
+    try:
+        return AndonSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ANDON_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"environment: {problems}") from None
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and CLI options that change the environment)."""
+    get_settings.cache_clear()

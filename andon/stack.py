@@ -1,0 +1,337 @@
+"""The embedded stack: a Prefect server and an MLflow tracking server as background processes.
+
+``andon up`` starts what is not running, waits for both health endpoints and prints the UIs;
+a second ``up`` reuses what runs. Each process gets a PID file (JSON: pid, port, command, start
+time) and a log file under ``$ANDON_HOME``. ``andon down`` stops only processes whose PID file
+it wrote and whose command line still matches, so it never kills a stranger that reused a PID.
+Services start in their own process group, and ``down`` signals the whole group (servers fork
+workers), TERM first, KILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from andon.errors import PortInUseError, ServiceError
+from andon.settings import AndonSettings
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int
+    health_path: str
+    ui_path: str
+    command: list[str]
+    env: dict[str, str]
+    host: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return self.base_url + self.health_path
+
+    @property
+    def ui_url(self) -> str:
+        return self.base_url + self.ui_path
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # "running", "stopped", "unhealthy", "stale pid file", "foreign process on port"
+    pid: int | None
+    url: str
+    log: Path
+
+
+def _prefect_db_url(url: str) -> str:
+    # Prefect wants an async driver; accept the plain postgresql:// spelling too
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+def _mlflow_db_url(url: str) -> str:
+    if url.startswith("postgresql+asyncpg://"):
+        return "postgresql://" + url.split("://", 1)[1]
+    return url
+
+
+def services(settings: AndonSettings) -> list[Service]:
+    """The processes ``andon up`` manages, fully resolved from settings."""
+    home = settings.home
+    py = sys.executable
+    prefect_env = {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_API_HOST": settings.host,
+        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        "PREFECT_API_URL": f"http://{settings.host}:{settings.prefect_port}/api",
+        "PREFECT_UI_API_URL": f"http://{settings.host}:{settings.prefect_port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": _prefect_db_url(settings.prefect_database_url),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": _prefect_db_url(settings.prefect_database_url),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    prefect = Service(
+        name="prefect",
+        port=settings.prefect_port,
+        health_path="/api/health",
+        ui_path="/",
+        command=[py, "-m", "prefect", "server", "start", "--host", settings.host,
+                 "--port", str(settings.prefect_port), "--analytics-off"],
+        env=prefect_env,
+        host=settings.host,
+    )
+    mlflow_env: dict[str, str] = {"MLFLOW_HOST": settings.host}
+    if settings.s3_endpoint_url:
+        mlflow_env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    mlflow = Service(
+        name="mlflow",
+        port=settings.mlflow_port,
+        health_path="/health",
+        ui_path="/",
+        command=[
+            py, "-m", "mlflow", "server",
+            "--host", settings.host,
+            "--port", str(settings.mlflow_port),
+            "--backend-store-uri", _mlflow_db_url(settings.mlflow_backend_store_uri),
+            "--serve-artifacts",
+            "--artifacts-destination", settings.mlflow_artifacts_destination,
+            "--workers", "1",
+        ],
+        env=mlflow_env,
+        host=settings.host,
+    )
+    return [prefect, mlflow]
+
+
+def _run_dir(settings: AndonSettings) -> Path:
+    return settings.home / "run"
+
+
+def _pid_file(settings: AndonSettings, name: str) -> Path:
+    return _run_dir(settings) / f"{name}.pid.json"
+
+
+def log_file(settings: AndonSettings, name: str) -> Path:
+    return settings.home / "logs" / f"{name}.log"
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL we built
+            return bool(200 <= resp.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive for our purposes
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_pid(settings: AndonSettings, name: str) -> dict[str, object] | None:
+    path = _pid_file(settings, name)
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _ours(record: dict[str, object]) -> bool:
+    """The PID in ``record`` is alive and still runs the command we started."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return False
+    return _cmdline(pid) == record.get("command")
+
+
+def service_status(settings: AndonSettings) -> list[ServiceStatus]:
+    out = []
+    for svc in services(settings):
+        record = _read_pid(settings, svc.name)
+        log = log_file(settings, svc.name)
+        if record and _ours(record):
+            pid = int(record["pid"])  # type: ignore[call-overload]
+            state = "running" if _healthy(svc.health_url) else "unhealthy"
+            out.append(ServiceStatus(svc.name, state, pid, svc.ui_url, log))
+        elif record:
+            out.append(ServiceStatus(svc.name, "stale pid file", None, svc.ui_url, log))
+        elif _port_open(svc.host, svc.port):
+            out.append(ServiceStatus(svc.name, "foreign process on port", None, svc.ui_url, log))
+        else:
+            out.append(ServiceStatus(svc.name, "stopped", None, svc.ui_url, log))
+    return out
+
+
+def _start(settings: AndonSettings, svc: Service) -> subprocess.Popen[bytes]:
+    for sub in ("run", "logs", "prefect", "mlflow"):
+        (settings.home / sub).mkdir(parents=True, exist_ok=True)
+    if not settings.mlflow_artifacts_destination.startswith("s3://"):
+        Path(settings.mlflow_artifacts_destination).mkdir(parents=True, exist_ok=True)
+    log = log_file(settings, svc.name)
+    env = {**os.environ, **svc.env}
+    with open(log, "ab") as fh:
+        fh.write(f"\n--- andon up {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+        proc = subprocess.Popen(
+            svc.command,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=settings.home,
+            start_new_session=True,
+        )
+    record = {"pid": proc.pid, "port": svc.port, "command": svc.command, "started": time.time()}
+    _pid_file(settings, svc.name).write_text(json.dumps(record))
+    return proc
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -> list[ServiceStatus]:
+    """Start every service that is not already running (ours and healthy), then wait for health."""
+    say = on_event or (lambda _msg: None)
+    started: dict[str, tuple[Service, subprocess.Popen[bytes]]] = {}
+    problems: list[str] = []
+    for svc in services(settings):
+        record = _read_pid(settings, svc.name)
+        if record and _ours(record):
+            say(f"{svc.name}: already running (pid {record['pid']}), reusing it")
+            continue
+        if record:
+            _pid_file(settings, svc.name).unlink(missing_ok=True)
+        if _port_open(svc.host, svc.port):
+            problems.append(
+                f"{svc.name}: port {svc.port} on {svc.host} is in use by a process Andon did not start; "
+                f"stop it or choose another port (ANDON_{svc.name.upper()}_PORT)"
+            )
+            continue
+        say(f"{svc.name}: starting on {svc.base_url} (log {log_file(settings, svc.name)})")
+        started[svc.name] = (svc, _start(settings, svc))
+    if problems:
+        for svc, proc in started.values():
+            _stop_pid(proc.pid)
+            _pid_file(settings, svc.name).unlink(missing_ok=True)
+        raise PortInUseError("\n".join(problems))
+
+    deadline = time.monotonic() + settings.service_start_timeout_s
+    pending = dict(started)
+    while pending:
+        for name, (svc, proc) in list(pending.items()):
+            if proc.poll() is not None:
+                tail = _log_tail(log_file(settings, name))
+                _pid_file(settings, name).unlink(missing_ok=True)
+                down(settings)
+                raise ServiceError(f"{name} exited with code {proc.returncode} while starting; log tail:\n{tail}")
+            if _healthy(svc.health_url, timeout=1.0):
+                say(f"{name}: healthy at {svc.health_url}")
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(pending)
+            down(settings)
+            raise ServiceError(
+                f"{names} did not answer its health endpoint within {settings.service_start_timeout_s:.0f} s; "
+                f"see {settings.home / 'logs'}"
+            )
+        if pending:
+            time.sleep(0.5)
+    return service_status(settings)
+
+
+def _stop_pid(pid: int, grace_s: float = 15.0) -> None:
+    """TERM the process group of ``pid`` (servers fork workers), KILL it after ``grace_s``."""
+    pgid = pid  # services start with start_new_session=True: they lead their own group
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when `up` ran in this process (tests)
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def down(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -> list[str]:
+    """Stop the services this home's ``up`` started; returns the names stopped."""
+    say = on_event or (lambda _msg: None)
+    stopped = []
+    for svc in services(settings):
+        record = _read_pid(settings, svc.name)
+        if record is None:
+            continue
+        if _ours(record):
+            pid = int(record["pid"])  # type: ignore[call-overload]
+            say(f"{svc.name}: stopping pid {pid}")
+            _stop_pid(pid)
+            stopped.append(svc.name)
+        else:
+            say(f"{svc.name}: not running (removing stale pid file)")
+        _pid_file(settings, svc.name).unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,327 @@
+"""The object store: one small interface over ``file://`` (embedded default) and ``s3://``.
+
+Example:
+    >>> from andon.storage import open_store
+    >>> store = open_store("file:///tmp/andon-doc-objects")
+    >>> store.put("plant-a/line-1/raw/2026-11-26/b1/metadata.json", b"{}").key
+    'plant-a/line-1/raw/2026-11-26/b1/metadata.json'
+
+Keys are ``/``-separated relative paths; :func:`validate_key` rejects anything that could
+escape the store. Local writes are atomic (temp file + rename in the same folder), so a reader
+never sees half an object. S3 calls go through botocore's standard retry mode (exponential
+backoff with jitter on throttling, 5xx and connection errors); what still fails after the last
+attempt becomes a :class:`~andon.errors.StorageError` naming the operation and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+from andon.errors import InvalidKeyError, ObjectNotFoundError, StorageError
+
+_TMP_PREFIX = ".andon-tmp-"
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+MAX_KEY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise :class:`InvalidKeyError`."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKeyError("object key must be a non-empty string")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"object key longer than {MAX_KEY_BYTES} bytes: {key[:60]}...")
+    if key.startswith("/") or re.match(r"^[A-Za-z]:", key):
+        raise InvalidKeyError(f"object key must be relative, got {key!r}")
+    if _BAD_CHARS.search(key):
+        raise InvalidKeyError(f"object key contains a control character or backslash: {key!r}")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in ("", ".", ".."):
+        raise InvalidKeyError(f"object key has an empty, '.' or '..' segment: {key!r}")
+    if any(p.startswith(_TMP_PREFIX) for p in parts):
+        raise InvalidKeyError(f"object key segment may not start with {_TMP_PREFIX!r}: {key!r}")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Like :func:`validate_key` but allows ``""`` and a trailing ``/``."""
+    if prefix == "":
+        return prefix
+    validate_key(prefix.rstrip("/") or "x")
+    return prefix
+
+
+def join_key(*parts: str) -> str:
+    """Join key parts with ``/`` and validate the result."""
+    return validate_key("/".join(p.strip("/") for p in parts if p))
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """What every store offers. Implementations: :class:`LocalObjectStore`, :class:`S3ObjectStore`."""
+
+    url: str
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo: ...
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo: ...
+    def get(self, key: str) -> bytes: ...
+    def download(self, key: str, path: Path) -> Path: ...
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def exists(self, key: str) -> bool: ...
+    def copy(self, src: str, dst: str) -> ObjectInfo: ...
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str: ...
+    def uri(self, key: str) -> str: ...
+
+
+class LocalObjectStore:
+    """Objects as files under ``root``; the embedded default (``file://$ANDON_HOME/objects``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _write_atomic(self, key: str, write: Any) -> ObjectInfo:
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {key} to {self.url}: {exc.strerror or exc}") from exc
+        return ObjectInfo(key, target.stat().st_size)
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        return self._write_atomic(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+        with open(path, "rb") as src:
+            return self._write_atomic(key, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
+
+    def download(self, key: str, path: Path) -> Path:
+        src = self._path(key)
+        if not src.is_file():
+            raise ObjectNotFoundError(f"no object {key!r} in {self.url}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+        return path
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        # walk only the deepest folder the prefix names, then filter by the full prefix
+        folder = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not folder.is_dir():
+            return
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_TMP_PREFIX)]
+            for name in filenames:
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(ObjectInfo(key, full.stat().st_size))
+        yield from sorted(found, key=lambda o: o.key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def copy(self, src: str, dst: str) -> ObjectInfo:
+        source = self._path(src)
+        if not source.is_file():
+            raise ObjectNotFoundError(f"no object {src!r} in {self.url}")
+        return self.put_file(dst, source)
+
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        """A local store has no signing: the ``file://`` URL of the object."""
+        if not self.exists(key):
+            raise ObjectNotFoundError(f"no object {key!r} in {self.url}")
+        return self._path(key).as_uri()
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3ObjectStore:
+    """Objects in an S3-compatible bucket (AWS, MinIO, Ceph, moto), optionally under a prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        max_attempts: int = 5,
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.url = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                config=Config(
+                    retries={"max_attempts": max_attempts, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=60,
+                    s3={"addressing_style": "path"},
+                    signature_version="s3v4",
+                ),
+            )
+        self.client = client
+
+    def _full(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, op: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
+            if code == "NoSuchBucket":
+                raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}") from None
+            raise StorageError(f"S3 {op} {key!r} in {self.url} failed: {code}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {op} {key!r} in {self.url} failed after retries: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing (embedded MinIO, tests)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self._call("create_bucket", "", self.client.create_bucket, Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        extra = {"ContentType": content_type} if content_type else {}
+        self._call("put", key, self.client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
+        return ObjectInfo(key, len(data))
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+        return self.put(key, Path(path).read_bytes(), content_type)
+
+    def get(self, key: str) -> bytes:
+        resp = self._call("get", key, self.client.get_object, Bucket=self.bucket, Key=self._full(key))
+        body: bytes = resp["Body"].read()
+        return body
+
+    def download(self, key: str, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.get(key)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return path
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix)))
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", key, self.client.head_object, Bucket=self.bucket, Key=self._full(key))
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def copy(self, src: str, dst: str) -> ObjectInfo:
+        if not self.exists(src):
+            raise ObjectNotFoundError(f"no object {src!r} in {self.url}")
+        self._call(
+            "copy",
+            src,
+            self.client.copy_object,
+            Bucket=self.bucket,
+            Key=self._full(dst),
+            CopySource={"Bucket": self.bucket, "Key": self._full(src)},
+        )
+        head = self._call("head", dst, self.client.head_object, Bucket=self.bucket, Key=self._full(dst))
+        return ObjectInfo(dst, int(head["ContentLength"]))
+
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        url: str = self._call(
+            "presign",
+            key,
+            self.client.generate_presigned_url,
+            ClientMethod="get_object",
+            Params={"Bucket": self.bucket, "Key": self._full(key)},
+            ExpiresIn=expires_s,
+        )
+        return url
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+
+def open_store(url: str | None = None) -> ObjectStore:
+    """The store named by ``url`` (default: the ``ANDON_OBJECT_STORE_URL`` setting)."""
+    from andon.settings import get_settings
+
+    settings = get_settings()
+    url = url or settings.object_store_url
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"file:// URLs must be absolute paths (file:///...), got {url!r}")
+        return LocalObjectStore(Path(parsed.path))
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"s3:// URL needs a bucket name, got {url!r}")
+        return S3ObjectStore(
+            parsed.netloc,
+            parsed.path,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            max_attempts=settings.s3_max_attempts,
+        )
+    raise StorageError(f"unsupported object store URL {url!r}: use file:///path or s3://bucket[/prefix]")

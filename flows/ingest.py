@@ -1,0 +1,40 @@
+"""Bring parts into a plant's raw layout: synthetic production or a real labelled folder."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from tasks.ingest import ingest_images, publish_batches, synthesize_parts
+
+
+class DriftParams(BaseModel):
+    """Floor changes to simulate (neutral values = none); shown as a form in the Prefect UI."""
+
+    brightness: float = Field(default=1.0, gt=0, le=4)
+    gamma: float = Field(default=1.0, gt=0, le=5)
+    unevenness: float = Field(default=0.0, ge=0, le=1)
+    rotation_deg: float = Field(default=0.0, ge=-180, le=180)
+    blur_sigma: float = Field(default=0.0, ge=0, le=10)
+    noise_std: float = Field(default=0.0, ge=0, le=64)
+
+
+@flow(name="synthesize-plant")
+def synthesize_plant_flow(
+    plant: str, parts: int = 2000, seed: int = 0, start: datetime | None = None, drift: DriftParams | None = None
+) -> list[dict[str, Any]]:
+    batches = synthesize_parts(plant, parts, seed, start, drift.model_dump() if drift else None)
+    publish_batches(plant, batches, "synthetic production")
+    return batches
+
+
+@flow(name="ingest-folder")
+def ingest_folder_flow(
+    plant: str, path: str, limit: int | None = None, start: datetime | None = None
+) -> list[dict[str, Any]]:
+    batches = ingest_images(plant, path, limit, start)
+    publish_batches(plant, batches, f"ingest of {path}")
+    return batches

@@ -1,0 +1,206 @@
+"""The test base: isolated ANDON_HOME, ONE session-scoped Prefect harness, a moto S3 server over
+real HTTP, a temp MLflow SQLite store, synthetic data generated once, and a PostgreSQL database
+per test module for the production configuration.
+
+Tests under ``tests/unit`` are marked ``unit``, under ``tests/integration`` ``integration``
+(automatically, by folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before Prefect or MLflow are imported anywhere: keep them off the user's home and offline
+    scratch = Path(tempfile.mkdtemp(prefix="andon-tests-"))
+    os.environ["PREFECT_HOME"] = str(scratch / "prefect-home")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
+    os.environ["ANDON_HOME"] = str(scratch / "andon-home")
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    for var in ("ANDON_OBJECT_STORE_URL", "ANDON_S3_ENDPOINT_URL", "ANDON_PREFECT_API_URL", "PREFECT_API_URL"):
+        os.environ.pop(var, None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "unit" in parts:
+            item.add_marker(pytest.mark.unit)
+        elif "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Settings are cached per process; tests that change ANDON_* env get a fresh read."""
+    from andon.settings import reset_settings
+
+    reset_settings()
+    yield
+    reset_settings()
+
+
+@pytest.fixture
+def andon_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private ANDON_HOME with a file:// object store inside it."""
+    home = tmp_path / "andon-home"
+    monkeypatch.setenv("ANDON_HOME", str(home))
+    monkeypatch.delenv("ANDON_OBJECT_STORE_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def local_store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from andon.storage import LocalObjectStore
+
+    return LocalObjectStore(tmp_path / "objects")
+
+
+# ------------------------------------------------------------------ Prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """ONE temporary Prefect server (SQLite) for the whole session; never nest another."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+# ------------------------------------------------------------------ MLflow
+
+
+@pytest.fixture
+def mlflow_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A temp SQLite tracking store per test (the file store is refused by MLflow 3)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("ANDON_MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+# ------------------------------------------------------------------ S3 over real HTTP
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's ThreadedMotoServer on 127.0.0.1 (a real HTTP S3 endpoint, in memory)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str):  # type: ignore[no-untyped-def]
+    """A fresh bucket per test."""
+    from andon.storage import S3ObjectStore
+
+    store = S3ObjectStore(f"andon-{uuid.uuid4().hex[:12]}", endpoint_url=s3_endpoint, max_attempts=3)
+    store.ensure_bucket()
+    return store
+
+
+# ------------------------------------------------------------------ data
+
+
+@pytest.fixture(scope="session")
+def synthetic_plant(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """plant-b's production, small and generated once per session: (store, batches)."""
+    from andon.config import load_plant
+    from andon.storage import LocalObjectStore
+    from andon.synth.plant import synthesize_plant
+
+    store = LocalObjectStore(tmp_path_factory.mktemp("synthetic-plant") / "objects")
+    batches = synthesize_plant(
+        load_plant("plant-b"),
+        store,
+        240,
+        seed=11,
+        start=datetime(2026, 11, 2, 6, 0, tzinfo=UTC),
+        batch_size=60,
+        workers=1,
+    )
+    return store, batches
+
+
+@pytest.fixture(scope="session")
+def casting_dir() -> Path:
+    path = SHARED_DATA / "casting"
+    if not (path / "train").is_dir():
+        pytest.skip(f"the casting image set is not at {path} (see ../shared/data/README.md)")
+    return path
+
+
+# ------------------------------------------------------------------ PostgreSQL (production configuration)
+
+
+def _postgres_base_url() -> str:
+    return os.environ.get("ANDON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _reachable(url: str) -> str | None:
+    """None when the server answers, else the reason."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5432), timeout=2):
+            pass
+    except OSError as exc:
+        return f"PostgreSQL at {parsed.hostname}:{parsed.port or 5432} is not reachable ({exc})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database per test module on the local PostgreSQL; dropped afterwards.
+
+    Skips with the reason where no server answers (a laptop); fails when CI=true.
+    """
+    import psycopg2
+
+    base = _postgres_base_url()
+    reason = _reachable(base)
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI must test the production configuration (set ANDON_TEST_POSTGRES_URL)")
+        pytest.skip(reason)
+    module = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
+    name = f"andon_{module}_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(base)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    db_url = base.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield db_url
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
