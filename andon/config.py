@@ -188,12 +188,17 @@ class PlantConfig(_Strict):
             raise ValueError(f"unknown IANA timezone {value!r}") from None
         return value
 
+    @field_validator("lines", "skus")
+    @classmethod
+    def _unique_ids(cls, value: tuple[Line, ...] | tuple[Sku, ...]) -> tuple[Line, ...] | tuple[Sku, ...]:
+        ids = [x.id if isinstance(x, Line) else x.code for x in value]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate ids: {dupes}")
+        return value
+
     @model_validator(mode="after")
-    def _unique_ids(self) -> PlantConfig:
-        for what, ids in (("lines", [ln.id for ln in self.lines]), ("skus", [s.code for s in self.skus])):
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            if dupes:
-                raise ValueError(f"duplicate {what}: {dupes}")
+    def _default_prefix(self) -> PlantConfig:
         if not self.object_prefix:
             object.__setattr__(self, "object_prefix", self.id)
         return self

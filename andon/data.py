@@ -104,9 +104,14 @@ def write_batch_tables(
     store.put(info.metadata_key, frame_to_parquet(metadata), "application/vnd.apache.parquet")
     if sensors is not None:
         store.put(info.sensors_key, frame_to_parquet(sensors), "application/vnd.apache.parquet")
-    body = json.dumps(asdict(info), indent=2, sort_keys=True, default=str).encode()
+    body = json.dumps(asdict(info), indent=2, sort_keys=True, default=_json_default).encode()
     store.put(info.uri_key, body, "application/json")
-    return info
+    return BatchInfo(**json.loads(body))  # exactly what a reader of batch.json gets
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars as numbers, everything else (datetimes...) as text."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def list_raw_batches(store: ObjectStore, cfg: PlantConfig, line: str | None = None) -> Iterator[BatchInfo]:

@@ -142,7 +142,7 @@ def _texture(
         base = 140 + 14 * _smooth_noise(rng, size, 12) + 9 * rng.standard_normal(u.shape).astype(np.float32)
     elif material == "supplier-b":
         # coarser grain, stronger mottling and wider machining marks than the standard stock
-        base = 150 + 16 * _smooth_noise(rng, size, 6) + 6 * np.sin(r * 55 + rng.uniform(0, 6.28))
+        base = 145 + 20 * _smooth_noise(rng, size, 6) + 6 * np.sin(r * 55 + rng.uniform(0, 6.28))
         base = base + 5 * rng.standard_normal(u.shape).astype(np.float32)
     else:
         base = 160 + 6 * _smooth_noise(rng, size, 8) + 5 * np.sin(r * 140 + rng.uniform(0, 6.28))
@@ -209,6 +209,22 @@ def render_part(
     optics: Optics | None = None,
 ) -> np.ndarray:
     """One part image as ``uint8 (size, size)``, a pure function of its arguments."""
+    return render_part_with_mask(seed, index, size, sku, defect, optics)[0]
+
+
+def render_part_with_mask(
+    seed: int,
+    index: int,
+    size: int,
+    sku: Sku,
+    defect: str | None = None,
+    optics: Optics | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image and a boolean mask of the pixels the defect changed (all False for a good part).
+
+    The defect draws from its own random stream, so the same ``(seed, index)`` without the
+    defect is the exact same part without it: a counterfactual for explanation tests.
+    """
     from scipy.ndimage import gaussian_filter
 
     optics = optics or Optics()
@@ -226,8 +242,10 @@ def render_part(
 
     mask, r = _shape(sku, u, v, rng)
     part = _texture(optics.material, sku, u, v, r, rng, size)
+    delta = np.zeros_like(part)
     if defect:
-        part = part + _defect(defect, u, v, sku, rng, px)
+        delta = _defect(defect, u, v, sku, np.random.default_rng([seed, index, 0xDEF]), px).astype(np.float32)
+        part = part + delta
     background = 28 + 4 * _smooth_noise(rng, size, 4)
     img = background + mask * (part - background)
 
@@ -242,7 +260,8 @@ def render_part(
     if optics.noise_std > 0:
         img = img + rng.normal(0, optics.noise_std, img.shape).astype(np.float32)
     out: np.ndarray = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-    return out
+    mask_out: np.ndarray = (np.abs(delta) * mask) > 10
+    return out, mask_out
 
 
 def encode_png(img: np.ndarray) -> bytes:

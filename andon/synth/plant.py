@@ -78,6 +78,7 @@ def synthesize_plant(
     new_sku_share: float = 0.3,
     batch_size: int | None = None,
     disabled_failures: tuple[str, ...] = (),
+    mes_events_per_day: float = 3.0,
     workers: int = 2,
     progress: Progress | None = None,
 ) -> list[BatchInfo]:
@@ -88,6 +89,7 @@ def synthesize_plant(
         drift: lighting / camera / material changes on top of the plant's own camera and lighting.
         new_sku: a product not in the plant config (new geometry) taking ``new_sku_share`` of parts.
         disabled_failures: sensor failure types that never occur (introduce them later).
+        mes_events_per_day: rate of random MES messages written beside the batches.
         workers: rendering processes; 1 renders in this process.
         progress: called with the number of parts finished since the last call.
     """
@@ -214,7 +216,7 @@ def synthesize_plant(
     # the MES messages of the same stretch of time, for the gateway and retraining scenarios
     last = max(datetime.fromisoformat(b.details["last"]) for b in batches)
     hours = max(1.0, (last - start).total_seconds() / 3600)
-    events = mes_events(cfg, start, hours, seed)
+    events = mes_events(cfg, start, hours, seed, rate_per_day=mes_events_per_day)
     if events:
         key = join_key(cfg.object_prefix, "mes", start.strftime("%Y-%m-%d"), f"{start:%Y%m%dT%H%M%SZ}-s{seed}.jsonl")
         store.put(key, "\n".join(json.dumps(e) for e in events).encode() + b"\n", "application/x-ndjson")
