@@ -66,8 +66,9 @@ def _prefect_db_url(url: str) -> str:
 
 
 def _mlflow_db_url(url: str) -> str:
-    if url.startswith("postgresql+asyncpg://"):
-        return "postgresql://" + url.split("://", 1)[1]
+    # MLflow's SQLAlchemy store needs a sync driver; psycopg2 is the one Andon installs
+    if url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
 
 

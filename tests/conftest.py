@@ -13,7 +13,7 @@ import re
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,8 +178,9 @@ def _reachable(url: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh database per test module on the local PostgreSQL; dropped afterwards.
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """A factory of fresh databases for this test module on the local PostgreSQL; all dropped
+    afterwards. ``make("mlflow")`` returns ``postgresql://.../andon_<module>_mlflow_<random>``.
 
     Skips with the reason where no server answers (a laptop); fails when CI=true.
     """
@@ -192,15 +193,48 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
             pytest.fail(f"{reason}; CI must test the production configuration (set ANDON_TEST_POSTGRES_URL)")
         pytest.skip(reason)
     module = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
-    name = f"andon_{module}_{uuid.uuid4().hex[:8]}"
     conn = psycopg2.connect(base)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    db_url = base.rsplit("/", 1)[0] + f"/{name}"
+    created: list[str] = []
+
+    def make(purpose: str) -> str:
+        name = f"andon_{module}_{purpose}_{uuid.uuid4().hex[:8]}"[:63]
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return base.rsplit("/", 1)[0] + f"/{name}"
+
     try:
-        yield db_url
+        yield make
     finally:
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in created:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_database: Callable[[str], str]) -> str:
+    """One fresh database for this test module."""
+    return postgres_database("main")
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """ANDON_HOME and free ports for `andon up`; whatever it started is stopped afterwards."""
+    from andon import stack
+    from andon.settings import get_settings, reset_settings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("ANDON_HOME", str(home))
+    monkeypatch.setenv("ANDON_PREFECT_PORT", str(free_port()))
+    monkeypatch.setenv("ANDON_MLFLOW_PORT", str(free_port()))
+    reset_settings()
+    yield home
+    reset_settings()
+    stack.down(get_settings())
