@@ -53,5 +53,5 @@ def test_ingest_real_casting_slice(prefect_harness: None, andon_home: Path, cast
     # casting/test holds 453 def_front then 262 ok_front; every 715/40-th file: 26 and 14
     assert (meta.label == "defect").sum() == 26 and (meta.label == "ok").sum() == 14
     row = meta.iloc[0]
-    assert sha256_bytes(store.get(row.image_key)) == sha256_bytes((casting_dir.parent / row.source).read_bytes())
+    assert sha256_bytes(store.get(row.image_key)) == sha256_bytes((casting_dir / row.source).read_bytes())
     assert row.image_key.endswith(".jpeg") and row.line == "line-1"
