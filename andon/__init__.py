@@ -1,2 +1,3 @@
 """Andon: MLOps scaffolding that keeps factory models alive after launch day."""
+
 __version__ = "0.1.0"

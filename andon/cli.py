@@ -156,7 +156,9 @@ def config_show(
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
-        sys.stdout.write(f"# {plant}: configs/base.yaml + configs/plants/{plant}.yaml (sha256 {cfg.sha256()[:12]})\n")
+        sys.stdout.write(
+            f"# {plant}: configs/base.yaml + configs/plants/{plant}.yaml (sha256 {cfg.sha256()[:12]})\n"
+        )
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
@@ -175,8 +177,13 @@ def config_list() -> None:
         table.add_column(col)
     for pid, cfg in load_all_plants().items():
         table.add_row(
-            pid, cfg.name, cfg.timezone, ", ".join(cfg.line_ids), ", ".join(cfg.sku_codes),
-            cfg.camera.model, f"{cfg.data.source} ({cfg.data.material})",
+            pid,
+            cfg.name,
+            cfg.timezone,
+            ", ".join(cfg.line_ids),
+            ", ".join(cfg.sku_codes),
+            cfg.camera.model,
+            f"{cfg.data.source} ({cfg.data.material})",
         )
     _console().print(table)
 
@@ -203,15 +210,25 @@ def synth(
     seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 0,
     start: Annotated[str | None, typer.Option(help="time of the first part, ISO with timezone")] = None,
     line: Annotated[list[str] | None, typer.Option(help="only these lines (repeatable)")] = None,
-    defect_rate: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="override the plant's rate")] = None,
-    brightness: Annotated[float, typer.Option(min=0.05, max=4.0, help="lighting gain drift (1 = none)")] = 1.0,
+    defect_rate: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="override the plant's rate")
+    ] = None,
+    brightness: Annotated[
+        float, typer.Option(min=0.05, max=4.0, help="lighting gain drift (1 = none)")
+    ] = 1.0,
     gamma: Annotated[float, typer.Option(min=0.1, max=5.0, help="gamma drift (1 = none)")] = 1.0,
     unevenness: Annotated[float, typer.Option(min=0.0, max=1.0, help="extra uneven illumination")] = 0.0,
-    rotation: Annotated[float, typer.Option(min=-180.0, max=180.0, help="camera rotation drift, degrees")] = 0.0,
+    rotation: Annotated[
+        float, typer.Option(min=-180.0, max=180.0, help="camera rotation drift, degrees")
+    ] = 0.0,
     blur: Annotated[float, typer.Option(min=0.0, max=10.0, help="focus blur drift (sigma, px)")] = 0.0,
     noise: Annotated[float, typer.Option(min=0.0, max=64.0, help="extra sensor noise (grey levels)")] = 0.0,
-    material: Annotated[str | None, typer.Option(help="new supplier material: standard|supplier-b|cast")] = None,
-    new_sku: Annotated[str | None, typer.Option(help="add a new SKU geometry: disc|plate|ring|impeller")] = None,
+    material: Annotated[
+        str | None, typer.Option(help="new supplier material: standard|supplier-b|cast")
+    ] = None,
+    new_sku: Annotated[
+        str | None, typer.Option(help="add a new SKU geometry: disc|plate|ring|impeller")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="rendering processes")] = 2,
 ) -> None:
     """Write synthetic parts (images, metadata, sensors, MES events) as raw batches.
@@ -231,16 +248,30 @@ def synth(
     cfg = load_plant(plant)
     store = open_store()
     drift = Drift(
-        brightness=brightness, gamma=gamma, unevenness=unevenness, rotation_deg=rotation,
-        blur_sigma=blur, noise_std=noise, material=material,  # type: ignore[arg-type]
+        brightness=brightness,
+        gamma=gamma,
+        unevenness=unevenness,
+        rotation_deg=rotation,
+        blur_sigma=blur,
+        noise_std=noise,
+        material=material,  # type: ignore[arg-type]
     )
     sku = Sku(code=f"NEW-{new_sku.upper()}", shape=new_sku, size=0.85, holes=3) if new_sku else None  # type: ignore[arg-type]
     console = _console()
     with _progress(console) as bar:
         task = bar.add_task(f"{plant}: rendering parts", total=parts)
         batches = synthesize_plant(
-            cfg, store, parts, seed=seed, start=_parse_time(start), drift=drift, defect_rate=defect_rate,
-            lines=line, new_sku=sku, workers=workers, progress=lambda n: bar.advance(task, n),
+            cfg,
+            store,
+            parts,
+            seed=seed,
+            start=_parse_time(start),
+            drift=drift,
+            defect_rate=defect_rate,
+            lines=line,
+            new_sku=sku,
+            workers=workers,
+            progress=lambda n: bar.advance(task, n),
         )
     _print_batches(console, store, batches)
 
@@ -251,7 +282,9 @@ def ingest(
     plant: Annotated[str, typer.Option(help="plant id, e.g. plant-a")],
     line: Annotated[str | None, typer.Option(help="line id (default: the plant's first line)")] = None,
     sku: Annotated[str | None, typer.Option(help="SKU code (default: the plant's first SKU)")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="upload an evenly spread slice of N images")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="upload an evenly spread slice of N images")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="timestamp of the first part, ISO with timezone")] = None,
 ) -> None:
     """Upload a real, labelled image folder into a plant's raw layout (idempotent).
@@ -269,7 +302,13 @@ def ingest(
     with _progress(console) as bar:
         task = bar.add_task(f"{plant}: uploading {path.name}", total=min(total, limit or total) or None)
         batches = ingest_folder(
-            cfg, store, path, line=line, sku=sku, limit=limit, start=_parse_time(start),
+            cfg,
+            store,
+            path,
+            line=line,
+            sku=sku,
+            limit=limit,
+            start=_parse_time(start),
             progress=lambda n: bar.advance(task, n),
         )
     _print_batches(console, store, batches)

@@ -62,8 +62,12 @@ class TrainingSpec(_Strict):
 
 
 class Thresholds(_Strict):
-    defect_probability: float = Field(default=0.5, gt=0, lt=1, description="score above which a part is rejected")
-    uncertain_margin: float = Field(default=0.2, ge=0, le=1, description="margin under which a part is uncertain")
+    defect_probability: float = Field(
+        default=0.5, gt=0, lt=1, description="score above which a part is rejected"
+    )
+    uncertain_margin: float = Field(
+        default=0.2, ge=0, le=1, description="margin under which a part is uncertain"
+    )
 
 
 class Recipe(_Strict):
@@ -150,7 +154,9 @@ class DataSpec(_Strict):
 
 
 class MesSpec(_Strict):
-    topic_prefix: str = Field(default="", description="MQTT topic prefix of the plant's MES (Unified Namespace)")
+    topic_prefix: str = Field(
+        default="", description="MQTT topic prefix of the plant's MES (Unified Namespace)"
+    )
     product_mix_threshold: float = Field(default=0.2, ge=0, le=1, description="mix shift that retrains")
 
 
@@ -261,9 +267,9 @@ def _depth(data: Any, loc: tuple[str | int, ...]) -> int:
     """How many leading parts of ``loc`` exist in ``data``."""
     node, depth = data, 0
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             node = node[part]
         else:
             break

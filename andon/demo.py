@@ -36,13 +36,17 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
     start = datetime.now(UTC).replace(hour=6, minute=0, second=0, microsecond=0)
     console.rule(f"[bold]2. synthetic production at plant-a: {parts} parts")
     synth_batches = synthesize_plant_flow(plant="plant-a", parts=parts, seed=0, start=start)
-    console.print(f"  {len(synth_batches)} raw batches, {sum(b['defects'] for b in synth_batches)} defective parts")
+    console.print(
+        f"  {len(synth_batches)} raw batches, {sum(b['defects'] for b in synth_batches)} defective parts"
+    )
 
     console.rule(f"[bold]3. real casting images into plant-a: {casting_images}")
     ingested: list[dict[str, object]] = []
     if (casting / "train").is_dir():
         ingested = ingest_folder_flow(
-            plant="plant-a", path=str(casting / "train"), limit=casting_images,
+            plant="plant-a",
+            path=str(casting / "train"),
+            limit=casting_images,
             start=start.replace(hour=12),
         )
         console.print(f"  {len(ingested)} raw batch(es) from {casting / 'train'}")

@@ -92,8 +92,18 @@ def services(settings: AndonSettings) -> list[Service]:
         port=settings.prefect_port,
         health_path="/api/health",
         ui_path="/",
-        command=[py, "-m", "prefect", "server", "start", "--host", settings.host,
-                 "--port", str(settings.prefect_port), "--analytics-off"],
+        command=[
+            py,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.prefect_port),
+            "--analytics-off",
+        ],
         env=prefect_env,
         host=settings.host,
     )
@@ -106,13 +116,21 @@ def services(settings: AndonSettings) -> list[Service]:
         health_path="/health",
         ui_path="/",
         command=[
-            py, "-m", "mlflow", "server",
-            "--host", settings.host,
-            "--port", str(settings.mlflow_port),
-            "--backend-store-uri", _mlflow_db_url(settings.mlflow_backend_store_uri),
+            py,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.mlflow_port),
+            "--backend-store-uri",
+            _mlflow_db_url(settings.mlflow_backend_store_uri),
             "--serve-artifacts",
-            "--artifacts-destination", settings.mlflow_artifacts_destination,
-            "--workers", "1",
+            "--artifacts-destination",
+            settings.mlflow_artifacts_destination,
+            "--workers",
+            "1",
         ],
         env=mlflow_env,
         host=settings.host,
@@ -143,7 +161,7 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL we built
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return bool(200 <= resp.status < 300)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -271,7 +289,9 @@ def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -
                 tail = _log_tail(log_file(settings, name))
                 _pid_file(settings, name).unlink(missing_ok=True)
                 down(settings)
-                raise ServiceError(f"{name} exited with code {proc.returncode} while starting; log tail:\n{tail}")
+                raise ServiceError(
+                    f"{name} exited with code {proc.returncode} while starting; log tail:\n{tail}"
+                )
             if _healthy(svc.health_url, timeout=1.0):
                 say(f"{name}: healthy at {svc.health_url}")
                 del pending[name]
@@ -279,7 +299,8 @@ def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -
             names = ", ".join(pending)
             down(settings)
             raise ServiceError(
-                f"{names} did not answer its health endpoint within {settings.service_start_timeout_s:.0f} s; "
+                f"{names} did not answer its health endpoint "
+                f"within {settings.service_start_timeout_s:.0f} s; "
                 f"see {settings.home / 'logs'}"
             )
         if pending:

@@ -24,7 +24,11 @@ class DriftParams(BaseModel):
 
 @flow(name="synthesize-plant")
 def synthesize_plant_flow(
-    plant: str, parts: int = 2000, seed: int = 0, start: datetime | None = None, drift: DriftParams | None = None
+    plant: str,
+    parts: int = 2000,
+    seed: int = 0,
+    start: datetime | None = None,
+    drift: DriftParams | None = None,
 ) -> list[dict[str, Any]]:
     batches = synthesize_parts(plant, parts, seed, start, drift.model_dump() if drift else None)
     publish_batches(plant, batches, "synthetic production")

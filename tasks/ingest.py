@@ -12,7 +12,6 @@ from prefect.artifacts import create_table_artifact
 from tasks import transient_only
 
 
-
 @task(name="synthesize-parts", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def synthesize_parts(
     plant: str, parts: int, seed: int, start: datetime | None, drift: dict[str, Any] | None
@@ -42,13 +41,18 @@ def ingest_images(plant: str, path: str, limit: int | None, start: datetime | No
 def publish_batches(plant: str, batches: list[dict[str, Any]], what: str) -> None:
     """A table artifact listing the raw batches a run wrote."""
     rows = [
-        {"line": b["line"], "batch": b["batch_id"], "parts": b["parts"], "defects": b["defects"], "prefix": b["prefix"]}
+        {
+            "line": b["line"],
+            "batch": b["batch_id"],
+            "parts": b["parts"],
+            "defects": b["defects"],
+            "prefix": b["prefix"],
+        }
         for b in batches
     ]
     create_table_artifact(
         key=f"{plant}-raw-batches",
         table=rows,
-        description=f"{what}: {sum(b['parts'] for b in batches)} parts in {len(batches)} raw batch(es) at {plant}",
+        description=f"{what}: {sum(b['parts'] for b in batches)} parts "
+        f"in {len(batches)} raw batch(es) at {plant}",
     )
-
-

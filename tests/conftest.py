@@ -34,7 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MPLBACKEND"] = "Agg"
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    for var in ("ANDON_OBJECT_STORE_URL", "ANDON_S3_ENDPOINT_URL", "ANDON_PREFECT_API_URL", "PREFECT_API_URL"):
+    for var in (
+        "ANDON_OBJECT_STORE_URL",
+        "ANDON_S3_ENDPOINT_URL",
+        "ANDON_PREFECT_API_URL",
+        "PREFECT_API_URL",
+    ):
         os.environ.pop(var, None)
 
 
@@ -217,6 +222,7 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[Callable[[str]
 def postgres_url(postgres_database: Callable[[str], str]) -> str:
     """One fresh database for this test module."""
     return postgres_database("main")
+
 
 def free_port() -> int:
     with socket.socket() as s:

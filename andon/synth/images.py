@@ -136,7 +136,13 @@ def _shape(sku: Sku, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> 
 
 
 def _texture(
-    material: Material, sku: Sku, u: np.ndarray, v: np.ndarray, r: np.ndarray, rng: np.random.Generator, size: int
+    material: Material,
+    sku: Sku,
+    u: np.ndarray,
+    v: np.ndarray,
+    r: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
 ) -> np.ndarray:
     if material == "cast":
         base = 140 + 14 * _smooth_noise(rng, size, 12) + 9 * rng.standard_normal(u.shape).astype(np.float32)

@@ -21,7 +21,9 @@ MES_EVENT_TYPES: tuple[str, ...] = (
 )
 
 
-def mes_events(cfg: PlantConfig, start: datetime, hours: float, seed: int, rate_per_day: float = 3.0) -> list[dict[str, Any]]:
+def mes_events(
+    cfg: PlantConfig, start: datetime, hours: float, seed: int, rate_per_day: float = 3.0
+) -> list[dict[str, Any]]:
     """A plausible day of MES messages for one plant, ordered by time, deterministic in ``seed``."""
     rng = np.random.default_rng([seed, 0x3E5])
     n = int(rng.poisson(rate_per_day * hours / 24.0))
@@ -44,7 +46,10 @@ def mes_events(cfg: PlantConfig, start: datetime, hours: float, seed: int, rate_
                 "shift": round(float(rng.uniform(0.05, 0.5)), 3),
             }
         else:
-            payload = {"line": line, "change": str(rng.choice(["camera-replaced", "fixture-changed", "speed-up"]))}
+            payload = {
+                "line": line,
+                "change": str(rng.choice(["camera-replaced", "fixture-changed", "speed-up"])),
+            }
         events.append(
             {
                 "message_id": f"{cfg.id}-mes-{seed}-{i:05d}",

@@ -122,7 +122,7 @@ def synthesize_plant(
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
     batches: list[BatchInfo] = []
     try:
-        for line_no, (line, n_line) in enumerate(zip(chosen, counts, strict=True)):
+        for line, n_line in zip(chosen, counts, strict=True):
             if n_line == 0:
                 continue
             line_cfg = next(x for x in cfg.lines if x.id == line)
@@ -139,7 +139,9 @@ def synthesize_plant(
             for b_no, (lo, hi) in enumerate(_chunks(n_line, batch_size)):
                 job_bounds = list(_chunks(hi - lo, 64))
                 jobs = [
-                    _Job(lseed, lo + a, size, skus, sku_idx[lo + a : lo + b], defects[lo + a : lo + b], optics)
+                    _Job(
+                        lseed, lo + a, size, skus, sku_idx[lo + a : lo + b], defects[lo + a : lo + b], optics
+                    )
                     for a, b in job_bounds
                 ]
                 results = pool.map(_render_job, jobs) if pool else map(_render_job, jobs)
@@ -218,6 +220,8 @@ def synthesize_plant(
     hours = max(1.0, (last - start).total_seconds() / 3600)
     events = mes_events(cfg, start, hours, seed, rate_per_day=mes_events_per_day)
     if events:
-        key = join_key(cfg.object_prefix, "mes", start.strftime("%Y-%m-%d"), f"{start:%Y%m%dT%H%M%SZ}-s{seed}.jsonl")
+        key = join_key(
+            cfg.object_prefix, "mes", start.strftime("%Y-%m-%d"), f"{start:%Y%m%dT%H%M%SZ}-s{seed}.jsonl"
+        )
         store.put(key, "\n".join(json.dumps(e) for e in events).encode() + b"\n", "application/x-ndjson")
     return batches

@@ -57,7 +57,9 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack_env: Path) -> None:
     assert {n: s.pid for n, s in again.items()} == {n: s.pid for n, s in first.items()}, "second up reuses"
 
     # the CLI shows the same thing
-    out = subprocess.run([sys.executable, "-m", "andon.cli", "status"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "andon.cli", "status"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.count("running") == 2
 
     groups = [s.pid for s in first.values() if s.pid]
@@ -74,7 +76,9 @@ def test_port_in_use_is_a_clear_error_and_starts_nothing(stack_env: Path) -> Non
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", settings.prefect_port))
         squatter.listen()
-        with pytest.raises(PortInUseError, match=rf"prefect: port {settings.prefect_port} .* \(ANDON_PREFECT_PORT\)"):
+        with pytest.raises(
+            PortInUseError, match=rf"prefect: port {settings.prefect_port} .* \(ANDON_PREFECT_PORT\)"
+        ):
             stack.up(settings)
         statuses = {s.name: s.state for s in stack.service_status(settings)}
         assert statuses == {"prefect": "foreign process on port", "mlflow": "stopped"}
@@ -87,7 +91,11 @@ def test_stale_pid_file_is_not_trusted(stack_env: Path) -> None:
     (stack_env / "run").mkdir(parents=True)
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        record = {"pid": sleeper.pid, "port": settings.mlflow_port, "command": ["python", "-m", "mlflow", "server"]}
+        record = {
+            "pid": sleeper.pid,
+            "port": settings.mlflow_port,
+            "command": ["python", "-m", "mlflow", "server"],
+        }
         (stack_env / "run" / "mlflow.pid.json").write_text(json.dumps(record))
         assert {s.name: s.state for s in stack.service_status(settings)}["mlflow"] == "stale pid file"
         assert stack.down(settings) == []

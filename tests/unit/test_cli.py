@@ -23,7 +23,8 @@ def test_help_lists_every_command_with_an_example() -> None:
 
 
 def test_help_imports_no_heavy_library() -> None:
-    code = "import sys; from andon.cli import app; heavy = {'torch','prefect','mlflow','pandas','great_expectations','evidently','shap','boto3'}; print(sorted(heavy & set(sys.modules)))"
+    heavy = {"torch", "prefect", "mlflow", "pandas", "great_expectations", "evidently", "shap", "boto3"}
+    code = f"import sys; from andon.cli import app; print(sorted({heavy!r} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -63,8 +64,22 @@ def _env() -> dict[str, str]:
 def test_synth_and_store_ls_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANDON_HOME", str(tmp_path))
     result = runner.invoke(
-        app, ["synth", "--plant", "plant-c", "--parts", "30", "--workers", "1", "--start", "2026-11-26T06:00:00+00:00",
-              "--brightness", "0.7", "--new-sku", "ring"],
+        app,
+        [
+            "synth",
+            "--plant",
+            "plant-c",
+            "--parts",
+            "30",
+            "--workers",
+            "1",
+            "--start",
+            "2026-11-26T06:00:00+00:00",
+            "--brightness",
+            "0.7",
+            "--new-sku",
+            "ring",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "raw batch(es)" in result.output

@@ -69,24 +69,46 @@ def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("file", "change", "expected"),
     [
-        ("plants/plant-b.yaml", lambda d: d["camera"].update(gama=1.2), "plants/plant-b.yaml: camera.gama: unknown field"),
+        (
+            "plants/plant-b.yaml",
+            lambda d: d["camera"].update(gama=1.2),
+            "plants/plant-b.yaml: camera.gama: unknown field",
+        ),
         (
             "plants/plant-b.yaml",
             lambda d: d["lighting"].update(brightness=-1),
             "plants/plant-b.yaml: lighting.brightness: Input should be greater than 0",
         ),
-        ("plants/plant-b.yaml", lambda d: d.update(timezone="Mars/Olympus"), "plants/plant-b.yaml: timezone:"),
-        ("plants/plant-b.yaml", lambda d: d.update(lines=[]), "plants/plant-b.yaml: lines: Tuple should have at least 1"),
+        (
+            "plants/plant-b.yaml",
+            lambda d: d.update(timezone="Mars/Olympus"),
+            "plants/plant-b.yaml: timezone:",
+        ),
+        (
+            "plants/plant-b.yaml",
+            lambda d: d.update(lines=[]),
+            "plants/plant-b.yaml: lines: Tuple should have at least 1",
+        ),
         (
             "plants/plant-b.yaml",
             lambda d: d["skus"].append(dict(d["skus"][0])),
             "plants/plant-b.yaml: skus: Value error, duplicate ids: ['DSC-100']",
         ),
-        ("base.yaml", lambda d: d["recipe"]["training"].update(epochs=0), "base.yaml: recipe.training.epochs:"),
-        ("base.yaml", lambda d: d["recipe"].update(classes=["ok", "ok"]), "base.yaml: recipe.classes: Value error"),
+        (
+            "base.yaml",
+            lambda d: d["recipe"]["training"].update(epochs=0),
+            "base.yaml: recipe.training.epochs:",
+        ),
+        (
+            "base.yaml",
+            lambda d: d["recipe"].update(classes=["ok", "ok"]),
+            "base.yaml: recipe.classes: Value error",
+        ),
     ],
 )
-def test_invalid_config_names_file_field_and_problem(tmp_path: Path, file: str, change, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_config_names_file_field_and_problem(
+    tmp_path: Path, file: str, change, expected: str
+) -> None:  # type: ignore[no-untyped-def]
     root = _copy_configs(tmp_path)
     _edit(root / file, change)
     with pytest.raises(ConfigError) as info:
@@ -97,7 +119,7 @@ def test_invalid_config_names_file_field_and_problem(tmp_path: Path, file: str, 
 def test_broken_yaml_and_wrong_id(tmp_path: Path) -> None:
     root = _copy_configs(tmp_path)
     (root / "plants" / "plant-c.yaml").write_text("lines: [\n")
-    with pytest.raises(ConfigError, match="plant-c.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"plant-c\.yaml: invalid YAML"):
         load_plant("plant-c", root)
     _edit(root / "plants" / "plant-a.yaml", lambda d: d.update(id="plant-x"))
     with pytest.raises(ConfigError, match="id: must match the file name"):

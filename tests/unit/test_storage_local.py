@@ -11,8 +11,20 @@ from andon.storage import LocalObjectStore, ObjectStore, join_key, open_store, v
 
 @pytest.mark.parametrize(
     "key",
-    ["", "/etc/passwd", "a/../b", "../x", "a//b", "a/./b", "a/", "C:/x", "a\\b", "a/\x00b", "x" * 1100,
-     "a/.andon-tmp-123"],
+    [
+        "",
+        "/etc/passwd",
+        "a/../b",
+        "../x",
+        "a//b",
+        "a/./b",
+        "a/",
+        "C:/x",
+        "a\\b",
+        "a/\x00b",
+        "x" * 1100,
+        "a/.andon-tmp-123",
+    ],
 )
 def test_bad_keys_are_refused(key: str, local_store: LocalObjectStore) -> None:
     with pytest.raises(InvalidKeyError):
@@ -22,7 +34,12 @@ def test_bad_keys_are_refused(key: str, local_store: LocalObjectStore) -> None:
 
 
 def test_good_keys() -> None:
-    for key in ("a", "plant-a/line-1/raw/2026-11-26/b/images/p-1.png", "datasets/plant-a/ab12.json", "a/b..c"):
+    for key in (
+        "a",
+        "plant-a/line-1/raw/2026-11-26/b/images/p-1.png",
+        "datasets/plant-a/ab12.json",
+        "a/b..c",
+    ):
         assert validate_key(key) == key
     assert join_key("plant-a/", "/line-1", "raw") == "plant-a/line-1/raw"
 
@@ -35,7 +52,10 @@ def test_put_get_list_exists_copy(local_store: LocalObjectStore) -> None:
     local_store.put("p/l2/raw/d/b/metadata.parquet", b"other")
     local_store.put("plant-other/x", b"no")
     assert local_store.get("p/l/raw/d/b/images/x.png") == b"\x89PNG"
-    assert [o.key for o in local_store.list("p/l/")] == ["p/l/raw/d/b/images/x.png", "p/l/raw/d/b/metadata.parquet"]
+    assert [o.key for o in local_store.list("p/l/")] == [
+        "p/l/raw/d/b/images/x.png",
+        "p/l/raw/d/b/metadata.parquet",
+    ]
     assert [o.key for o in local_store.list("p/l")] == [
         "p/l/raw/d/b/images/x.png",
         "p/l/raw/d/b/metadata.parquet",
