@@ -35,35 +35,42 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
 
     start = datetime.now(UTC).replace(hour=6, minute=0, second=0, microsecond=0)
     console.rule(f"[bold]2. synthetic production at plant-a: {parts} parts")
-    synth_batches = synthesize_plant_flow(plant="plant-a", parts=parts, seed=0, start=start)
+    with console.status("rendering parts in the synthesize-plant flow..."):
+        synth_batches = synthesize_plant_flow(plant="plant-a", parts=parts, seed=0, start=start)
     console.print(
-        f"  {len(synth_batches)} raw batches, {sum(b['defects'] for b in synth_batches)} defective parts"
+        f"  {sum(b['parts'] for b in synth_batches)} parts in {len(synth_batches)} raw batches, "
+        f"{sum(b['defects'] for b in synth_batches)} defective"
     )
 
     console.rule(f"[bold]3. real casting images into plant-a: {casting_images}")
     ingested: list[dict[str, object]] = []
     if (casting / "train").is_dir():
-        ingested = ingest_folder_flow(
-            plant="plant-a",
-            path=str(casting / "train"),
-            limit=casting_images,
-            start=start.replace(hour=12),
+        source = (casting / "train").resolve()
+        with console.status(f"uploading {source} in the ingest-folder flow..."):
+            ingested = ingest_folder_flow(
+                plant="plant-a", path=str(source), limit=casting_images, start=start.replace(hour=12)
+            )
+        console.print(
+            f"  {sum(int(b['parts']) for b in ingested)} images "
+            f"in {len(ingested)} raw batch(es) from {source}"
         )
-        console.print(f"  {len(ingested)} raw batch(es) from {casting / 'train'}")
     else:
         console.print(f"  [yellow]skipped[/]: {casting} not found (the public casting set; see README)")
 
     console.rule("[bold]where things are")
     store = open_store()
-    table = Table(show_header=False)
-    table.add_column("what")
-    table.add_column("where")
+    ui = settings.prefect_api_url.removesuffix("/api")
+    day = start.strftime("%Y-%m-%d")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column("what", style="bold")
+    table.add_column("where", overflow="fold")
     for s in statuses:
         table.add_row(f"{s.name} UI", s.url)
+    table.add_row("flow runs", f"{ui}/runs")
     table.add_row("object store", store.url)
-    for b in (synth_batches + ingested)[:3]:
-        table.add_row(f"batch {b['batch_id']}", f"{b['prefix']}/")
-    table.add_row("flow runs", f"{settings.prefect_api_url.removesuffix('/api')}/runs")
+    lines = sorted({str(b["line"]) for b in synth_batches + ingested})
+    table.add_row("plant-a raw data", ", ".join(f"plant-a/{ln}/raw/{day}/" for ln in lines))
+    table.add_row("list it", f"andon store ls plant-a/{lines[0]}/raw/{day}/")
     table.add_row("logs", str(settings.home / "logs"))
     table.add_row("stop the stack", "andon down")
     console.print(table)

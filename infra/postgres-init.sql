@@ -1,0 +1,5 @@
+-- One database per service; Prefect needs pg_trgm.
+CREATE DATABASE prefect;
+CREATE DATABASE mlflow;
+\c prefect
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
