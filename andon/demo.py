@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,7 +43,7 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
     )
 
     console.rule(f"[bold]3. real casting images into plant-a: {casting_images}")
-    ingested: list[dict[str, object]] = []
+    ingested: list[dict[str, Any]] = []
     if (casting / "train").is_dir():
         source = (casting / "train").resolve()
         with console.status(f"uploading {source} in the ingest-folder flow..."):
@@ -51,8 +51,7 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
                 plant="plant-a", path=str(source), limit=casting_images, start=start.replace(hour=12)
             )
         console.print(
-            f"  {sum(int(b['parts']) for b in ingested)} images "
-            f"in {len(ingested)} raw batch(es) from {source}"
+            f"  {sum(b['parts'] for b in ingested)} images in {len(ingested)} raw batch(es) from {source}"
         )
     else:
         console.print(f"  [yellow]skipped[/]: {casting} not found (the public casting set; see README)")
