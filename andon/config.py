@@ -62,12 +62,8 @@ class TrainingSpec(_Strict):
 
 
 class Thresholds(_Strict):
-    defect_probability: float = Field(
-        default=0.5, gt=0, lt=1, description="score above which a part is rejected"
-    )
-    uncertain_margin: float = Field(
-        default=0.2, ge=0, le=1, description="margin under which a part is uncertain"
-    )
+    defect_probability: float = Field(default=0.5, gt=0, lt=1, description="score above which a part is rejected")
+    uncertain_margin: float = Field(default=0.2, ge=0, le=1, description="margin under which a part is uncertain")
 
 
 class Recipe(_Strict):
@@ -95,6 +91,7 @@ class Camera(_Strict):
 
     model: str = "generic-mono"
     resolution: int = Field(default=128, ge=16, le=4096, description="square sensor crop, pixels")
+    color_mode: Literal["L", "RGB"] = Field(default="L", description="what the camera writes (grey content)")
     rotation_deg: float = Field(default=0.0, ge=-180, le=180, description="mount rotation")
     shift_px: tuple[float, float] = (0.0, 0.0)
     focus_blur_sigma: float = Field(default=0.0, ge=0, le=10)
@@ -154,9 +151,7 @@ class DataSpec(_Strict):
 
 
 class MesSpec(_Strict):
-    topic_prefix: str = Field(
-        default="", description="MQTT topic prefix of the plant's MES (Unified Namespace)"
-    )
+    topic_prefix: str = Field(default="", description="MQTT topic prefix of the plant's MES (Unified Namespace)")
     product_mix_threshold: float = Field(default=0.2, ge=0, le=1, description="mix shift that retrains")
 
 

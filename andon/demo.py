@@ -50,9 +50,7 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
             ingested = ingest_folder_flow(
                 plant="plant-a", path=str(source), limit=casting_images, start=start.replace(hour=12)
             )
-        console.print(
-            f"  {sum(b['parts'] for b in ingested)} images in {len(ingested)} raw batch(es) from {source}"
-        )
+        console.print(f"  {sum(b['parts'] for b in ingested)} images in {len(ingested)} raw batch(es) from {source}")
     else:
         console.print(f"  [yellow]skipped[/]: {casting} not found (the public casting set; see README)")
 

@@ -110,9 +110,7 @@ def ingest_folder(
         chunk = labelled[lo : lo + batch_size]
         times = [start + timedelta(seconds=(lo + i) / line_cfg.parts_per_second) for i in range(len(chunk))]
         date = times[0].strftime("%Y-%m-%d")
-        digest = hashlib.sha256("\n".join(str(f.relative_to(root)) for f, _ in chunk).encode()).hexdigest()[
-            :10
-        ]
+        digest = hashlib.sha256("\n".join(str(f.relative_to(root)) for f, _ in chunk).encode()).hexdigest()[:10]
         batch_id = f"{times[0]:%Y%m%dT%H%M%SZ}-ingest-{digest}"
         prefix = raw_batch_prefix(cfg, line, date, batch_id)
         rows: list[dict[str, Any]] = []

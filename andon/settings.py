@@ -86,9 +86,7 @@ class AndonSettings(BaseSettings):
         if not self.object_store_url:
             self.object_store_url = f"file://{self.home / 'objects'}"
         if not self.object_store_url.startswith(("file://", "s3://")):
-            raise ValueError(
-                f"object_store_url: must start with file:// or s3://, got {self.object_store_url!r}"
-            )
+            raise ValueError(f"object_store_url: must start with file:// or s3://, got {self.object_store_url!r}")
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{self.host}:{self.prefect_port}/api"
         if not self.mlflow_tracking_uri:

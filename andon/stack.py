@@ -289,9 +289,7 @@ def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -
                 tail = _log_tail(log_file(settings, name))
                 _pid_file(settings, name).unlink(missing_ok=True)
                 down(settings)
-                raise ServiceError(
-                    f"{name} exited with code {proc.returncode} while starting; log tail:\n{tail}"
-                )
+                raise ServiceError(f"{name} exited with code {proc.returncode} while starting; log tail:\n{tail}")
             if _healthy(svc.health_url, timeout=1.0):
                 say(f"{name}: healthy at {svc.health_url}")
                 del pending[name]

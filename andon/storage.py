@@ -221,9 +221,7 @@ class S3ObjectStore:
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
             if code == "NoSuchBucket":
-                raise StorageError(
-                    f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}"
-                ) from None
+                raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}") from None
             raise StorageError(f"S3 {op} {key!r} in {self.url} failed: {code}: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 {op} {key!r} in {self.url} failed after retries: {exc}") from exc
@@ -239,9 +237,7 @@ class S3ObjectStore:
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         extra = {"ContentType": content_type} if content_type else {}
-        self._call(
-            "put", key, self.client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data, **extra
-        )
+        self._call("put", key, self.client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
         return ObjectInfo(key, len(data))
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
@@ -266,9 +262,7 @@ class S3ObjectStore:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         cut = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = self._call(
-            "list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix))
-        )
+        pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix)))
         for page in pages:
             for obj in page.get("Contents", []):
                 yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))

@@ -60,9 +60,7 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run([str(BIN / "andon"), "down"], check=True, capture_output=True, env=env)
         stop = time.perf_counter() - t0
-    rec.figure(
-        "andon_up_cold_s", cold, "s", note="fresh SQLite databases, until both health endpoints answer"
-    )
+    rec.figure("andon_up_cold_s", cold, "s", note="fresh SQLite databases, until both health endpoints answer")
     rec.figure("andon_up_again_s", warm, "s", note="services already running: reused")
     rec.figure("andon_down_s", stop, "s")
     rec.save()

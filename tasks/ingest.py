@@ -53,6 +53,5 @@ def publish_batches(plant: str, batches: list[dict[str, Any]], what: str) -> Non
     create_table_artifact(
         key=f"{plant}-raw-batches",
         table=rows,
-        description=f"{what}: {sum(b['parts'] for b in batches)} parts "
-        f"in {len(batches)} raw batch(es) at {plant}",
+        description=f"{what}: {sum(b['parts'] for b in batches)} parts in {len(batches)} raw batch(es) at {plant}",
     )

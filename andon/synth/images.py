@@ -158,9 +158,7 @@ def _texture(
     return base.astype(np.float32)
 
 
-def _defect(
-    kind: str, u: np.ndarray, v: np.ndarray, sku: Sku, rng: np.random.Generator, px: float
-) -> np.ndarray:
+def _defect(kind: str, u: np.ndarray, v: np.ndarray, sku: Sku, rng: np.random.Generator, px: float) -> np.ndarray:
     """Additive intensity change of one defect (negative = darker), in grey levels."""
     reach = sku.size * 0.8
 
@@ -270,10 +268,12 @@ def render_part_with_mask(
     return out, mask_out
 
 
-def encode_png(img: np.ndarray) -> bytes:
-    """Lossless PNG, fast compression (the object store is the bottleneck, not the bytes)."""
+def encode_png(img: np.ndarray, mode: str = "L") -> bytes:
+    """Lossless PNG, fast compression; ``mode="RGB"`` writes grey content in an RGB container
+    (what many industrial cameras and the public casting set do)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    pil = Image.fromarray(img)
+    (pil.convert("RGB") if mode == "RGB" else pil).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -45,11 +45,12 @@ class _Job:
     sku_idx: tuple[int, ...]
     defects: tuple[str | None, ...]
     optics: Optics
+    mode: str = "L"
 
 
 def _render_job(job: _Job) -> list[bytes]:
     return [
-        encode_png(render_part(job.seed, job.start_index + i, job.size, job.skus[s], d, job.optics))
+        encode_png(render_part(job.seed, job.start_index + i, job.size, job.skus[s], d, job.optics), job.mode)
         for i, (s, d) in enumerate(zip(job.sku_idx, job.defects, strict=True))
     ]
 
@@ -105,7 +106,6 @@ def synthesize_plant(
         cfg.camera_for(ln)
     start = (start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)).astimezone(UTC)
     batch_size = batch_size or cfg.data.batch_size
-    size = cfg.recipe.image.size
 
     # split the parts across lines by their production rates
     rates = np.array([next(x for x in cfg.lines if x.id == ln).parts_per_second for ln in chosen])
@@ -126,7 +126,9 @@ def synthesize_plant(
             if n_line == 0:
                 continue
             line_cfg = next(x for x in cfg.lines if x.id == line)
-            optics = Optics.from_config(cfg.camera_for(line), cfg.lighting, cfg.data.material, drift)
+            camera = cfg.camera_for(line)
+            size = camera.resolution  # the camera's frame; models resize to the recipe's size
+            optics = Optics.from_config(camera, cfg.lighting, cfg.data.material, drift)
             lseed = _line_seed(seed, cfg.line_ids.index(line))
             rng = np.random.default_rng([lseed, 0xDEF])
             is_defect = rng.uniform(0, 1, n_line) < rate
@@ -140,7 +142,14 @@ def synthesize_plant(
                 job_bounds = list(_chunks(hi - lo, 64))
                 jobs = [
                     _Job(
-                        lseed, lo + a, size, skus, sku_idx[lo + a : lo + b], defects[lo + a : lo + b], optics
+                        lseed,
+                        lo + a,
+                        size,
+                        skus,
+                        sku_idx[lo + a : lo + b],
+                        defects[lo + a : lo + b],
+                        optics,
+                        camera.color_mode,
                     )
                     for a, b in job_bounds
                 ]
@@ -206,6 +215,7 @@ def synthesize_plant(
                         "new_sku": new_sku.model_dump() if new_sku else None,
                         "disabled_failures": list(disabled_failures),
                         "image_size": size,
+                        "color_mode": camera.color_mode,
                         "first": times[lo].isoformat(),
                         "last": times[hi - 1].isoformat(),
                     },
@@ -220,8 +230,6 @@ def synthesize_plant(
     hours = max(1.0, (last - start).total_seconds() / 3600)
     events = mes_events(cfg, start, hours, seed, rate_per_day=mes_events_per_day)
     if events:
-        key = join_key(
-            cfg.object_prefix, "mes", start.strftime("%Y-%m-%d"), f"{start:%Y%m%dT%H%M%SZ}-s{seed}.jsonl"
-        )
+        key = join_key(cfg.object_prefix, "mes", start.strftime("%Y-%m-%d"), f"{start:%Y%m%dT%H%M%SZ}-s{seed}.jsonl")
         store.put(key, "\n".join(json.dumps(e) for e in events).encode() + b"\n", "application/x-ndjson")
     return batches

@@ -58,14 +58,9 @@ def test_stack_on_postgres_and_s3(
             mlflow.log_text("lineage", "lineage.txt")
         client = MlflowClient()
         client.create_registered_model("plant-a.surface-defects")
-        version = client.create_model_version(
-            "plant-a.surface-defects", f"runs:/{run.info.run_id}/", run.info.run_id
-        )
+        version = client.create_model_version("plant-a.surface-defects", f"runs:/{run.info.run_id}/", run.info.run_id)
         client.set_registered_model_alias("plant-a.surface-defects", "champion", version.version)
-        assert (
-            client.get_model_version_by_alias("plant-a.surface-defects", "champion").version
-            == version.version
-        )
+        assert client.get_model_version_by_alias("plant-a.surface-defects", "champion").version == version.version
     finally:
         mlflow.set_tracking_uri(None)
     assert _query(mlflow_db, "select name from registered_models") == [("plant-a.surface-defects",)]

@@ -31,9 +31,7 @@ def test_put_get_list_exists_copy_presign(s3_store: S3ObjectStore) -> None:
     ]
     assert s3_store.exists("plant-a/line-2/raw/d/b/metadata.parquet")
     assert not s3_store.exists("plant-a/line-3/nothing")
-    info = s3_store.copy(
-        "plant-a/line-1/raw/d/b/metadata.parquet", "plant-a/line-1/quarantine/b/metadata.parquet"
-    )
+    info = s3_store.copy("plant-a/line-1/raw/d/b/metadata.parquet", "plant-a/line-1/quarantine/b/metadata.parquet")
     assert info.size == 4 and s3_store.get("plant-a/line-1/raw/d/b/metadata.parquet") == b"meta"
     url = s3_store.presigned_url("plant-a/line-1/raw/d/b/images/p1.png", expires_s=60)
     assert "X-Amz-Signature" in url
@@ -110,9 +108,7 @@ def flaky_endpoint(s3_endpoint: str) -> Iterator[type[_FlakyProxy]]:
     server.shutdown()
 
 
-def test_transient_errors_are_retried_with_backoff(
-    flaky_endpoint: type[_FlakyProxy], s3_endpoint: str
-) -> None:
+def test_transient_errors_are_retried_with_backoff(flaky_endpoint: type[_FlakyProxy], s3_endpoint: str) -> None:
     S3ObjectStore("flaky", endpoint_url=s3_endpoint).ensure_bucket()
     store = S3ObjectStore("flaky", endpoint_url=flaky_endpoint.url, max_attempts=4)  # type: ignore[attr-defined]
     flaky_endpoint.failures = 2

@@ -57,9 +57,7 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack_env: Path) -> None:
     assert {n: s.pid for n, s in again.items()} == {n: s.pid for n, s in first.items()}, "second up reuses"
 
     # the CLI shows the same thing
-    out = subprocess.run(
-        [sys.executable, "-m", "andon.cli", "status"], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-m", "andon.cli", "status"], capture_output=True, text=True, check=True)
     assert out.stdout.count("running") == 2
 
     groups = [s.pid for s in first.values() if s.pid]
@@ -76,9 +74,7 @@ def test_port_in_use_is_a_clear_error_and_starts_nothing(stack_env: Path) -> Non
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", settings.prefect_port))
         squatter.listen()
-        with pytest.raises(
-            PortInUseError, match=rf"prefect: port {settings.prefect_port} .* \(ANDON_PREFECT_PORT\)"
-        ):
+        with pytest.raises(PortInUseError, match=rf"prefect: port {settings.prefect_port} .* \(ANDON_PREFECT_PORT\)"):
             stack.up(settings)
         statuses = {s.name: s.state for s in stack.service_status(settings)}
         assert statuses == {"prefect": "foreign process on port", "mlflow": "stopped"}

@@ -106,9 +106,7 @@ def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
         ),
     ],
 )
-def test_invalid_config_names_file_field_and_problem(
-    tmp_path: Path, file: str, change, expected: str
-) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_config_names_file_field_and_problem(tmp_path: Path, file: str, change, expected: str) -> None:  # type: ignore[no-untyped-def]
     root = _copy_configs(tmp_path)
     _edit(root / file, change)
     with pytest.raises(ConfigError) as info:

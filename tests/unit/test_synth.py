@@ -52,21 +52,14 @@ def test_drift_knobs_move_the_statistics_they_should() -> None:
     plain = render()
     assert render(brightness=0.6).mean() < 0.7 * plain.mean()
     sharp = [_sharpness(render_part(1, i, 128, DISC, None, Optics(noise_std=0))) for i in range(4)]
-    soft = [
-        _sharpness(render_part(1, i, 128, DISC, None, Optics(noise_std=0, blur_sigma=2))) for i in range(4)
-    ]
+    soft = [_sharpness(render_part(1, i, 128, DISC, None, Optics(noise_std=0, blur_sigma=2))) for i in range(4)]
     assert np.mean(soft) < 0.3 * np.mean(sharp)
     # through the sensor noise of a real camera the drop is smaller but still there
-    assert np.mean([_sharpness(x) for x in render(blur_sigma=2.0)]) < 0.95 * np.mean(
-        [_sharpness(x) for x in plain]
-    )
+    assert np.mean([_sharpness(x) for x in render(blur_sigma=2.0)]) < 0.95 * np.mean([_sharpness(x) for x in plain])
     assert render(noise_std=20).std() > plain.std()
     # uneven light: the right half gets brighter than the left
     uneven = render(unevenness=0.6)
-    assert (
-        uneven[:, :, 64:].mean() - uneven[:, :, :64].mean()
-        > plain[:, :, 64:].mean() - plain[:, :, :64].mean() + 10
-    )
+    assert uneven[:, :, 64:].mean() - uneven[:, :, :64].mean() > plain[:, :, 64:].mean() - plain[:, :, :64].mean() + 10
     # a new supplier's material: coarser texture, different statistics inside the part
     supplier = np.stack([render_part(1, i, 128, DISC, None, Optics(material="supplier-b")) for i in range(8)])
     assert supplier[supplier > 90].std() > 1.4 * base[base > 90].std()

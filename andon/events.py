@@ -1,0 +1,31 @@
+"""Event names, resources and deterministic ids (plain Python; tasks emit them through Prefect).
+
+Every Andon event is about a plant: resource ``andon.plant.<plant>`` with labels ``plant.id`` and
+``line.id``. Ids are uuid5 of a stable key, so re-sending the same fact never counts twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+NAMESPACE = uuid.UUID("6f1d3c1e-8a55-4c0e-9d2b-7a3e5f0c2b11")
+
+BATCH_VALIDATED = "andon.batch.validated"
+BATCH_QUARANTINED = "andon.batch.quarantined"
+DRIFT_DETECTED = "andon.drift.detected"
+PERFORMANCE_DEGRADED = "andon.performance.degraded"
+MODEL_PROMOTED = "andon.model.promoted"
+MODEL_ROLLED_BACK = "andon.model.rolled_back"
+
+
+def plant_resource(plant: str, line: str | None = None) -> dict[str, str]:
+    resource = {"prefect.resource.id": f"andon.plant.{plant}", "plant.id": plant}
+    if line:
+        resource["line.id"] = line
+    return resource
+
+
+def event_id(*parts: Any) -> uuid.UUID:
+    """A deterministic id from the parts that make the fact unique."""
+    return uuid.uuid5(NAMESPACE, "|".join(str(p) for p in parts))

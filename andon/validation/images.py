@@ -1,0 +1,204 @@
+"""Image checks: every file decodes, has the expected size and colour mode, brightness /
+contrast / sharpness within the bounds learned from a reference, no duplicate content, and a
+metadata row for every image (and an image for every row).
+
+Statistics are computed on the grey image: brightness = mean, contrast = standard deviation,
+sharpness = variance of the 4-neighbour Laplacian (falls when focus or motion blur sets in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from andon.validation.gx import Rule
+from andon.validation.tables import TableReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from andon.storage import ObjectStore
+    from andon.validation.profile import ImageProfile
+
+STAT_COLUMNS = ("brightness", "contrast", "sharpness")
+
+
+def image_stats_from_bytes(key: str, data: bytes) -> dict[str, Any]:
+    """One row of statistics; a file that does not decode gets ``decodes=False`` and the reason."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    row: dict[str, Any] = {
+        "image_key": key,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "decodes": False,
+        "error": None,
+        "width": None,
+        "height": None,
+        "mode": None,
+        "brightness": None,
+        "contrast": None,
+        "sharpness": None,
+    }
+    if not data:
+        row["error"] = "empty file (0 bytes)"
+        return row
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            row["width"], row["height"], row["mode"] = img.width, img.height, img.mode
+            if img.format == "JPEG":
+                img.draft("L", img.size)  # decode straight to grey: same statistics, less work
+            grey = np.asarray(img.convert("L"), dtype=np.float32)
+    except UnidentifiedImageError:
+        row["error"] = "not an image (unidentified format)"
+        return row
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt streams
+        row["error"] = f"does not decode: {exc}"
+        return row
+    lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    row.update(
+        decodes=True,
+        brightness=float(grey.mean()),
+        contrast=float(grey.std()),
+        sharpness=float(lap.var()),
+    )
+    return row
+
+
+def image_stats(
+    store: ObjectStore,
+    keys: Iterable[str],
+    workers: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Statistics of every image, read from the store (threads overlap I/O and decoding, which
+    releases the GIL in Pillow and numpy)."""
+    import pandas as pd
+
+    def one(key: str) -> dict[str, Any]:
+        row = image_stats_from_bytes(key, store.get(key))
+        if progress:
+            progress(1)
+        return row
+
+    keys = list(keys)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(pool.map(one, keys))
+    frame = pd.DataFrame(rows, columns=list(image_stats_from_bytes("", b"").keys()))
+    return frame
+
+
+def image_rules(
+    stats: pd.DataFrame,
+    metadata_keys: set[str] | None,
+    size: tuple[int, int] | None,
+    mode: str | None,
+    profile: ImageProfile | None,
+) -> tuple[pd.DataFrame, list[Rule]]:
+    """The frame and rules of the image suite (one row per image file, plus orphan metadata rows)."""
+    import pandas as pd
+
+    frame = stats.copy()
+    rules = [
+        Rule("images: at least one", "ExpectTableRowCountToBeBetween", {"min_value": 1}),
+        Rule(
+            "image: decodes",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "decodes", "value_set": [True]},
+            "error",
+        ),
+        Rule(
+            "image: no duplicate content (sha256)",
+            "ExpectColumnValuesToBeUnique",
+            {"column": "sha256"},
+            "sha256",
+        ),
+    ]
+    if metadata_keys is not None:
+        frame["has_metadata"] = frame["image_key"].isin(metadata_keys)
+        frame["has_image"] = True
+        orphans = sorted(metadata_keys - set(frame["image_key"]))
+        if orphans:
+            extra = pd.DataFrame({"image_key": orphans, "has_image": False, "has_metadata": True, "decodes": True})
+            frame = pd.concat([frame, extra], ignore_index=True)
+        rules.append(
+            Rule(
+                "image: has a metadata row",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "has_metadata", "value_set": [True]},
+                "image_key",
+            )
+        )
+        rules.append(
+            Rule(
+                "metadata row: has its image",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "has_image", "value_set": [True]},
+                "image_key",
+            )
+        )
+    if size is not None:
+        w, h = size
+        rules.append(
+            Rule(
+                f"image: width {w} px",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "width", "min_value": w, "max_value": w},
+                "width",
+            )
+        )
+        rules.append(
+            Rule(
+                f"image: height {h} px",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "height", "min_value": h, "max_value": h},
+                "height",
+            )
+        )
+    if mode is not None:
+        rules.append(
+            Rule(
+                f"image: colour mode {mode}",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "mode", "value_set": [mode]},
+                "mode",
+            )
+        )
+    if profile is not None:
+        for stat in STAT_COLUMNS:
+            b = getattr(profile, stat)
+            frame[stat] = pd.to_numeric(frame[stat], errors="coerce")
+            rules.append(
+                Rule(
+                    f"image: {stat} within learned [{b.low:.4g}, {b.high:.4g}] (95% of images)",
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": stat, "min_value": b.low, "max_value": b.high, "mostly": 0.95},
+                    stat,
+                )
+            )
+            rules.append(
+                Rule(
+                    f"batch: mean {stat} within learned [{b.mean_low:.4g}, {b.mean_high:.4g}]",
+                    "ExpectColumnMeanToBeBetween",
+                    {"column": stat, "min_value": b.mean_low, "max_value": b.mean_high},
+                    stat,
+                )
+            )
+    return frame, rules
+
+
+def validate_images(
+    stats: pd.DataFrame,
+    metadata_keys: set[str] | None = None,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+    profile: ImageProfile | None = None,
+) -> TableReport:
+    from andon.validation.gx import run_rules
+
+    frame, rules = image_rules(stats, metadata_keys, size, mode, profile)
+    return TableReport("images", len(stats), run_rules(frame, rules, id_column="image_key", suite_name="images"))

@@ -1,0 +1,51 @@
+"""`andon validate learn`: derive a plant's validation profile from known-good raw batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from andon.config import PlantConfig
+from andon.data import parquet_to_frame, read_batch_info
+from andon.errors import DataError, ObjectNotFoundError
+from andon.storage import ObjectStore
+from andon.validation.gate import batch_prefix_from_uri
+from andon.validation.images import image_stats
+from andon.validation.profile import TableProfile, ValidationProfile, learn_images, learn_table, save_profile
+from andon.validation.spec import sensor_spec
+
+
+def learn_from_batches(
+    store: ObjectStore,
+    cfg: PlantConfig,
+    references: list[str],
+    min_batch_rows: int = 100,
+    root: Path | None = None,
+) -> tuple[ValidationProfile, Path]:
+    """Learn sensor-column and image-statistic bounds from ``references`` and save the next
+    profile version. The references should have passed the config rules (they are "known good")."""
+    import pandas as pd
+
+    if not references:
+        raise DataError("give at least one --reference batch")
+    sensors, stats, prefixes = [], [], []
+    for uri in references:
+        prefix = batch_prefix_from_uri(store, uri)
+        try:
+            info = read_batch_info(store, f"{prefix}/batch.json")
+        except ObjectNotFoundError:
+            raise DataError(f"no complete batch at {prefix} (batch.json missing)") from None
+        if info.plant != cfg.id:
+            raise DataError(f"{prefix} belongs to plant {info.plant}, not {cfg.id}")
+        prefixes.append(prefix)
+        if store.exists(info.sensors_key):
+            sensors.append(parquet_to_frame(store.get(info.sensors_key)))
+        stats.append(image_stats(store, [o.key for o in store.list(f"{prefix}/images/")]))
+    tables: dict[str, TableProfile] = {}
+    if sensors:
+        tables["sensors"] = learn_table(pd.concat(sensors, ignore_index=True), sensor_spec(cfg), min_batch_rows)
+    all_stats = pd.concat(stats, ignore_index=True)
+    bad = int((~all_stats["decodes"].astype(bool)).sum())
+    if bad:
+        raise DataError(f"the reference holds {bad} image(s) that do not decode: it is not known-good")
+    images = learn_images(all_stats, min_batch_rows=min(min_batch_rows, 50))
+    return save_profile(cfg.id, prefixes, tables, images, min_batch_rows, root)
