@@ -55,7 +55,7 @@ def test_clean_metadata_passes() -> None:
         (lambda f: f.drop(columns=["sku"]), "schema: columns match the spec (no extras)"),
         (lambda f: f.assign(operator="x"), "schema: columns match the spec (no extras)"),
         (lambda f: f.iloc[:0], "table: at least one row"),
-        (lambda f: f.assign(part_id=[None] + list(f.part_id[1:])), "part_id: not null"),
+        (lambda f: f.assign(part_id=[None, *f.part_id[1:]]), "part_id: not null"),
     ],
 )
 def test_each_problem_fails_its_rule(mutate, rule: str) -> None:  # type: ignore[no-untyped-def]
