@@ -32,6 +32,7 @@ class _Model(BaseModel):
 class ColumnProfile(_Model):
     mean: float
     std: float
+    autocorr_time: float = 1.0  # rows per independent reading (1 = independent)
     mean_low: float
     mean_high: float
     missing_rate: float
@@ -69,9 +70,34 @@ class ValidationProfile(_Model):
     images: ImageProfile | None = None
 
 
-def _tolerance(std: float, n: int, floor_share: float, scale: float) -> float:
-    """Sampling error of a batch mean (4 standard errors) plus a floor."""
-    return max(4.0 * std / math.sqrt(max(n, 1)), floor_share * std, 1e-9 * max(abs(scale), 1.0))
+def _tolerance(std: float, n: int, floor_share: float, scale: float, tau: float = 1.0, n_ref: int = 0) -> float:
+    """Allowed distance of a batch mean from the reference mean: 4 standard errors of the
+    difference, plus a floor.
+
+    Consecutive readings of a process are correlated (a warm machine stays warm), so ``n`` rows
+    carry the information of ``n / tau`` independent ones, ``tau`` the integrated
+    autocorrelation time measured on the reference. The reference mean is uncertain too.
+    """
+    var = 1.0 / max(n / tau, 1.0) + (1.0 / max(n_ref / tau, 1.0) if n_ref else 0.0)
+    return max(4.0 * std * math.sqrt(var), floor_share * std, 1e-9 * max(abs(scale), 1.0))
+
+
+def autocorrelation_time(values: Any, max_lag: int = 50) -> float:
+    """``1 + 2 sum(rho_k)`` over lags until the autocorrelation drops below 0.05 (Sokal's window)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    x = x - x.mean()
+    denom = float(x @ x)
+    if len(x) < 10 or denom == 0:
+        return 1.0
+    tau = 1.0
+    for k in range(1, min(max_lag, len(x) // 4)):
+        rho = float(x[:-k] @ x[k:]) / denom
+        if rho < 0.05:
+            break
+        tau += 2 * rho
+    return tau
 
 
 def learn_table(frame: pd.DataFrame, spec: TableSpec, min_batch_rows: int = 100) -> TableProfile:
@@ -97,11 +123,13 @@ def learn_table(frame: pd.DataFrame, spec: TableSpec, min_batch_rows: int = 100)
         if present.empty:
             continue
         mean, std = float(present.mean()), float(present.std(ddof=0))
-        tol = _tolerance(std, min_batch_rows, 0.25, mean)
+        tau = autocorrelation_time(present.to_numpy())
+        tol = _tolerance(std, min_batch_rows, 0.25, mean, tau, n_ref=len(present))
         miss_tol = max(0.02, 4 * math.sqrt(missing * (1 - missing) / min_batch_rows))
         columns[str(col)] = ColumnProfile(
             mean=mean,
             std=std,
+            autocorr_time=tau,
             mean_low=mean - tol,
             mean_high=mean + tol,
             missing_rate=missing,

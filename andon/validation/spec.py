@@ -24,6 +24,7 @@ class ColumnRule(_Strict):
     values: tuple[str | int, ...] | None = Field(default=None, description="allowed values (category)")
     required: bool = Field(default=True, description="the column must be present")
     max_missing: float = Field(default=0.0, ge=0, le=1, description="largest share of missing values")
+    learn: bool = Field(default=True, description="learn mean / missing-rate bounds (off for counters)")
 
     @model_validator(mode="after")
     def _range(self) -> ColumnRule:
@@ -35,7 +36,12 @@ class ColumnRule(_Strict):
 
 
 class RateRule(_Strict):
-    """The share of rows whose ``column`` is in ``positive`` must lie within ``bounds``."""
+    """The share of rows whose ``column`` is in ``positive`` must lie within ``bounds``.
+
+    The bounds are long-run rates; a batch fails only when its rate is outside them by more
+    than its sampling error (99.9 % binomial margin at the bound), so a 100-part batch with 11
+    defects at a 2-8 % line is not an alarm, while 0.2 % over 10,000 parts is.
+    """
 
     column: str
     positive: tuple[str | int, ...]
@@ -68,7 +74,7 @@ class TableSpec(_Strict):
     rates: tuple[RateRule, ...] = ()
 
     def numeric_columns(self) -> list[str]:
-        return [c for c, r in self.columns.items() if r.kind in ("number", "integer")]
+        return [c for c, r in self.columns.items() if r.kind in ("number", "integer") and r.learn]
 
 
 def metadata_spec(cfg: PlantConfig) -> TableSpec:
@@ -105,7 +111,7 @@ def sensor_spec(cfg: PlantConfig) -> TableSpec:
     }
     for name, rng in cfg.sensors.items():
         columns[name] = ColumnRule(kind="number", min=rng.min, max=rng.max)
-    columns["tool_wear_min"] = ColumnRule(kind="number", min=0, max=300)
+    columns["tool_wear_min"] = ColumnRule(kind="number", min=0, max=300, learn=False)  # a ramp, not a level
     for flag in ("TWF", "HDF", "PWF", "OSF", "RNF", "machine_failure"):
         columns[flag] = ColumnRule(kind="flag")
     return TableSpec(

@@ -51,7 +51,7 @@ def test_clean_metadata_passes() -> None:
         (lambda f: pd.concat([f, f.iloc[[3]]], ignore_index=True), "part_id: unique"),
         (lambda f: f.iloc[::-1].reset_index(drop=True), "timestamp: never goes backwards per line"),
         (lambda f: f.assign(timestamp=f.timestamp.dt.tz_localize(None)), "timestamp: timezone-aware"),
-        (lambda f: f.assign(label="ok"), "defect rate: within [2.0%, 8.0%]"),
+        (lambda f: f.assign(label="defect"), "defect rate: within [2.0%, 8.0%] (n=100: [0.00%, 16.93%])"),
         (lambda f: f.drop(columns=["sku"]), "schema: columns match the spec (no extras)"),
         (lambda f: f.assign(operator="x"), "schema: columns match the spec (no extras)"),
         (lambda f: f.iloc[:0], "table: at least one row"),
@@ -61,6 +61,13 @@ def test_clean_metadata_passes() -> None:
 def test_each_problem_fails_its_rule(mutate, rule: str) -> None:  # type: ignore[no-untyped-def]
     failed = _failed(mutate(_metadata()))
     assert rule in failed, f"expected {rule!r}, got {list(failed)}"
+
+
+def test_rate_bounds_allow_for_the_batch_size() -> None:
+    """11 defects in 100 parts at a 2-8 % line is sampling noise; 0.2 % of 10,000 parts is not."""
+    assert validate_table(_metadata(100, defects=11), metadata_spec(CFG)).success
+    failed = _failed(_metadata(10_000, defects=20))
+    assert "defect rate: within [2.0%, 8.0%] (n=10000: [1.54%, 8.89%])" in failed
 
 
 def test_string_timestamps_naive_mixed_and_garbage() -> None:
