@@ -256,9 +256,10 @@ def prepare(frame: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[Ru
             z = 3.29  # 99.9 % two-sided: the batch is off only beyond its own sampling error
             lo_n = max(0.0, lo - z * (lo * (1 - lo) / n) ** 0.5)
             hi_n = min(1.0, hi + z * (hi * (1 - hi) / n) ** 0.5)
+            label = rate.name or f"{rate.column} rate"
             rules.append(
                 Rule(
-                    f"{rate.name or rate.column + ' rate'}: within [{lo:.1%}, {hi:.1%}] (n={n}: [{lo_n:.2%}, {hi_n:.2%}])",
+                    f"{label}: within [{lo:.1%}, {hi:.1%}] (n={n}: [{lo_n:.2%}, {hi_n:.2%}])",
                     "ExpectColumnMeanToBeBetween",
                     {"column": helper, "min_value": lo_n, "max_value": hi_n},
                     rate.column,
