@@ -79,6 +79,10 @@ def _batch_definition() -> Any:
     return asset.add_batch_definition_whole_dataframe("whole")
 
 
+def _columns(rule: Rule) -> tuple[str, ...]:
+    return tuple(str(rule.kwargs[k]) for k in ("column", "column_A", "column_B") if k in rule.kwargs)
+
+
 def run_rules(
     frame: pd.DataFrame,
     rules: list[Rule],
@@ -86,23 +90,35 @@ def run_rules(
     id_column: str | None = None,
     suite_name: str = "andon",
 ) -> list[RuleResult]:
-    """Run ``rules`` on ``frame`` in one GX suite; examples come from ``raw`` (default ``frame``)."""
+    """Run ``rules`` on ``frame``; examples come from ``raw`` (default ``frame``).
+
+    GX's cost per expectation grows with the width of the frame it is given (1.4 s for one
+    not-null check on a 1M-row, 50-column frame; 0.1 s on that one column), so rules are run
+    in one suite per column they read, each on just that column.
+    """
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     if not rules:
         return []
     batch_definition = _batch_definition()  # creates the context suites need
-    suite = gx.ExpectationSuite(name=suite_name)
-    for spec_rule in rules:
-        cls = getattr(gxe, spec_rule.kind)
-        suite.add_expectation(cls(**spec_rule.kwargs, meta={"rule": spec_rule.name}))
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES})
+    groups: dict[tuple[str, ...], list[Rule]] = {}
+    for rule in rules:
+        groups.setdefault(_columns(rule), []).append(rule)
+    validations = []
+    for cols, group in groups.items():
+        suite = gx.ExpectationSuite(name=f"{suite_name}:{','.join(cols) or 'table'}")
+        for spec_rule in group:
+            cls = getattr(gxe, spec_rule.kind)
+            suite.add_expectation(cls(**spec_rule.kwargs, meta={"rule": spec_rule.name}))
+        data = frame[list(dict.fromkeys(cols))] if cols else frame
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": data})
+        result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+        validations.extend(batch.validate(suite, result_format=result_format).results)
     by_name = {rule.name: rule for rule in rules}
     raw = frame if raw is None else raw
     out: list[RuleResult] = []
-    for r in result.results:
+    for r in validations:
         name = (r.expectation_config.meta or {}).get("rule", r.expectation_config.type)
         rule: Rule | None = by_name.get(name)
         res = dict(r.result or {})
