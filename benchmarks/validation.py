@@ -160,7 +160,7 @@ def main() -> None:
 
     if CASTING.is_dir():
         gi_s, gi_mb, gi_ok = _in_child(image_job, args.images, "gx")
-        pi_s, pi_mb, _ = _in_child(image_job, args.images, "plain")
+        pi_s, _, _ = _in_child(image_job, args.images, "plain")
         rec.figure("image_checks_per_s", args.images / gi_s, "images/s", ">= 300 (300x300 JPEG)", passed=gi_ok)
         rec.figure("image_plain_stats_per_s_1thread", args.images / pi_s, "images/s")
         rec.figure(

@@ -103,8 +103,8 @@ def run_rules(
         return []
     batch_definition = _batch_definition()  # creates the context suites need
     groups: dict[tuple[str, ...], list[Rule]] = {}
-    for rule in rules:
-        groups.setdefault(_columns(rule), []).append(rule)
+    for each in rules:
+        groups.setdefault(_columns(each), []).append(each)
     validations = []
     for cols, group in groups.items():
         suite = gx.ExpectationSuite(name=f"{suite_name}:{','.join(cols) or 'table'}")
