@@ -81,8 +81,11 @@ def _settings() -> Any:
 
 
 def _progress(console: Console) -> Any:
+    """A progress bar on stderr, so stdout stays clean for --json and pipes."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -2,6 +2,7 @@
 
 Today: start the embedded stack, produce a synthetic day at plant-a through the Prefect
 ``synthesize-plant`` flow, ingest a slice of the real casting images through ``ingest-folder``,
+validate every batch through ``validate-batch`` (a copy with planted faults is quarantined),
 and print where everything is. Idempotent: the stack is reused, part timestamps are fixed to
 06:00 UTC today, so a re-run writes the same keys with the same bytes.
 """
@@ -54,8 +55,34 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
     else:
         console.print(f"  [yellow]skipped[/]: {casting} not found (the public casting set; see README)")
 
-    console.rule("[bold]where things are")
+    console.rule("[bold]4. the data gate: every batch is validated before it can reach training")
+    from andon.synth.faults import plant_faults
+    from flows.validate import validate_batch_flow
+
     store = open_store()
+    faulty = plant_faults(store, synth_batches[0]["prefix"])
+    console.print(f"  planted faults in a copy of one batch: {', '.join(faulty.details['planted_faults'])}")
+    gate = Table(box=None, padding=(0, 2))
+    gate.add_column("batch", no_wrap=True)
+    for col in ("parts", "verdict", "dataset version"):
+        gate.add_column(col, no_wrap=True)
+    verdicts = []
+    prefixes = [str(b["prefix"]) for b in synth_batches + ingested] + [faulty.prefix]
+    with console.status(f"validating {len(prefixes)} batches in the validate-batch flow..."):
+        for prefix in prefixes:
+            result = validate_batch_flow(plant="plant-a", batch=prefix)
+            verdicts.append(result)
+    for r in verdicts:
+        colour = "green" if r["verdict"] == "accepted" else "red"
+        detail = r["manifest_id"][:12] if r["manifest_id"] else f"{len(r['failed_rules'])} rules failed:"
+        gate.add_row(r["batch_id"], str(r["parts"]), f"[{colour}]{r['verdict']}[/]", detail)
+    console.print(gate)
+    quarantined = [r for r in verdicts if r["verdict"] != "accepted"]
+    for r in quarantined:
+        for rule in r["failed_rules"]:
+            console.print(f"    [red]x[/] {rule}")
+
+    console.rule("[bold]where things are")
     ui = settings.prefect_api_url.removesuffix("/api")
     day = start.strftime("%Y-%m-%d")
     table = Table(show_header=False, box=None, padding=(0, 2))
@@ -68,6 +95,10 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
     lines = sorted({str(b["line"]) for b in synth_batches + ingested})
     table.add_row("plant-a raw data", ", ".join(f"plant-a/{ln}/raw/{day}/" for ln in lines))
     table.add_row("list it", f"andon store ls plant-a/{lines[0]}/raw/{day}/")
+    table.add_row("dataset versions", "andon datasets list --plant plant-a")
+    for r in quarantined:
+        table.add_row("quarantined batch", f"{r['quarantine_prefix']}/")
+        table.add_row("its report", store.uri(r["report_key"]))
     table.add_row("logs", str(settings.home / "logs"))
     table.add_row("stop the stack", "andon down")
     console.print(table)

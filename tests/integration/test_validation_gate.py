@@ -83,6 +83,40 @@ def test_a_bad_batch_is_quarantined_and_raw_is_untouched(tmp_path: Path) -> None
     assert not list(store.list("datasets/")), "nothing bad reaches a dataset"
 
 
+def test_planted_faults_each_fail_their_rule(tmp_path: Path) -> None:
+    from andon.synth.faults import plant_faults
+
+    store = LocalObjectStore(tmp_path / "objects")
+    (batch,) = _batches(store, n=40, seed=12)
+    faulty = plant_faults(store, batch.prefix)
+    result = run_gate(store, CFG, faulty.prefix)
+    failed = {f"{t}: {r.rule}" for t, r in result.failed()}
+    assert {
+        "images: image: decodes",
+        "metadata: sku: in {DSC-100, DSC-120, RNG-080}",
+        "images: metadata row: has its image",
+        "metadata: timestamp: never goes backwards per line",
+        "images: image: has a metadata row",
+    } <= failed, failed
+    assert run_gate(store, CFG, batch.prefix).accepted, "the source batch is untouched and still good"
+
+
+def test_empty_batch_is_quarantined(tmp_path: Path) -> None:
+    from andon.data import BatchInfo, frame_to_parquet, write_batch_tables
+
+    store = LocalObjectStore(tmp_path / "objects")
+    (batch,) = _batches(store, n=10, seed=13)
+    meta = parquet_to_frame(store.get(batch.metadata_key)).iloc[:0]
+    prefix = batch.prefix.replace("-s13", "-empty")
+    empty = BatchInfo("plant-b", "line-1", batch.date, prefix.rsplit("/", 1)[1], prefix, 0, 0, "synthetic", {})
+    write_batch_tables(store, empty, meta)
+    assert frame_to_parquet(meta)
+    result = run_gate(store, CFG, prefix)
+    failed = {r.rule for _, r in result.failed()}
+    assert result.verdict == "quarantined"
+    assert {"table: at least one row", "images: at least one"} <= failed
+
+
 def test_learned_profile_quarantines_a_lighting_shift(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects")
     (reference,) = _batches(store, n=200, seed=3)
@@ -159,6 +193,33 @@ def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert listed.exit_code == 0 and "ok:" in listed.output
 
 
+def test_cli_learn_and_datasets_diff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "configs", configs)
+    monkeypatch.setenv("ANDON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANDON_CONFIGS_DIR", str(configs))
+    store = open_store()
+    (one,) = _batches(store, n=60, seed=14)
+    two = synthesize_plant(CFG, store, 60, seed=15, start=START.replace(hour=11), lines=["line-1"], workers=1)[0]
+    runner = CliRunner()
+    learned = runner.invoke(app, ["validate", "learn", "--plant", "plant-b", "--reference", one.prefix])
+    assert learned.exit_code == 0, learned.output
+    assert "profile v1" in learned.output and (configs / "validation" / "plant-b.yaml").exists()
+    ids = []
+    for b in (one, two):
+        out = runner.invoke(app, ["validate", "--plant", "plant-b", "--json", b.prefix])
+        assert out.exit_code == 0, out.output
+        ids.append(json.loads(out.stdout)["manifest_id"])
+    diffed = runner.invoke(app, ["datasets", "diff", "--plant", "plant-b", ids[0][:10], ids[1][:10]])
+    assert diffed.exit_code == 0 and "added 60, removed 60" in diffed.output, diffed.output
+    combined = runner.invoke(app, ["datasets", "combine", "--plant", "plant-b", ids[0][:8], ids[1][:8]])
+    assert combined.exit_code == 0 and "120 objects" in " ".join(combined.output.split())
+    table = runner.invoke(app, ["validate", "table", "ai4i2020", str(tmp_path / "missing.csv")])
+    assert table.exit_code == 2
+
+
 async def _events(name: str) -> list[dict]:  # type: ignore[type-arg]
     import httpx
     from prefect.settings import PREFECT_API_URL
@@ -185,3 +246,15 @@ def test_validate_flow_publishes_artifacts_and_events(prefect_harness: None, and
     ev = events[0]
     assert ev["resource"]["prefect.resource.id"] == "andon.plant.plant-b"
     assert ev["resource"]["line.id"] == "line-1" and ev["payload"]["manifest_id"] == result["manifest_id"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts() -> dict[str, object]:
+        async with get_client() as client:
+            keys = ["plant-b-validation", "plant-b-validation-report"]
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+            return {a.key: a for a in found}
+
+    found = asyncio.run(artifacts())
+    assert "ACCEPTED" in str(found["plant-b-validation"].data)  # type: ignore[attr-defined]
+    assert "(file://" in str(found["plant-b-validation-report"].data)  # type: ignore[attr-defined]
