@@ -447,6 +447,7 @@ def validate_learn(
 def validate_table_file(
     spec: Annotated[str, typer.Argument(help="table spec name in configs/tables/ or a YAML path")],
     path: Annotated[Path, typer.Argument(help="CSV or parquet file")],
+    show_all: Annotated[bool, typer.Option("--all", help="list passing rules too")] = False,
 ) -> None:
     """Check a table file against a spec; exit 0 pass, 1 fail, 2 could not run.
 
@@ -465,13 +466,21 @@ def validate_table_file(
     report = validate_table(frame, table_spec)
     from rich.table import Table
 
-    table = Table(title=f"{path.name} against {table_spec.name}: {report.rows} rows")
-    for col in ("rule", "result", "failing rows", "examples"):
-        table.add_column(col, overflow="fold")
-    for r in report.results:
-        mark = "[green]pass[/]" if r.success else "[red]FAIL[/]"
-        table.add_row(r.rule, mark, str(r.unexpected_count or ""), str(r.examples[:3]) if not r.success else "")
-    _console().print(table)
+    console = _console()
+    shown = report.results if show_all else report.failed
+    if shown:
+        table = Table(title=f"{path.name} against {table_spec.name}: {report.rows} rows")
+        for col in ("rule", "result", "failing rows", "examples"):
+            table.add_column(col, overflow="fold")
+        for r in shown:
+            mark = "[green]pass[/]" if r.success else "[red]FAIL[/]"
+            table.add_row(r.rule, mark, str(r.unexpected_count or ""), "" if r.success else r.example_text())
+        console.print(table)
+    verdict = "[green]PASS[/]" if report.success else "[red]FAIL[/]"
+    console.print(
+        f"{verdict}: {len(report.results) - len(report.failed)} of {len(report.results)} rules passed "
+        f"on {report.rows} rows of {path.name}"
+    )
     raise typer.Exit(0 if report.success else 1)
 
 

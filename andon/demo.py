@@ -64,7 +64,7 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
     console.print(f"  planted faults in a copy of one batch: {', '.join(faulty.details['planted_faults'])}")
     gate = Table(box=None, padding=(0, 2))
     gate.add_column("batch", no_wrap=True)
-    for col in ("parts", "verdict", "dataset version"):
+    for col in ("parts", "verdict", "dataset"):
         gate.add_column(col, no_wrap=True)
     verdicts = []
     prefixes = [str(b["prefix"]) for b in synth_batches + ingested] + [faulty.prefix]
@@ -74,7 +74,7 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
             verdicts.append(result)
     for r in verdicts:
         colour = "green" if r["verdict"] == "accepted" else "red"
-        detail = r["manifest_id"][:12] if r["manifest_id"] else f"{len(r['failed_rules'])} rules failed:"
+        detail = r["manifest_id"][:12] if r["manifest_id"] else f"{len(r['failed_rules'])} rules failed"
         gate.add_row(r["batch_id"], str(r["parts"]), f"[{colour}]{r['verdict']}[/]", detail)
     console.print(gate)
     quarantined = [r for r in verdicts if r["verdict"] != "accepted"]

@@ -38,6 +38,17 @@ class RuleResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
+    def example_text(self, n: int = 3) -> str:
+        """``UDI=11 Type=X; UDI=21 Type=X`` for a terminal."""
+
+        def show(v: Any) -> str:
+            v = _jsonable(v)
+            return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+        rows = [" ".join(f"{k}={show(v)}" for k, v in e.items()) for e in self.examples[:n]]
+        more = f" (+{len(self.examples) - n} more)" if len(self.examples) > n else ""
+        return "; ".join(rows) + more
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
