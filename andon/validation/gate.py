@@ -148,17 +148,6 @@ def check_batch(
         mode=camera.color_mode,
         profile=profile.images if profile else None,
     )
-    if "sha256_matches" in stats.columns and not stats["sha256_matches"].all():
-        bad = stats.loc[~stats["sha256_matches"], "image_key"].head(10).tolist()
-        image_report.results.append(
-            RuleResult(
-                rule="image: sha256 matches its metadata row",
-                expectation="sha256",
-                success=False,
-                unexpected_count=int((~stats["sha256_matches"]).sum()),
-                examples=[{"image_key": k} for k in bad],
-            )
-        )
     reports.append(image_report)
     return reports, metadata, stats
 

@@ -141,6 +141,16 @@ def image_rules(
                 "image_key",
             )
         )
+    if "sha256_matches" in frame.columns:  # set by the gate from the metadata's recorded sha256
+        frame["sha256_matches"] = frame["sha256_matches"].map(lambda v: v is not False)  # orphan rows: n/a
+        rules.append(
+            Rule(
+                "image: sha256 matches its metadata row",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "sha256_matches", "value_set": [True]},
+                "image_key",
+            )
+        )
     if size is not None:
         w, h = size
         rules.append(
