@@ -31,6 +31,10 @@ EXAMPLES = """\
   check a CSV against a table spec:   andon validate table ai4i2020 ai4i2020.csv
   dataset versions of a plant:        andon datasets list --plant plant-b
   what changed between two versions:  andon datasets diff --plant plant-b 2e0abe65 9c41d7aa
+  train a challenger on a dataset:    andon train --plant plant-b --dataset 2e0abe65
+  challenger vs champion, the gate:   andon promote --plant plant-b
+  put the previous champion back:     andon rollback plant-b.surface-defects --reason "false rejects"
+  versions, one version, two:         andon models list plant-b.surface-defects | show M 3 | diff M 2 3
   the main job, end to end:           andon demo
 """
 
@@ -62,10 +66,12 @@ validate_app = typer.Typer(
     "learn bounds from a known-good batch, check a table file.",
 )
 datasets_app = typer.Typer(help="Content-addressed dataset versions (manifests).", no_args_is_help=True)
+models_app = typer.Typer(help="Registered model versions (MLflow registry).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
 app.add_typer(validate_app, name="validate")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
 
 
 def _console() -> Console:
@@ -572,6 +578,236 @@ def datasets_combine(
     _console().print(f"dataset {m.id}: {len(m.objects)} objects {m.counts()}")
 
 
+# ---------------------------------------------------------------- models
+
+
+@app.command()
+def train(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    dataset: Annotated[list[str], typer.Option(help="dataset id or unique prefix (repeatable: combined)")],
+    epochs: Annotated[int | None, typer.Option(min=1, help="override the recipe's epochs")] = None,
+    model: Annotated[str | None, typer.Option(help="override the recipe's network")] = None,
+    parent: Annotated[int | None, typer.Option(help="fine-tune from this version of the plant's model")] = None,
+) -> None:
+    """Train a challenger on validated datasets; log it to MLflow and register it.
+
+    Example: andon train --plant plant-b --dataset 2e0abe65
+    """
+    from andon.config import load_plant
+    from andon.datasets import resolve_manifest_id
+    from andon.registry import model_name
+    from andon.storage import open_store
+    from andon.training.run import train_plant
+
+    cfg = load_plant(plant)
+    store = open_store()
+    ids = [resolve_manifest_id(store, cfg.id, d) for d in dataset]
+    recipe = cfg.recipe
+    if epochs:
+        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"epochs": epochs})})
+    if model:
+        recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"name": model})})
+    console = _console()
+
+    def show(log: Any) -> None:
+        console.print(
+            f"  epoch {log.epoch}: train loss {log.train_loss:.4f}, val loss {log.val_loss:.4f}, "
+            f"val acc {log.val_accuracy:.4f} ({log.seconds:.0f} s, {log.images_per_s:.0f} img/s)"
+        )
+
+    parent_ref = (model_name(cfg.id, recipe.task), parent) if parent else None
+    out = train_plant(store, cfg, ids, recipe=recipe, parent=parent_ref, on_epoch=show)
+    m = out.metrics
+    console.print(
+        f"[green]{out.model_name} v{out.version}[/] (challenger): test accuracy {m['accuracy']:.4f}, "
+        f"defect recall {m.get('defect_recall', 0):.4f}, F1 {m.get('defect_f1', 0):.4f}, "
+        f"ROC-AUC {m.get('roc_auc', float('nan')):.4f}, ECE {m['ece']:.4f}; best epoch {out.best_epoch}; "
+        f"{out.seconds:.0f} s"
+    )
+
+
+@app.command()
+def promote(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    force: Annotated[bool, typer.Option("--force", help="promote even if rules fail (recorded as forced)")] = False,
+    reason: Annotated[str, typer.Option(help="why (kept with the version)")] = "",
+) -> None:
+    """Challenger vs champion on the golden set; promote if every rule passes. Exit 1 if refused.
+
+    Example: andon promote --plant plant-b
+    """
+    from andon.config import load_plant
+    from andon.promotion import promote as run_promote
+    from andon.registry import model_name
+    from andon.storage import open_store
+
+    cfg = load_plant(plant)
+    d = run_promote(open_store(), cfg, force=force, reason=reason)
+    console = _console()
+    _print_gate_metrics(console, d)
+    name = model_name(cfg.id, cfg.recipe.task)
+    if d.passed:
+        note = " [yellow](FORCED)[/]" if d.forced else ""
+        console.print(f"[green]PROMOTED[/]{note}: {name}@champion = v{d.challenger} (was {d.champion or 'none'})")
+        _post_event(
+            "andon.model.promoted", cfg.id, {"version": d.challenger, "previous": d.champion, "forced": d.forced}
+        )
+    else:
+        for v in d.violations:
+            console.print(f"  [red]x[/] {v}")
+        console.print(f"[red]REFUSED[/]: v{d.challenger} stays challenger (reasons recorded on the version)")
+        raise typer.Exit(1)
+
+
+def _print_gate_metrics(console: Console, d: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"evaluated on {d.evaluated_on}")
+    table.add_column("metric")
+    table.add_column(f"challenger v{d.challenger}")
+    table.add_column(f"champion v{d.champion}" if d.champion else "champion (none)")
+    for k in ("accuracy", "defect_recall", "defect_precision", "defect_f1", "roc_auc", "ece", "latency_p95_ms"):
+        if k in d.challenger_metrics:
+            cp = d.champion_metrics.get(k) if d.champion_metrics else None
+            table.add_row(k, f"{d.challenger_metrics[k]:.4f}", "-" if cp is None else f"{cp:.4f}")
+    console.print(table)
+
+
+def _post_event(event: str, plant: str, payload: dict[str, Any]) -> None:
+    from andon import events
+
+    settings = _settings()
+    eid = events.event_id(event, plant, *payload.values())
+    if not events.post_event(settings.prefect_api_url, event, events.plant_resource(plant), payload, eid):
+        sys.stderr.write(f"note: {event} not delivered (Prefect at {settings.prefect_api_url} did not answer)\n")
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="registered model, e.g. plant-a.surface-defects")],
+    reason: Annotated[str, typer.Option(help="why (kept with the version for the audit trail)")],
+    to: Annotated[int | None, typer.Option(help="version to restore (default: previous-champion)")] = None,
+) -> None:
+    """Move champion back to the previous champion (or --to VERSION); the next batch uses it.
+
+    Example: andon rollback plant-a.surface-defects --reason "false rejects on line 2"
+    """
+    import time
+
+    from andon.config import load_plant
+    from andon.promotion import rollback as run_rollback
+    from andon.registry import plant_of
+
+    t0 = time.perf_counter()
+    cfg = load_plant(plant_of(model))
+    before, after = run_rollback(cfg, reason, to)
+    registry_s = time.perf_counter() - t0
+    _post_event("andon.model.rolled_back", cfg.id, {"from": before, "to": after, "reason": reason})
+    _console().print(
+        f"[green]ROLLED BACK[/] {model}@champion: v{before} -> v{after} (previous-champion = v{before}); "
+        f"registry {registry_s:.2f} s"
+    )
+
+
+@models_app.command("list")
+def models_list(model: Annotated[str, typer.Argument(help="registered model, e.g. plant-b.surface-defects")]) -> None:
+    """Every version with its aliases, data, code and held-out metrics.
+
+    Example: andon models list plant-b.surface-defects
+    """
+    from rich.table import Table
+
+    from andon.registry import list_versions
+
+    table = Table(title=model)
+    for col in ("version", "aliases", "created", "dataset", "commit", "recipe", "accuracy", "defect recall"):
+        table.add_column(col)
+    for v in list_versions(model):
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            v.created,
+            v.tags.get("data.manifest_sha256", "")[:12],
+            v.tags.get("code.commit", "")[:10] + ("*" if v.tags.get("code.dirty") == "true" else ""),
+            v.tags.get("recipe", ""),
+            f"{v.metrics.get('test_accuracy', float('nan')):.4f}",
+            f"{v.metrics.get('test_defect_recall', float('nan')):.4f}",
+        )
+    _console().print(table)
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument(help="registered model")],
+    version: Annotated[int, typer.Argument(help="version number")],
+) -> None:
+    """One version: lineage tags, alias history, held-out metrics.
+
+    Example: andon models show plant-b.surface-defects 2
+    """
+    from andon.registry import version_info
+
+    v = version_info(model, version)
+    console = _console()
+    console.print(f"[bold]{model} v{v.version}[/] aliases: {', '.join(v.aliases) or '-'}; run {v.run_id}; {v.created}")
+    for k, val in sorted(v.tags.items()):
+        console.print(f"  {k}: {val}")
+    for k, score in sorted(v.metrics.items()):
+        if k.startswith("test_"):
+            console.print(f"  {k}: {score:.4f}")
+
+
+@models_app.command("diff")
+def models_diff(
+    model: Annotated[str, typer.Argument(help="registered model")],
+    a: Annotated[int, typer.Argument(help="older version")],
+    b: Annotated[int, typer.Argument(help="newer version")],
+    full: Annotated[bool, typer.Option("--full", help="print the code diff, not only its --stat")] = False,
+) -> None:
+    """What changed between two versions: params, lineage, metrics, data, code, environment.
+
+    Example: andon models diff plant-b.surface-defects 1 2
+    """
+    from andon.config import load_plant
+    from andon.promotion import diff_versions
+    from andon.registry import plant_of
+    from andon.storage import open_store
+
+    d = diff_versions(open_store(), load_plant(plant_of(model)), a, b)
+    console = _console()
+    console.rule(f"{model}: v{a} -> v{b}")
+    console.print("[bold]metrics (held-out test split)[/]")
+    for k, (x, y, delta) in d["metrics"].items():
+        colour = "green" if delta > 0 else "red" if delta < 0 else "white"
+        console.print(f"  {k[5:]:<20} {x:.4f} -> {y:.4f}  [{colour}]{delta:+.4f}[/]")
+    console.print("[bold]lineage[/]" + ("" if d["tags"] else ": identical"))
+    for k, (x, y) in d["tags"].items():
+        console.print(f"  {k}: {x} -> {y}")
+    console.print("[bold]params[/]" + ("" if d["params"] else ": identical"))
+    for k, (x, y) in d["params"].items():
+        console.print(f"  {k}: {x} -> {y}")
+    data = d["data"]
+    if data is None:
+        console.print("[bold]data[/]: same dataset")
+    elif "error" in data:
+        console.print(f"[bold]data[/]: {data['error']}")
+    else:
+        console.print(
+            f"[bold]data[/]: +{data['added_n']} / -{data['removed_n']} objects, "
+            f"{len(data['relabelled'])} relabelled; per class {data['counts_a']} -> {data['counts_b']}"
+        )
+        for r in data["relabelled"][:10]:
+            console.print(f"  relabelled {r['key']}: {r['from']} -> {r['to']}")
+    code = d["code"]
+    console.print("[bold]code[/] (training and preprocessing)")
+    console.print("  " + code.get("note", code.get("stat", "")).strip().replace("\n", "\n  "))
+    if full and code.get("diff"):
+        sys.stdout.write(code["diff"] + "\n")
+    console.print("[bold]environment[/]" + ("" if d["environment"] else ": identical"))
+    for k, (x, y) in d["environment"].items():
+        console.print(f"  {k}: {x} -> {y}")
+
+
 @app.command()
 def demo(
     casting: Annotated[Path, typer.Option(help="the casting image set")] = Path("../shared/data/casting"),
@@ -589,7 +825,11 @@ def demo(
 
 def main() -> None:
     """Entry point: user errors print one clean message, no traceback."""
+    import os
+
     from andon.errors import AndonError
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # factories are often offline; nothing phones home
 
     try:
         app()

@@ -66,6 +66,15 @@ class Thresholds(_Strict):
     uncertain_margin: float = Field(default=0.2, ge=0, le=1, description="margin under which a part is uncertain")
 
 
+class PromotionRules(_Strict):
+    """What a challenger must show on the golden set before it becomes champion."""
+
+    max_defect_recall_drop: float = Field(default=0.01, ge=0, le=1, description="in points of recall (0.01 = 1 point)")
+    min_f1_delta: float = Field(default=0.0, ge=-1, le=1, description="F1 must not drop below champion + this")
+    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="absolute floor, with or without a champion")
+    max_latency_p95_ms: float = Field(default=50.0, gt=0, description="single-part inference budget")
+
+
 class Recipe(_Strict):
     """The standard training recipe; plants override single fields."""
 
@@ -77,6 +86,7 @@ class Recipe(_Strict):
     augmentations: tuple[Augmentation, ...] = ()
     training: TrainingSpec = TrainingSpec()
     thresholds: Thresholds = Thresholds()
+    promotion: PromotionRules = PromotionRules()
 
     @field_validator("classes")
     @classmethod

@@ -29,3 +29,29 @@ def plant_resource(plant: str, line: str | None = None) -> dict[str, str]:
 def event_id(*parts: Any) -> uuid.UUID:
     """A deterministic id from the parts that make the fact unique."""
     return uuid.uuid5(NAMESPACE, "|".join(str(p) for p in parts))
+
+
+def post_event(api_url: str, event: str, resource: dict[str, str], payload: dict[str, Any], eid: uuid.UUID) -> bool:
+    """Send one event to a Prefect server over its REST API (no Prefect import: the CLI uses it).
+
+    Returns False, without raising, when the server does not answer: the fact is recorded in
+    MLflow either way, the event is a notification.
+    """
+    from datetime import UTC, datetime
+
+    import httpx
+
+    body = [
+        {
+            "id": str(eid),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": event,
+            "resource": resource,
+            "payload": payload,
+        }
+    ]
+    try:
+        resp = httpx.post(f"{api_url.rstrip('/')}/events", json=body, timeout=5)
+    except httpx.HTTPError:
+        return False
+    return resp.status_code < 300

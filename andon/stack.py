@@ -107,7 +107,7 @@ def services(settings: AndonSettings) -> list[Service]:
         env=prefect_env,
         host=settings.host,
     )
-    mlflow_env: dict[str, str] = {"MLFLOW_HOST": settings.host}
+    mlflow_env: dict[str, str] = {"MLFLOW_HOST": settings.host, "MLFLOW_DISABLE_TELEMETRY": "true"}
     if settings.s3_endpoint_url:
         mlflow_env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     mlflow = Service(

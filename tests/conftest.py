@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="andon-tests-"))
     os.environ["PREFECT_HOME"] = str(scratch / "prefect-home")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
     os.environ["ANDON_HOME"] = str(scratch / "andon-home")

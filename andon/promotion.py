@@ -1,0 +1,242 @@
+"""Champion / challenger: the promotion gate, rollback and the version diff.
+
+The gate evaluates both versions on the same data (the plant's golden set, else the
+challenger's held-out split), collects every violation of the recipe's promotion rules, then
+decides once. Every alias move is recorded on the version as tags (who, when, why, forced).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from andon.config import PlantConfig, PromotionRules
+from andon.datasets import diff as dataset_diff
+from andon.datasets import load_manifest
+from andon.errors import DataError
+from andon.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    REPO_ROOT,
+    RegistryError,
+    alias_version,
+    model_name,
+    record_move,
+    set_alias,
+    version_info,
+)
+from andon.storage import ObjectStore, join_key
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    violations: list[str]
+    challenger: int
+    champion: int | None
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    evaluated_on: str
+    forced: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def check_rules(challenger: dict[str, float], champion: dict[str, float] | None, rules: PromotionRules) -> list[str]:
+    """Every rule the challenger breaks (empty: it may be promoted)."""
+    out: list[str] = []
+    if challenger.get("accuracy", 0.0) < rules.min_accuracy:
+        out.append(f"accuracy {challenger.get('accuracy', 0):.4f} below the floor {rules.min_accuracy:.4f}")
+    lat = challenger.get("latency_p95_ms", 0.0)
+    if lat > rules.max_latency_p95_ms:
+        out.append(f"p95 latency {lat:.1f} ms over the budget {rules.max_latency_p95_ms:.1f} ms")
+    if champion is not None:
+        drop = champion.get("defect_recall", 0.0) - challenger.get("defect_recall", 0.0)
+        if drop > rules.max_defect_recall_drop:
+            out.append(
+                f"defect recall drops {drop * 100:.2f} points ({champion['defect_recall']:.4f} -> "
+                f"{challenger.get('defect_recall', 0):.4f}); allowed {rules.max_defect_recall_drop * 100:.2f}"
+            )
+        f1_delta = challenger.get("defect_f1", 0.0) - champion.get("defect_f1", 0.0)
+        if f1_delta < rules.min_f1_delta:
+            out.append(
+                f"defect F1 {champion.get('defect_f1', 0):.4f} -> {challenger.get('defect_f1', 0):.4f} "
+                f"({f1_delta:+.4f}; must be >= {rules.min_f1_delta:+.4f})"
+            )
+    return out
+
+
+def golden_objects(store: ObjectStore, cfg: PlantConfig, challenger: int) -> tuple[str, list[dict[str, Any]]]:
+    """The plant's golden set (``datasets/<plant>/golden.json`` names a dataset), else the
+    challenger's own held-out split."""
+    import mlflow
+
+    key = join_key("datasets", cfg.id, "golden.json")
+    if store.exists(key):
+        golden_id = json.loads(store.get(key))["id"]
+        return f"golden set {golden_id[:12]}", load_manifest(store, cfg.id, golden_id).objects
+    info = version_info(model_name(cfg.id, cfg.recipe.task), challenger)
+    path = mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="andon/split.json")
+    with open(path) as fh:
+        split = json.load(fh)
+    manifest = load_manifest(store, cfg.id, info.tags["data.manifest_sha256"])
+    test = set(split["test"])
+    return f"held-out split of v{challenger}", [o for o in manifest.objects if o["key"] in test]
+
+
+def evaluate_version(
+    store: ObjectStore, cfg: PlantConfig, version: int, objects: list[dict[str, Any]]
+) -> dict[str, float]:
+    from andon.settings import get_settings
+    from andon.training.data import ImageCache, load_split
+    from andon.training.evaluate import classification_metrics
+    from andon.training.loop import predict
+    from andon.training.run import latency_p95_ms, load_version
+
+    model, arch, prep = load_version(model_name(cfg.id, cfg.recipe.task), version)
+    classes = tuple(arch["classes"])
+    data = load_split(store, objects, classes, int(prep["size"]), ImageCache(get_settings().home / "cache" / "images"))
+    metrics = classification_metrics(predict(model, data.images), data.labels, classes)
+    metrics["latency_p95_ms"] = latency_p95_ms(model, data.images)
+    return metrics
+
+
+def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: str = "") -> GateDecision:
+    """Challenger vs champion on the same data; pass moves the aliases, fail records why."""
+    name = model_name(cfg.id, cfg.recipe.task)
+    challenger = alias_version(name, CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"{name} has no challenger to promote (train one with `andon train`)")
+    champion = alias_version(name, CHAMPION)
+    if champion == challenger:
+        raise RegistryError(f"{name} v{challenger} is already the champion")
+    what, objects = golden_objects(store, cfg, challenger)
+    if not objects:
+        raise DataError(f"{what} is empty: nothing to compare the versions on")
+    ch_metrics = evaluate_version(store, cfg, challenger, objects)
+    cp_metrics = evaluate_version(store, cfg, champion, objects) if champion is not None else None
+    violations = check_rules(ch_metrics, cp_metrics, cfg.recipe.promotion)
+    decision = GateDecision(
+        passed=not violations or force,
+        violations=violations,
+        challenger=challenger,
+        champion=champion,
+        challenger_metrics=ch_metrics,
+        champion_metrics=cp_metrics,
+        evaluated_on=what,
+        forced=force and bool(violations),
+    )
+    summary = "; ".join(violations) if violations else "all promotion rules passed"
+    if decision.passed:
+        if champion is not None:
+            set_alias(name, PREVIOUS, champion)
+        set_alias(name, CHAMPION, challenger)
+        why = (reason or summary) + (" [FORCED past: " + summary + "]" if decision.forced else "")
+        record_move(name, challenger, "promotion", f"{why} (on {what})", forced=decision.forced)
+    else:
+        record_move(name, challenger, "promotion_refused", f"{summary} (on {what})")
+    return decision
+
+
+def rollback(cfg: PlantConfig, reason: str, to: int | None = None) -> tuple[int, int]:
+    """Champion back to ``previous-champion`` (or ``to``); returns (from, to)."""
+    if not reason.strip():
+        raise RegistryError("a rollback needs a --reason (it is kept with the version for the audit trail)")
+    name = model_name(cfg.id, cfg.recipe.task)
+    current = alias_version(name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    target = to if to is not None else alias_version(name, PREVIOUS)
+    if target is None:
+        raise RegistryError(f"{name} has no previous champion; give the version to go back to with --to")
+    if target == current:
+        raise RegistryError(f"{name} v{target} is already the champion")
+    version_info(name, target)  # raises a clear error for a version that does not exist
+    set_alias(name, CHAMPION, target)
+    set_alias(name, PREVIOUS, current)
+    record_move(name, target, "rollback", f"from v{current}: {reason}")
+    return current, target
+
+
+def diff_versions(store: ObjectStore, cfg: PlantConfig, a: int, b: int) -> dict[str, Any]:
+    """What differs between two versions: params, tags, metrics, data, code, environment."""
+    import mlflow
+
+    name = model_name(cfg.id, cfg.recipe.task)
+    va, vb = version_info(name, a), version_info(name, b)
+    params = {
+        k: (va.params.get(k), vb.params.get(k))
+        for k in sorted(set(va.params) | set(vb.params))
+        if va.params.get(k) != vb.params.get(k)
+    }
+    lineage = ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "parent_version")
+    tags = {k: (va.tags.get(k), vb.tags.get(k)) for k in lineage if va.tags.get(k) != vb.tags.get(k)}
+    metrics = {
+        k: (va.metrics[k], vb.metrics[k], vb.metrics[k] - va.metrics[k])
+        for k in sorted(set(va.metrics) & set(vb.metrics))
+        if k.startswith("test_")
+    }
+    data: dict[str, Any] | None = None
+    ma, mb = va.tags.get("data.manifest_sha256"), vb.tags.get("data.manifest_sha256")
+    if ma and mb and ma != mb:
+        try:
+            data = dataset_diff(load_manifest(store, cfg.id, ma), load_manifest(store, cfg.id, mb)).as_dict()
+            data = {
+                **data,
+                "added": data["added"][:20],
+                "removed": data["removed"][:20],
+                "added_n": len(data["added"]),
+                "removed_n": len(data["removed"]),
+            }
+        except DataError as exc:
+            data = {"error": str(exc)}
+    code = _code_diff(va.tags.get("code.commit", ""), vb.tags.get("code.commit", ""))
+
+    def env(info: Any) -> dict[str, str]:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="andon/environment.json")
+            return dict(json.loads(open(path).read()))
+        except Exception:  # an old version without the artifact: nothing to compare
+            return {}
+
+    ea, eb = env(va), env(vb)
+    environment = {k: (ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb)) if ea.get(k) != eb.get(k)}
+    return {
+        "model": name,
+        "a": a,
+        "b": b,
+        "params": params,
+        "tags": tags,
+        "metrics": metrics,
+        "data": data,
+        "code": code,
+        "environment": environment,
+    }
+
+
+def _code_diff(a: str, b: str) -> dict[str, str]:
+    paths = ["andon/training", "andon/models", "andon/training/augment.py", "configs"]
+    if not a or not b or "unknown" in (a, b):
+        return {"note": "a commit is unknown: no code diff"}
+    if a == b:
+        return {"note": "same commit"}
+    try:
+        stat = subprocess.run(
+            ["git", "diff", "--stat", a, b, "--", *paths],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        full = subprocess.run(
+            ["git", "diff", a, b, "--", *paths], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"note": f"the repository does not have both commits ({exc})"}
+    return {"stat": stat or "(training and preprocessing code unchanged)", "diff": full[:20000]}

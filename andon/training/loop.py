@@ -1,0 +1,141 @@
+"""The training loop: seeded, deterministic on CPU, AdamW + one-cycle, the checkpoint chosen on
+the validation split (never the test split), early stopping."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from andon.config import TrainingSpec
+    from andon.training.data import ImageSet
+
+# fixed preprocessing: grey uint8 -> float, centred; recorded with every model version
+PREPROCESSING = {"grey": True, "scale": 1 / 255.0, "mean": 0.5, "std": 0.25}
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """``uint8 (N, H, W)`` -> ``float32 (N, 1, H, W)`` normalized as ``PREPROCESSING`` says."""
+    import torch
+
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    return (x * PREPROCESSING["scale"] - PREPROCESSING["mean"]) / PREPROCESSING["std"]
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    images_per_s: float
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_state: dict[str, Any]
+    history: list[EpochLog] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities ``(N, C)`` in eval mode."""
+    import numpy as np
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for lo in range(0, len(images), batch_size):
+            out.append(torch.softmax(model(to_tensor(images[lo : lo + batch_size])), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def fit(
+    model: nn.Module,
+    train: ImageSet,
+    val: ImageSet,
+    spec: TrainingSpec,
+    augment: Any,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> FitResult:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    seed_everything(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    steps = max(1, int(np.ceil(len(train) / spec.batch_size)))
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.learning_rate, total_steps=steps * spec.epochs)
+    # class weights against imbalance (rare defects must not be ignored)
+    counts = np.bincount(train.labels, minlength=int(train.labels.max()) + 1).astype(float)
+    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    best = (-1.0, float("-inf"))
+    result = FitResult(best_epoch=0, best_state=copy.deepcopy(model.state_dict()))
+    patience = 0
+    for epoch in range(1, spec.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        for b in range(steps):
+            idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            batch = np.stack([augment(image=train.images[i][..., None])["image"][..., 0] for i in idx])
+            x = to_tensor(batch)
+            y = torch.from_numpy(train.labels[idx])
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            if on_batch:
+                on_batch(len(idx))
+        seconds = time.perf_counter() - t0
+        probs = predict(model, val.images)
+        val_loss = float(
+            nn.functional.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.from_numpy(val.labels))
+        )
+        val_acc = float((probs.argmax(1) == val.labels).mean())
+        log = EpochLog(epoch, total / len(train), val_loss, val_acc, seconds, len(train) / seconds)
+        result.history.append(log)
+        if on_epoch:
+            on_epoch(log)
+        if (val_acc, -val_loss) > best:
+            best = (val_acc, -val_loss)
+            result.best_epoch = epoch
+            result.best_state = copy.deepcopy(model.state_dict())
+            patience = 0
+        else:
+            patience += 1
+            if patience >= spec.early_stopping_patience:
+                result.stopped_early = True
+                break
+    model.load_state_dict(result.best_state)
+    return result

@@ -1,0 +1,23 @@
+"""Train a challenger from validated datasets; promote it if it beats the champion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.training import promote_challenger, publish_promotion, publish_training, train_version
+
+
+@flow(name="train")
+def train_flow(plant: str, dataset_ids: list[str], parent_version: int | None = None) -> dict[str, Any]:
+    outcome = train_version(plant, dataset_ids, parent_version)
+    publish_training(outcome)
+    return outcome
+
+
+@flow(name="promote")
+def promote_flow(plant: str, force: bool = False, reason: str = "") -> dict[str, Any]:
+    decision = promote_challenger(plant, force, reason)
+    publish_promotion(plant, decision)
+    return decision

@@ -1,0 +1,71 @@
+"""Tasks of training and promotion."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks import transient_only
+
+
+@task(name="train-version", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
+def train_version(plant: str, dataset_ids: list[str], parent_version: int | None) -> dict[str, Any]:
+    from andon.config import load_plant
+    from andon.registry import model_name
+    from andon.storage import open_store
+    from andon.training.run import train_plant
+
+    cfg = load_plant(plant)
+    parent = (model_name(plant, cfg.recipe.task), parent_version) if parent_version else None
+    return asdict(train_plant(open_store(), cfg, dataset_ids, parent=parent))
+
+
+@task(name="publish-training")
+def publish_training(outcome: dict[str, Any]) -> None:
+    m = outcome["metrics"]
+    lines = [
+        f"# {outcome['model_name']} v{outcome['version']} (challenger)",
+        "",
+        f"- dataset `{outcome['manifest_id'][:12]}`, best epoch {outcome['best_epoch']} of {outcome['epochs_run']}",
+        f"- test accuracy **{m['accuracy']:.4f}**, defect recall **{m.get('defect_recall', 0):.4f}**, "
+        f"defect F1 {m.get('defect_f1', 0):.4f}, ROC-AUC {m.get('roc_auc', float('nan')):.4f}, ECE {m['ece']:.4f}",
+        f"- {outcome['images_per_s']:.0f} training images/s, {outcome['seconds']:.0f} s in all",
+    ]
+    plant = outcome["model_name"].split(".")[0]
+    create_markdown_artifact(key=f"{plant}-training", markdown="\n".join(lines))
+    create_table_artifact(key=f"{plant}-training-epochs", table=outcome["history"])
+
+
+@task(name="promote-challenger", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
+def promote_challenger(plant: str, force: bool, reason: str) -> dict[str, Any]:
+    from andon.config import load_plant
+    from andon.promotion import promote
+    from andon.storage import open_store
+
+    return promote(open_store(), load_plant(plant), force=force, reason=reason).as_dict()
+
+
+@task(name="publish-promotion")
+def publish_promotion(plant: str, decision: dict[str, Any]) -> None:
+    from prefect.events import emit_event
+
+    from andon import events
+
+    verdict = "PROMOTED" + (" (forced)" if decision["forced"] else "") if decision["passed"] else "REFUSED"
+    lines = [
+        f"# {plant}: challenger v{decision['challenger']} {verdict}",
+        "",
+        f"evaluated on {decision['evaluated_on']}",
+    ]
+    lines += [f"- {v}" for v in decision["violations"]] or ["- all promotion rules passed"]
+    create_markdown_artifact(key=f"{plant}-promotion", markdown="\n".join(lines))
+    if decision["passed"]:
+        emit_event(
+            event=events.MODEL_PROMOTED,
+            resource=events.plant_resource(plant),
+            id=events.event_id(events.MODEL_PROMOTED, plant, decision["challenger"]),
+            payload={k: decision[k] for k in ("challenger", "champion", "violations", "forced", "evaluated_on")},
+        )
