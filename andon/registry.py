@@ -94,6 +94,23 @@ def use_tracking_server() -> str:
     return uri
 
 
+def ensure_experiment(name: str) -> str:
+    """The experiment ``name``; with a local (SQLite) store its artifacts go under ``ANDON_HOME``,
+    never into the current folder (a tracking server decides for itself)."""
+    import mlflow
+
+    from andon.settings import get_settings
+
+    uri = use_tracking_server()
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None
+    if not uri.startswith(("http://", "https://")):
+        location = (get_settings().home / "mlflow" / "artifacts" / name).as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
 def client() -> Any:
     from mlflow import MlflowClient
 

@@ -115,7 +115,7 @@ def train_plant(
     import torch
 
     from andon.models import build_model
-    from andon.registry import use_tracking_server
+    from andon.registry import ensure_experiment, use_tracking_server
     from andon.settings import get_settings
 
     use_tracking_server()
@@ -155,7 +155,7 @@ def train_plant(
         "parent_version": parent_version,
         **(extra_tags or {}),
     }
-    mlflow.set_experiment(name)
+    mlflow.set_experiment(experiment_id=ensure_experiment(name))
     with mlflow.start_run(run_name=f"{cfg.id}-{recipe.name}") as run, tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         mlflow.set_tags(tags)

@@ -1,0 +1,178 @@
+"""Train -> register -> promote -> rollback -> diff, for real: torch training on small synthetic
+data, a temp MLflow SQLite store, the flows under the Prefect harness, the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from andon.cli import app
+from andon.config import load_plant
+from andon.data import parquet_to_frame
+from andon.datasets import build_manifest, save_manifest
+from andon.errors import DataError, ServiceError, UnknownPlantError
+from andon.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    RegistryError,
+    alias_version,
+    register_version,
+    version_info,
+)
+from andon.storage import ObjectStore, open_store
+from andon.synth.plant import synthesize_plant
+
+pytestmark = pytest.mark.slow
+CFG = load_plant("plant-b")
+NAME = "plant-b.surface-defects"
+SMALL = CFG.recipe.model_copy(
+    update={
+        "image": CFG.recipe.image.model_copy(update={"size": 64}),
+        "training": CFG.recipe.training.model_copy(update={"epochs": 2, "batch_size": 32}),
+        "augmentations": CFG.recipe.augmentations[:2],
+    }
+)
+
+
+def _dataset(store: ObjectStore, seed: int, parts: int = 360, rate: float = 0.35) -> str:
+    """A dataset version straight from synthetic metadata (rich in defects, so 2 epochs learn)."""
+    batches = synthesize_plant(
+        CFG,
+        store,
+        parts,
+        seed=seed,
+        defect_rate=rate,
+        start=datetime(2026, 11, 10, seed, tzinfo=UTC),
+        lines=["line-1"],
+        batch_size=10_000,
+        workers=1,
+    )
+    objects = []
+    for b in batches:
+        meta = parquet_to_frame(store.get(b.metadata_key))
+        objects += [
+            {"key": r.image_key, "sha256": r.sha256, "label": r.label, "part_id": r.part_id} for r in meta.itertuples()
+        ]
+    manifest = build_manifest("plant-b", objects, sources=[b.prefix for b in batches])
+    save_manifest(store, manifest)
+    return manifest.id
+
+
+@pytest.fixture
+def lab(andon_home: Path, mlflow_tracking_uri: str) -> ObjectStore:
+    return open_store()
+
+
+def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore) -> None:
+    import mlflow
+
+    from andon.training import run as training_run
+    from flows.train import promote_flow, train_flow
+
+    first, second = _dataset(lab, 1), _dataset(lab, 2)
+    original = training_run.train_plant
+
+    def small(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return original(*args, **{**kwargs, "recipe": SMALL})
+
+    training_run.train_plant = small  # the flow trains the shrunk recipe (the real one is tested in benchmarks)
+    try:
+        v1 = train_flow(plant="plant-b", dataset_ids=[first])
+        assert v1["version"] == 1 and alias_version(NAME, CHALLENGER) == 1
+        info = version_info(NAME, 1)
+        for tag in ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "plant"):
+            assert info.tags[tag], tag
+        assert info.tags["data.manifest_sha256"] == first and info.params["image.size"] == "64"
+        run = mlflow.get_run(info.run_id)
+        assert run.inputs.dataset_inputs[0].dataset.digest == first[:36]
+        assert {"val_loss", "test_accuracy", "test_defect_recall", "test_ece", "test_roc_auc"} <= set(run.data.metrics)
+        arts = {a.path for a in mlflow.MlflowClient().list_artifacts(info.run_id, "andon")}
+        assert {
+            "andon/state_dict.pt",
+            "andon/architecture.json",
+            "andon/confusion_matrix.png",
+            "andon/worst_errors.png",
+            "andon/environment.json",
+        } <= arts
+
+        d1 = promote_flow(plant="plant-b", force=True, reason="first champion")
+        assert alias_version(NAME, CHAMPION) == 1
+        assert d1["forced"] == bool(d1["violations"])
+        v2 = train_flow(plant="plant-b", dataset_ids=[second])
+        assert v2["version"] == 2
+        d2 = promote_flow(plant="plant-b")
+        if d2["passed"]:
+            assert (alias_version(NAME, CHAMPION), alias_version(NAME, PREVIOUS)) == (2, 1)
+        else:
+            assert alias_version(NAME, CHAMPION) == 1
+            assert version_info(NAME, 2).tags["promotion_refused.reason"]
+            promote_flow(plant="plant-b", force=True, reason="test: force v2")
+        assert version_info(NAME, 2).tags["promotion.by"]
+    finally:
+        training_run.train_plant = original
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["rollback", NAME, "--reason", "false rejects on line-1"])
+    assert out.exit_code == 0, out.output
+    assert (alias_version(NAME, CHAMPION), alias_version(NAME, PREVIOUS)) == (1, 2)
+    assert "false rejects" in version_info(NAME, 1).tags["rollback.reason"]
+    diff = runner.invoke(app, ["models", "diff", NAME, "1", "2"], env={"COLUMNS": "150"})
+    assert diff.exit_code == 0, diff.output
+    assert "data.manifest_sha256" in diff.output and "+360 / -360 objects" in diff.output
+    assert "accuracy" in diff.output and "same commit" in diff.output
+    listed = runner.invoke(app, ["models", "list", NAME], env={"COLUMNS": "150"})
+    assert listed.exit_code == 0 and "champion" in listed.output and "previous-champion" in listed.output
+    back = runner.invoke(app, ["rollback", NAME, "--reason", "undo", "--to", "2"])
+    assert back.exit_code == 0 and alias_version(NAME, CHAMPION) == 2
+
+
+def test_bad_input_is_a_clear_error(lab: ObjectStore, tmp_path: Path) -> None:
+    from andon.promotion import promote, rollback
+    from andon.training.run import train_plant
+
+    with pytest.raises(UnknownPlantError):
+        load_plant("plant-nowhere")
+    with pytest.raises(DataError, match="no dataset"):
+        train_plant(lab, CFG, ["0" * 64], recipe=SMALL)
+    one_class = _dataset(lab, 3, parts=40, rate=0.0)
+    with pytest.raises(DataError, match="one class only"):
+        train_plant(lab, CFG, [one_class], recipe=SMALL)
+    tiny = build_manifest(
+        "plant-b", [{"key": f"k{i}", "sha256": "0", "label": ["ok", "defect"][i % 2]} for i in range(3)], sources=[]
+    )
+    save_manifest(lab, tiny)
+    with pytest.raises(DataError, match="split empty"):
+        train_plant(lab, CFG, [tiny.id], recipe=SMALL)
+    with pytest.raises(RegistryError, match="no challenger"):
+        promote(lab, CFG)
+    with pytest.raises(RegistryError, match="no champion to roll back"):
+        rollback(CFG, "why not")
+    with pytest.raises(RegistryError, match="lineage tags missing: code.commit"):
+        register_version(
+            NAME,
+            "runs:/x/model",
+            "x",
+            {
+                "data.manifest_sha256": "a",
+                "code.dirty": "false",
+                "config.sha256": "c",
+                "recipe": "r",
+                "plant": "plant-b",
+            },
+        )
+    with pytest.raises(RegistryError, match="needs a --reason"):
+        rollback(CFG, "  ")
+
+
+def test_mlflow_unreachable_is_retried_then_clear(monkeypatch: pytest.MonkeyPatch, andon_home: Path) -> None:
+    from andon.registry import alias_version as resolve
+
+    monkeypatch.setenv("ANDON_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(ServiceError, match=r"did not answer after 3 attempts.*andon up"):
+        resolve(NAME, CHAMPION)
