@@ -151,7 +151,7 @@ def test_bad_input_is_a_clear_error(lab: ObjectStore, tmp_path: Path) -> None:
         promote(lab, CFG)
     with pytest.raises(RegistryError, match="no champion to roll back"):
         rollback(CFG, "why not")
-    with pytest.raises(RegistryError, match="lineage tags missing: code.commit"):
+    with pytest.raises(RegistryError, match=r"lineage tags missing: code\.commit"):
         register_version(
             NAME,
             "runs:/x/model",
