@@ -24,7 +24,7 @@ EXAMPLES = """\
   validate every plant config:        andon config validate
   synthetic parts as raw batches:     andon synth --plant plant-a --parts 2000
   ... with a lighting + focus drift:  andon synth --plant plant-b --brightness 0.7 --blur 1.5
-  upload a labelled image folder:     andon ingest --plant plant-a ./casting/test --limit 200
+  upload a labelled image folder:     andon ingest --plant plant-a ../shared/data/casting/test --limit 200
   list objects under a prefix:        andon store ls plant-a/line-1/raw/
   validate a raw batch (the gate):    andon validate --plant plant-b plant-b/line-1/raw/2026-11-26/B
   learn bounds from a good batch:     andon validate learn --plant plant-b --reference PREFIX
@@ -98,7 +98,7 @@ def _progress(console: Console) -> Any:
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
+        transient=True,  # gone when done (or failed): the result table is what stays
     )
 
 
@@ -112,7 +112,7 @@ def _parse_time(value: str | None) -> datetime | None:
     except ValueError:
         raise ConfigError(f"--start: not an ISO time: {value!r} (e.g. 2026-11-26T06:00:00+00:00)") from None
     if ts.tzinfo is None:
-        raise ConfigError(f"--start: give a timezone, e.g. {value}+00:00")
+        raise ConfigError(f"--start: give a timezone, e.g. {ts.strftime('%Y-%m-%dT%H:%M:%S')}+00:00")
     return ts
 
 
@@ -161,7 +161,7 @@ def _print_status(console: Console, statuses: list[Any]) -> None:
 
     table = Table(title="Andon services")
     for col in ("service", "state", "pid", "url", "log"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in statuses:
         colour = "green" if s.state == "running" else "yellow"
         table.add_row(s.name, f"[{colour}]{s.state}[/]", str(s.pid or "-"), s.url, str(s.log))
@@ -340,7 +340,7 @@ def _print_batches(console: Console, store: Any, batches: list[Any]) -> None:
 
     table = Table(title=f"{len(batches)} raw batch(es) in {store.url}")
     for col in ("line", "batch", "parts", "defects", "prefix"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for b in batches:
         table.add_row(b.line, b.batch_id, str(b.parts), str(b.defects), b.prefix + "/")
     console.print(table)
@@ -408,13 +408,14 @@ def validate_batch(
 
 
 def _print_gate(console: Console, result: Any, store: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{result.plant} / {result.line} / {result.batch_id}")
     for col in ("table", "rules", "passed", "failed rules"):
         table.add_column(col, overflow="fold")
     for rep in result.reports:
-        failed = [r.rule + (f" ({r.unexpected_count} rows)" if r.unexpected_count else "") for r in rep.failed]
+        failed = [escape(r.rule) + (f" ({r.unexpected_count} rows)" if r.unexpected_count else "") for r in rep.failed]
         ok = len(rep.results) - len(failed)
         table.add_row(rep.table, str(len(rep.results)), str(ok), "\n".join(failed) or "-")
     console.print(table)
@@ -436,16 +437,21 @@ def validate_learn(
     Example: andon validate learn --plant plant-b --reference plant-b/line-1/raw/2026-11-26/20261126T060000Z-s0
     """
     from andon.config import load_plant
+    from andon.errors import AndonError
     from andon.storage import open_store
     from andon.validation.learn import learn_from_batches
 
-    cfg = load_plant(plant)
-    profile, path = learn_from_batches(open_store(), cfg, reference, min_batch_rows=min_batch_rows)
+    try:
+        cfg = load_plant(plant)
+        profile, path = learn_from_batches(open_store(), cfg, reference, min_batch_rows=min_batch_rows)
+    except AndonError as exc:
+        sys.stderr.write(f"error: could not learn: {exc}\n")
+        raise typer.Exit(2) from None
     columns = sum(len(t.columns) for t in profile.tables.values())
-    images = profile.images.images if profile.images else 0
+    cams = "; ".join(f"{p.camera} ({', '.join(p.lines)}): {p.images} images" for p in profile.images.values())
     _console().print(
-        f"profile v{profile.version} for {plant}: bounds for {columns} column(s) and {images} reference image(s) "
-        f"-> {path} (review and commit it)"
+        f"profile v{profile.version} for {plant}: bounds for {columns} sensor column(s); image bounds per camera: "
+        f"{cams or 'none'} -> {path} (review and commit it)"
     )
 
 
@@ -470,6 +476,7 @@ def validate_table_file(
         sys.stderr.write(f"error: could not validate: {exc}\n")
         raise typer.Exit(2) from None
     report = validate_table(frame, table_spec)
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
@@ -480,7 +487,9 @@ def validate_table_file(
             table.add_column(col, overflow="fold")
         for r in shown:
             mark = "[green]pass[/]" if r.success else "[red]FAIL[/]"
-            table.add_row(r.rule, mark, str(r.unexpected_count or ""), "" if r.success else r.example_text())
+            table.add_row(
+                escape(r.rule), mark, str(r.unexpected_count or ""), "" if r.success else escape(r.example_text())
+            )
         console.print(table)
     verdict = "[green]PASS[/]" if report.success else "[red]FAIL[/]"
     console.print(
@@ -514,16 +523,18 @@ def datasets_list(plant: Annotated[str, typer.Option(help="plant id")]) -> None:
     from rich.table import Table
 
     from andon.config import load_plant
-    from andon.datasets import list_manifests
+    from andon.datasets import list_manifests, revoked_sources
     from andon.storage import open_store
 
     cfg = load_plant(plant)
+    store = open_store()
     table = Table(title=f"dataset versions at {cfg.id}")
-    for col in ("id", "created", "objects", "per class", "sources"):
+    for col in ("id", "created", "objects", "per class", "usable", "sources"):
         table.add_column(col, overflow="fold")
-    for m in list_manifests(open_store(), cfg.id):
+    for m in list_manifests(store, cfg.id):
         counts = ", ".join(f"{k}: {v}" for k, v in m.counts().items())
-        table.add_row(m.id[:12], m.created, str(len(m.objects)), counts, "\n".join(m.sources))
+        usable = "[red]no: a source batch was quarantined since[/]" if revoked_sources(store, m) else "yes"
+        table.add_row(m.id[:12], m.created, str(len(m.objects)), counts, usable, "\n".join(m.sources))
     _console().print(table)
 
 
@@ -575,7 +586,8 @@ def datasets_combine(
     cfg = load_plant(plant)
     store = open_store()
     m = combine(store, cfg.id, [resolve_manifest_id(store, cfg.id, i) for i in ids])
-    _console().print(f"dataset {m.id}: {len(m.objects)} objects {m.counts()}")
+    counts = ", ".join(f"{k}: {v}" for k, v in m.counts().items())
+    _console().print(f"dataset {m.id}: {len(m.objects)} objects ({counts})")
 
 
 # ---------------------------------------------------------------- models
@@ -810,7 +822,9 @@ def models_diff(
 
 @app.command()
 def demo(
-    casting: Annotated[Path, typer.Option(help="the casting image set")] = Path("../shared/data/casting"),
+    casting: Annotated[
+        Path | None, typer.Option(help="the casting image set (default: ../shared/data/casting beside the checkout)")
+    ] = None,
     parts: Annotated[int, typer.Option(min=10, help="synthetic parts for plant-a")] = 2000,
     casting_images: Annotated[int, typer.Option(min=1, help="real casting images to ingest")] = 300,
 ) -> None:
@@ -819,7 +833,9 @@ def demo(
     Example: andon demo
     """
     from andon.demo import run_demo
+    from andon.settings import REPO_ROOT
 
+    casting = casting or REPO_ROOT.parent / "shared" / "data" / "casting"
     run_demo(_console(), casting=casting, parts=parts, casting_images=casting_images)
 
 

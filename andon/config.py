@@ -222,10 +222,20 @@ class PlantConfig(_Strict):
     def sku_codes(self) -> list[str]:
         return [s.code for s in self.skus]
 
+    def camera_signature(self, line_id: str) -> str:
+        """A short id of the camera a line sees through: lines with the same camera share
+        learned image bounds, a line with its own camera gets its own."""
+        cam = self.camera_for(line_id)
+        digest = hashlib.sha256(cam.model_dump_json().encode()).hexdigest()[:8]
+        return f"{cam.model}-{digest}"
+
     def camera_for(self, line_id: str) -> Camera:
+        """The plant camera with the line's overrides merged in (only the fields the line sets)."""
         for line in self.lines:
             if line.id == line_id:
-                return line.camera or self.camera
+                if line.camera is None:
+                    return self.camera
+                return self.camera.model_copy(update=line.camera.model_dump(exclude_unset=True))
         raise ConfigError(f"plant {self.id}: unknown line {line_id!r}; known lines: {self.line_ids}")
 
     @property
@@ -304,6 +314,8 @@ def configs_dir() -> Path:
 def list_plants(root: Path | None = None) -> list[str]:
     """Plant ids that have a config file, sorted."""
     root = root or configs_dir()
+    if not (root / "plants").is_dir():
+        raise ConfigError(f"{root}: no plants/ folder here; set ANDON_CONFIGS_DIR to the folder holding base.yaml")
     return sorted(p.stem for p in (root / "plants").glob("*.yaml"))
 
 

@@ -114,6 +114,17 @@ def _json_default(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
+def ensure_new_or_same(store: ObjectStore, prefix: str, digest: str) -> None:
+    """Refuse to write into a complete raw batch made by a different run: raw data is never
+    modified. The same run (same ``digest``) may rewrite its own identical objects."""
+    key = f"{prefix}/batch.json"
+    if not store.exists(key):
+        return
+    existing = read_batch_info(store, key).details.get("run_digest")
+    if existing != digest:
+        raise DataError(f"{prefix} already holds a different batch (raw data is never overwritten)")
+
+
 def list_raw_batches(store: ObjectStore, cfg: PlantConfig, line: str | None = None) -> Iterator[BatchInfo]:
     """Complete raw batches of a plant (optionally one line), oldest first."""
     lines = [line] if line else cfg.line_ids

@@ -139,6 +139,33 @@ def list_manifests(store: ObjectStore, plant: str) -> list[Manifest]:
     return sorted(out, key=lambda m: (m.created, m.id))
 
 
+def status_key(source: str) -> str | None:
+    """``<prefix>/<line>/validation/<batch-id>.json`` for a raw batch prefix, else None."""
+    head, sep, tail = source.partition("/raw/")
+    return f"{head}/validation/{tail.rsplit('/', 1)[-1]}.json" if sep else None
+
+
+def revoked_sources(store: ObjectStore, manifest: Manifest) -> list[str]:
+    """Source batches whose latest gate verdict is no longer "accepted" (re-validated and
+    quarantined since): their dataset versions must not train a model."""
+    out = []
+    for source in manifest.sources:
+        key = status_key(source)
+        if key and store.exists(key) and json.loads(store.get(key)).get("verdict") != "accepted":
+            out.append(source)
+    return out
+
+
+def require_usable(store: ObjectStore, manifest: Manifest) -> Manifest:
+    revoked = revoked_sources(store, manifest)
+    if revoked:
+        raise DataError(
+            f"dataset {manifest.id[:12]} includes batch(es) quarantined since it was made: {', '.join(revoked)}; "
+            "re-validate or build the training set without them"
+        )
+    return manifest
+
+
 def combine(store: ObjectStore, plant: str, manifest_ids: list[str]) -> Manifest:
     """The union of several datasets as a new version (same object twice with two labels: an error)."""
     if not manifest_ids:
@@ -146,7 +173,7 @@ def combine(store: ObjectStore, plant: str, manifest_ids: list[str]) -> Manifest
     merged: dict[str, dict[str, Any]] = {}
     sources: set[str] = set()
     for mid in manifest_ids:
-        m = load_manifest(store, plant, mid)
+        m = require_usable(store, load_manifest(store, plant, mid))
         sources.update(m.sources)
         for obj in m.objects:
             prior = merged.get(obj["key"])

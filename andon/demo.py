@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images: int = 300) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from andon import stack
@@ -79,8 +80,9 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
     console.print(gate)
     quarantined = [r for r in verdicts if r["verdict"] != "accepted"]
     for r in quarantined:
+        console.print(f"  {r['line']} / {r['batch_id']}:")
         for rule in r["failed_rules"]:
-            console.print(f"    [red]x[/] {rule}")
+            console.print(f"    [red]x[/] {escape(rule)}")
 
     console.rule("[bold]where things are")
     ui = settings.prefect_api_url.removesuffix("/api")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import PlantConfig
-from andon.data import BatchInfo, raw_batch_prefix, write_batch_tables
+from andon.data import BatchInfo, ensure_new_or_same, raw_batch_prefix, write_batch_tables
 from andon.errors import DataError
 from andon.storage import ObjectStore
 
@@ -110,9 +110,11 @@ def ingest_folder(
         chunk = labelled[lo : lo + batch_size]
         times = [start + timedelta(seconds=(lo + i) / line_cfg.parts_per_second) for i in range(len(chunk))]
         date = times[0].strftime("%Y-%m-%d")
-        digest = hashlib.sha256("\n".join(str(f.relative_to(root)) for f, _ in chunk).encode()).hexdigest()[:10]
+        listing = "\n".join(f"{f.relative_to(root)}:{label}" for f, label in chunk) + f"\n{sku}"
+        digest = hashlib.sha256(listing.encode()).hexdigest()[:10]
         batch_id = f"{times[0]:%Y%m%dT%H%M%SZ}-ingest-{digest}"
         prefix = raw_batch_prefix(cfg, line, date, batch_id)
+        ensure_new_or_same(store, prefix, digest)
         rows: list[dict[str, Any]] = []
         for (f, label), ts in zip(chunk, times, strict=True):
             data = f.read_bytes()
@@ -148,6 +150,7 @@ def ingest_folder(
             origin="ingest",
             details={
                 "source_folder": str(root.resolve()),
+                "run_digest": digest,
                 "first": times[0].isoformat(),
                 "last": times[-1].isoformat(),
             },

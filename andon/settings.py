@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -34,7 +34,7 @@ class AndonSettings(BaseSettings):
         description="Root of the embedded stack: databases, logs, PID files, local object store.",
     )
     configs_dir: Path = Field(
-        default=_REPO_ROOT / "configs",
+        default=REPO_ROOT / "configs",
         description="Folder holding base.yaml and plants/<plant>.yaml.",
     )
     object_store_url: str = Field(
@@ -81,12 +81,17 @@ class AndonSettings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("object_store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value and not value.startswith(("file://", "s3://")):
+            raise ValueError(f"must start with file:// or s3://, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> AndonSettings:
         if not self.object_store_url:
             self.object_store_url = f"file://{self.home / 'objects'}"
-        if not self.object_store_url.startswith(("file://", "s3://")):
-            raise ValueError(f"object_store_url: must start with file:// or s3://, got {self.object_store_url!r}")
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{self.host}:{self.prefect_port}/api"
         if not self.mlflow_tracking_uri:

@@ -15,6 +15,7 @@ attempt becomes a :class:`~andon.errors.StorageError` naming the operation and k
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -36,6 +37,13 @@ MAX_KEY_BYTES = 1024
 class ObjectInfo:
     key: str
     size: int
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def validate_key(key: str) -> str:
@@ -102,6 +110,7 @@ class LocalObjectStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
             try:
+                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; objects are ordinary files
                 with os.fdopen(fd, "wb") as fh:
                     write(fh)
                     fh.flush()

@@ -15,6 +15,7 @@ two cores give close to twice the single-core rate. Output depends only on the p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from andon.config import PlantConfig, Sku
-from andon.data import BatchInfo, raw_batch_prefix, sha256_bytes, write_batch_tables
+from andon.data import BatchInfo, ensure_new_or_same, raw_batch_prefix, sha256_bytes, write_batch_tables
 from andon.errors import DataError
 from andon.storage import ObjectStore, join_key
 from andon.synth.images import DEFECT_TYPES, Drift, Optics, encode_png, render_part
@@ -126,6 +127,25 @@ def synthesize_plant(
     if new_sku:
         sku_weights = np.append(sku_weights * (1 - new_sku_share), new_sku_share)
 
+    # everything that shapes the bytes goes into the batch id: two different runs never share a
+    # batch (and never overwrite each other's raw data); the same run twice writes the same keys
+    knobs = json.dumps(
+        {
+            "parts": parts,
+            "rate": rate,
+            "lines": chosen,
+            "batch_size": batch_size,
+            "drift": (drift or Drift()).as_dict(),
+            "sensor_drift": (sensor_drift or SensorDrift()).as_dict(),
+            "new_sku": new_sku.model_dump() if new_sku else None,
+            "share": new_sku_share,
+            "disabled": sorted(disabled_failures),
+            "config": cfg.sha256(),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    run_digest = hashlib.sha256(knobs.encode()).hexdigest()[:8]
     pool: Executor | None = None
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
@@ -165,8 +185,9 @@ def synthesize_plant(
                 results = pool.map(_render_job, jobs) if pool else map(_render_job, jobs)
                 first = times[lo]
                 date = first.strftime("%Y-%m-%d")
-                batch_id = f"{first:%Y%m%dT%H%M%SZ}-s{seed}"
+                batch_id = f"{first:%Y%m%dT%H%M%SZ}-s{seed}-{run_digest}"
                 prefix = raw_batch_prefix(cfg, line, date, batch_id)
+                ensure_new_or_same(store, prefix, run_digest)
                 rows: list[dict[str, Any]] = []
                 i = lo
                 for pngs in results:
@@ -218,6 +239,7 @@ def synthesize_plant(
                     origin="synthetic",
                     details={
                         "seed": seed,
+                        "run_digest": run_digest,
                         "defect_rate": rate,
                         "drift": (drift or Drift()).as_dict(),
                         "sensor_drift": (sensor_drift or SensorDrift()).as_dict(),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from andon.config import PlantConfig, Recipe
-from andon.datasets import combine, load_manifest
+from andon.datasets import combine, load_manifest, require_usable
 from andon.errors import DataError
 from andon.registry import CHALLENGER, code_state, model_name, register_version, set_alias
 from andon.storage import ObjectStore
@@ -76,7 +76,10 @@ def preprocessing_spec(recipe: Recipe) -> dict[str, Any]:
 def resolve_dataset(store: ObjectStore, plant: str, manifest_ids: list[str]) -> tuple[str, list[dict[str, Any]]]:
     if not manifest_ids:
         raise DataError("give at least one dataset id (see `andon datasets list --plant ...`)")
-    m = load_manifest(store, plant, manifest_ids[0]) if len(manifest_ids) == 1 else combine(store, plant, manifest_ids)
+    if len(manifest_ids) == 1:
+        m = require_usable(store, load_manifest(store, plant, manifest_ids[0]))
+    else:
+        m = combine(store, plant, manifest_ids)
     return m.id, m.objects
 
 

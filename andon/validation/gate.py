@@ -146,7 +146,7 @@ def check_batch(
         metadata_keys=meta_keys,
         size=(camera.resolution, camera.resolution),
         mode=camera.color_mode,
-        profile=profile.images if profile else None,
+        profile=profile.images_for(cfg.camera_signature(info.line)) if profile and info.line in cfg.line_ids else None,
     )
     reports.append(image_report)
     return reports, metadata, stats
@@ -184,6 +184,14 @@ def run_gate(
     prefix = batch_prefix_from_uri(store, batch_uri)
     if not prefix.startswith(cfg.object_prefix + "/"):
         raise DataError(f"{prefix} is not under plant {cfg.id}'s prefix {cfg.object_prefix}/")
+    parts = prefix[len(cfg.object_prefix) + 1 :].split("/")
+    if len(parts) != 4 or parts[1] != "raw":
+        below = sorted(o.key[: -len("/batch.json")] for o in store.list(f"{prefix}/") if o.key.endswith("/batch.json"))
+        hint = f"; batches below it: {', '.join(below[:5])}" if below and parts[1:2] == ["raw"] else ""
+        raise DataError(
+            f"{prefix} is not a raw batch: give {cfg.object_prefix}/<line>/raw/<date>/<batch-id> "
+            f"(quarantined copies are not re-validated){hint}"
+        )
     try:
         info = read_batch_info(store, f"{prefix}/batch.json")
     except ObjectNotFoundError:

@@ -46,7 +46,7 @@ class RuleResult:
             return f"{v:.6g}" if isinstance(v, float) else str(v)
 
         rows = [" ".join(f"{k}={show(v)}" for k, v in e.items()) for e in self.examples[:n]]
-        more = f" (+{len(self.examples) - n} more)" if len(self.examples) > n else ""
+        more = f" (+{len(self.examples) - n} more examples)" if len(self.examples) > n else ""
         return "; ".join(rows) + more
 
     def as_dict(self) -> dict[str, Any]:

@@ -184,9 +184,9 @@ def image_rules(
             frame[stat] = pd.to_numeric(frame[stat], errors="coerce")
             rules.append(
                 Rule(
-                    f"image: {stat} within learned [{b.low:.4g}, {b.high:.4g}] (95% of images)",
+                    f"image: {stat} within learned [{b.low:.4g}, {b.high:.4g}] (90% of images)",
                     "ExpectColumnValuesToBeBetween",
-                    {"column": stat, "min_value": b.low, "max_value": b.high, "mostly": 0.95},
+                    {"column": stat, "min_value": b.low, "max_value": b.high, "mostly": 0.9},
                     stat,
                 )
             )

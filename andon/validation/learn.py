@@ -27,9 +27,13 @@ def learn_from_batches(
 
     if not references:
         raise DataError("give at least one --reference batch")
-    sensors, stats, prefixes = [], [], []
+    sensors, prefixes = [], []
+    stats: dict[str, list[pd.DataFrame]] = {}
+    lines: dict[str, set[str]] = {}
     for uri in references:
         prefix = batch_prefix_from_uri(store, uri)
+        if "/raw/" not in prefix:
+            raise DataError(f"{prefix} is not a raw batch (<plant>/<line>/raw/<date>/<batch-id>)")
         try:
             info = read_batch_info(store, f"{prefix}/batch.json")
         except ObjectNotFoundError:
@@ -39,13 +43,19 @@ def learn_from_batches(
         prefixes.append(prefix)
         if store.exists(info.sensors_key):
             sensors.append(parquet_to_frame(store.get(info.sensors_key)))
-        stats.append(image_stats(store, [o.key for o in store.list(f"{prefix}/images/")]))
+        camera = cfg.camera_signature(info.line)
+        stats.setdefault(camera, []).append(image_stats(store, [o.key for o in store.list(f"{prefix}/images/")]))
+        lines.setdefault(camera, set()).add(info.line)
     tables: dict[str, TableProfile] = {}
     if sensors:
         tables["sensors"] = learn_table(pd.concat(sensors, ignore_index=True), sensor_spec(cfg), min_batch_rows)
-    all_stats = pd.concat(stats, ignore_index=True)
-    bad = int((~all_stats["decodes"].astype(bool)).sum())
-    if bad:
-        raise DataError(f"the reference holds {bad} image(s) that do not decode: it is not known-good")
-    images = learn_images(all_stats, min_batch_rows=min(min_batch_rows, 50))
+    images = {}
+    for camera, frames in stats.items():
+        all_stats = pd.concat(frames, ignore_index=True)
+        bad = int((~all_stats["decodes"].astype(bool)).sum())
+        if bad:
+            raise DataError(f"the reference holds {bad} image(s) that do not decode: it is not known-good")
+        # every line that sees through this camera shares the bounds
+        same = sorted(ln for ln in cfg.line_ids if cfg.camera_signature(ln) == camera)
+        images[camera] = learn_images(all_stats, min(min_batch_rows, 50), camera=camera, lines=same)
     return save_profile(cfg.id, prefixes, tables, images, min_batch_rows, root)

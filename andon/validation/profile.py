@@ -55,6 +55,8 @@ class StatBounds(_Model):
 
 class ImageProfile(_Model):
     images: int
+    camera: str = ""  # the camera these bounds hold for (lines sharing that camera share them)
+    lines: list[str] = Field(default_factory=list)
     brightness: StatBounds
     contrast: StatBounds
     sharpness: StatBounds
@@ -67,7 +69,10 @@ class ValidationProfile(_Model):
     reference: list[str]
     min_batch_rows: int
     tables: dict[str, TableProfile] = Field(default_factory=dict)
-    images: ImageProfile | None = None
+    images: dict[str, ImageProfile] = Field(default_factory=dict, description="by camera signature")
+
+    def images_for(self, camera_signature: str) -> ImageProfile | None:
+        return self.images.get(camera_signature)
 
 
 def _tolerance(std: float, n: int, floor_share: float, scale: float, tau: float = 1.0, n_ref: int = 0) -> float:
@@ -138,22 +143,33 @@ def learn_table(frame: pd.DataFrame, spec: TableSpec, min_batch_rows: int = 100)
     return TableProfile(rows=len(frame), columns=columns)
 
 
-def learn_images(stats: pd.DataFrame, min_batch_rows: int = 50) -> ImageProfile:
-    """Bounds of brightness, contrast and sharpness from the image statistics of a reference."""
+def learn_images(
+    stats: pd.DataFrame, min_batch_rows: int = 50, camera: str = "", lines: list[str] | None = None
+) -> ImageProfile:
+    """Bounds of brightness, contrast and sharpness from the image statistics of a reference.
+
+    Per image: the reference's 1st-99th percentile widened by a quarter of that range (90 % of a
+    batch's images must fall inside). Batch mean: the reference mean +- the larger of 4 standard
+    errors and one standard deviation of single images, because a batch's class mix moves its
+    mean (defective castings are sharper) while a real optical change (a dimmed lamp, a lens out
+    of focus) moves it by several.
+    """
     ok = stats[stats["decodes"]]
     if ok.empty:
         raise ConfigError("the reference holds no decodable image: nothing to learn from")
 
     def bounds(col: str) -> StatBounds:
         v = ok[col].astype(float)
-        lo, hi = float(v.quantile(0.005)), float(v.quantile(0.995))
-        pad = 0.1 * (hi - lo)
+        lo, hi = float(v.quantile(0.01)), float(v.quantile(0.99))
+        pad = 0.25 * (hi - lo)
         mean, std = float(v.mean()), float(v.std(ddof=0))
-        tol = _tolerance(std, min_batch_rows, 0.25, mean)
+        tol = _tolerance(std, min_batch_rows, 1.0, mean, n_ref=len(v))
         return StatBounds(low=lo - pad, high=hi + pad, mean_low=mean - tol, mean_high=mean + tol)
 
     return ImageProfile(
         images=len(ok),
+        camera=camera,
+        lines=lines or [],
         brightness=bounds("brightness"),
         contrast=bounds("contrast"),
         sharpness=bounds("sharpness"),
@@ -183,7 +199,7 @@ def save_profile(
     plant: str,
     reference: list[str],
     tables: dict[str, TableProfile],
-    images: ImageProfile | None,
+    images: dict[str, ImageProfile],
     min_batch_rows: int,
     root: Path | None = None,
 ) -> tuple[ValidationProfile, Path]:

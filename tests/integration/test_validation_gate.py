@@ -134,6 +134,28 @@ def test_learned_profile_quarantines_a_lighting_shift(tmp_path: Path) -> None:
     assert "batch: mean brightness" in failed
 
 
+def test_a_dataset_of_a_batch_quarantined_later_is_unusable(tmp_path: Path) -> None:
+    from andon.datasets import revoked_sources
+    from andon.validation.profile import ValidationProfile
+
+    store = LocalObjectStore(tmp_path / "objects")
+    (batch,) = _batches(store, n=40, seed=16)
+    first = run_gate(store, CFG, batch.prefix)
+    assert first.accepted
+    learned, _ = learn_from_batches(store, CFG, [batch.prefix], root=tmp_path / "profiles")
+    # a stricter profile arrives (bounds that this batch no longer meets) and the batch is re-validated
+    cam = CFG.camera_signature("line-1")
+    strict = learned.images[cam].model_copy(
+        update={"brightness": learned.images[cam].brightness.model_copy(update={"mean_low": 250.0, "mean_high": 255.0})}
+    )
+    profile = ValidationProfile(**{**learned.model_dump(), "images": {cam: strict.model_dump()}})
+    assert run_gate(store, CFG, batch.prefix, profile).verdict == "quarantined"
+    manifest = load_manifest(store, "plant-b", first.manifest_id or "")
+    assert revoked_sources(store, manifest) == [batch.prefix]
+    with pytest.raises(DataError, match="quarantined since it was made"):
+        combine(store, "plant-b", [manifest.id])
+
+
 def test_datasets_combine_and_diff(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects")
     first = run_gate(store, CFG, _batches(store, n=60, seed=6)[0].prefix)
@@ -161,6 +183,14 @@ def test_could_not_run_is_an_error_not_a_quarantine(tmp_path: Path) -> None:
         run_gate(store, CFG, "plant-b/line-1/raw/2026-11-09/half")
     with pytest.raises(DataError, match="not inside the object store"):
         run_gate(store, CFG, "s3://elsewhere/plant-b/line-1/raw/x")
+    with pytest.raises(DataError, match=f"not a raw batch.*batches below it: {batch.prefix}"):
+        run_gate(store, CFG, batch.prefix.rsplit("/", 1)[0])  # the date folder
+    from andon.synth.faults import plant_faults
+
+    faulty = plant_faults(store, batch.prefix, faults=("unknown-sku",))
+    quarantine = run_gate(store, CFG, faulty.prefix).quarantine_prefix or ""
+    with pytest.raises(DataError, match="not a raw batch"):
+        run_gate(store, CFG, quarantine)
 
 
 def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

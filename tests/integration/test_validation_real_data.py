@@ -126,4 +126,5 @@ def test_casting_reference_passes_and_changed_copies_fail(tmp_path: Path) -> Non
     assert "batch: mean sharpness" in gate("blurred", _pil(lambda im: im.filter(ImageFilter.GaussianBlur(2))))
     corrupted = gate("corrupted", lambda d: d[: len(d) // 3] if d[100] % 4 == 0 else d)
     assert "image: decodes" in corrupted
-    assert profile.images is not None and profile.images.images == 300
+    camera = profile.images[cfg.camera_signature("line-1")]
+    assert camera.images == 300 and camera.lines == ["line-1", "line-2"], "lines with one camera share bounds"

@@ -33,6 +33,9 @@ def test_override_merges_key_by_key() -> None:
     # a per-line camera override replaces the plant camera for that line only
     assert b.camera_for("line-3").rotation_deg == 4.0
     assert b.camera_for("line-1").focus_blur_sigma == 0.6
+    # ...merged: what line-3 does not set comes from the plant camera
+    assert b.camera_for("line-3").focus_blur_sigma == 0.6
+    assert b.camera_signature("line-1") == b.camera_signature("line-2") != b.camera_signature("line-3")
 
 
 def test_deep_merge_lists_replace() -> None:
@@ -127,6 +130,8 @@ def test_broken_yaml_and_wrong_id(tmp_path: Path) -> None:
         load_all_plants(root)
     assert "plant-c.yaml" in str(info.value) and "plant-a.yaml" in str(info.value)
     assert list_plants(root) == ["plant-a", "plant-b", "plant-c"]
+    with pytest.raises(ConfigError, match="no plants/ folder"):
+        list_plants(tmp_path / "nowhere")
 
 
 def test_augmentations_of_the_recipe_build_with_albumentations_strict() -> None:

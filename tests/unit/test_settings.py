@@ -31,7 +31,7 @@ def test_s3_store_puts_mlflow_artifacts_in_the_bucket(monkeypatch: pytest.Monkey
     ("var", "value", "needle"),
     [
         ("ANDON_PREFECT_PORT", "70000", "ANDON_PREFECT_PORT"),
-        ("ANDON_OBJECT_STORE_URL", "ftp://x", "file:// or s3://"),
+        ("ANDON_OBJECT_STORE_URL", "ftp://x", "ANDON_OBJECT_STORE_URL: Value error, must start with file:// or s3://"),
         ("ANDON_S3_MAX_ATTEMPTS", "0", "ANDON_S3_MAX_ATTEMPTS"),
     ],
 )

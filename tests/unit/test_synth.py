@@ -93,6 +93,23 @@ def test_synthesize_plant_is_deterministic_and_consistent(tmp_path) -> None:  # 
     assert list(one.list("plant-b/mes/")), "MES events are written beside the batches"
 
 
+def test_different_runs_never_share_or_overwrite_a_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from andon.data import ensure_new_or_same
+
+    cfg = load_plant("plant-c")
+    store = LocalObjectStore(tmp_path)
+    plain = synthesize_plant(cfg, store, 30, seed=1, start=START, workers=1)
+    before = {o.key: store.get(o.key) for o in store.list("")}
+    dark = synthesize_plant(cfg, store, 30, seed=1, start=START, workers=1, drift=Drift(brightness=0.7))
+    fewer = synthesize_plant(cfg, store, 20, seed=1, start=START, workers=1)
+    assert len({b.batch_id for b in plain + dark + fewer}) == 3, "each run gets its own batch"
+    assert all(store.get(k) == v for k, v in before.items()), "the first run's objects are untouched"
+    again = synthesize_plant(cfg, store, 30, seed=1, start=START, workers=1)
+    assert again == plain, "the same run twice is idempotent"
+    with pytest.raises(DataError, match="already holds a different batch"):
+        ensure_new_or_same(store, plain[0].prefix, "other-digest")
+
+
 def test_defect_rate_new_sku_and_bad_arguments(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = load_plant("plant-c")
     store = LocalObjectStore(tmp_path)
