@@ -820,6 +820,36 @@ def models_diff(
         console.print(f"  {k}: {x} -> {y}")
 
 
+@models_app.command("reproduce")
+def models_reproduce(
+    model: Annotated[str, typer.Argument(help="registered model")],
+    version: Annotated[int, typer.Argument(help="version to re-train")],
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="run even if the code is not at the commit")
+    ] = False,
+    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="allowed metric difference")] = 0.01,
+) -> None:
+    """Re-train a version from its recorded dataset, recipe and commit; compare the metrics.
+
+    Example: andon models reproduce plant-b.surface-defects 2
+    """
+    from rich.table import Table
+
+    from andon.config import load_plant
+    from andon.promotion import reproduce
+    from andon.registry import plant_of
+    from andon.storage import open_store
+
+    r = reproduce(open_store(), load_plant(plant_of(model)), version, allow_dirty, tolerance)
+    table = Table(title=f"{model} v{version} reproduced (run {r.run_id[:8]}), tolerance {tolerance}")
+    for col in ("metric", "registered", "reproduced", "delta", ""):
+        table.add_column(col)
+    for key, a, b, d, ok in r.rows:
+        table.add_row(key, f"{a:.4f}", f"{b:.4f}", f"{d:+.4f}", "[green]ok[/]" if ok else "[red]differs[/]")
+    _console().print(table)
+    raise typer.Exit(0 if r.ok else 1)
+
+
 @app.command()
 def demo(
     casting: Annotated[

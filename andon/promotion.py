@@ -240,3 +240,63 @@ def _code_diff(a: str, b: str) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError) as exc:
         return {"note": f"the repository does not have both commits ({exc})"}
     return {"stat": stat or "(training and preprocessing code unchanged)", "diff": full[:20000]}
+
+
+@dataclass
+class Reproduction:
+    name: str
+    version: int
+    run_id: str
+    rows: list[tuple[str, float, float, float, bool]]  # metric, registered, reproduced, delta, within tolerance
+
+    @property
+    def ok(self) -> bool:
+        return all(r[4] for r in self.rows)
+
+
+def reproduce(
+    store: ObjectStore, cfg: PlantConfig, version: int, allow_dirty: bool = False, tolerance: float = 0.01
+) -> Reproduction:
+    """Re-run training of ``version`` from its recorded dataset, recipe and commit and compare the
+    held-out metrics. The code must be at the recorded commit and clean (else ``allow_dirty``)."""
+    import mlflow
+
+    from andon.config import Recipe
+    from andon.registry import code_state
+    from andon.training.run import train_plant
+
+    name = model_name(cfg.id, cfg.recipe.task)
+    info = version_info(name, version)
+    recorded, was_dirty = info.tags.get("code.commit", "unknown"), info.tags.get("code.dirty") == "true"
+    now, dirty = code_state()
+    problems = []
+    if recorded == "unknown":
+        problems.append("the version has no recorded commit")
+    elif recorded != now:
+        problems.append(
+            f"the code is at {now[:10]}, the version was trained at {recorded[:10]} "
+            f"(check it out, e.g. `git worktree add ../andon-{recorded[:8]} {recorded}`, and run there)"
+        )
+    if was_dirty:
+        problems.append("the version was trained from uncommitted changes")
+    if dirty:
+        problems.append("the working tree has uncommitted changes to training code or configs")
+    if problems and not allow_dirty:
+        raise RegistryError(f"cannot reproduce {name} v{version}: " + "; ".join(problems) + " (or pass --allow-dirty)")
+    path = mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="andon/recipe.json")
+    with open(path) as fh:
+        recipe = Recipe.model_validate_json(fh.read())
+    out = train_plant(
+        store,
+        cfg,
+        [info.tags["data.manifest_sha256"]],
+        recipe=recipe,
+        register=False,
+        extra_tags={"reproduces": f"{name}/{version}"},
+    )
+    rows: list[tuple[str, float, float, float, bool]] = []
+    for key in ("accuracy", "defect_recall", "defect_precision", "defect_f1", "roc_auc", "ece"):
+        if f"test_{key}" in info.metrics and key in out.metrics:
+            a, b = info.metrics[f"test_{key}"], out.metrics[key]
+            rows.append((key, a, b, b - a, abs(b - a) <= tolerance))
+    return Reproduction(name, version, out.run_id, rows)
