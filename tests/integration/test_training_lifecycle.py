@@ -129,6 +129,11 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
     back = runner.invoke(app, ["rollback", NAME, "--reason", "undo", "--to", "2"])
     assert back.exit_code == 0 and alias_version(NAME, CHAMPION) == 2
 
+    from andon.promotion import reproduce
+
+    again = reproduce(lab, CFG, 1, allow_dirty=True)  # a checkout under development may be dirty
+    assert again.rows and again.ok, again.rows  # seeded, deterministic CPU training: same numbers
+
 
 def test_bad_input_is_a_clear_error(lab: ObjectStore, tmp_path: Path) -> None:
     from andon.promotion import promote, rollback
