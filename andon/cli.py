@@ -32,6 +32,7 @@ EXAMPLES = """\
   dataset versions of a plant:        andon datasets list --plant plant-b
   what changed between two versions:  andon datasets diff --plant plant-b 2e0abe65 9c41d7aa
   train a challenger on a dataset:    andon train --plant plant-b --dataset 2e0abe65
+  the sensor (machine-failure) model: andon train-sensor --plant plant-a ai4i2020.csv --hold-out TWF
   challenger vs champion, the gate:   andon promote --plant plant-b
   put the previous champion back:     andon rollback plant-b.surface-defects --reason "false rejects"
   versions, one version, two:         andon models list plant-b.surface-defects | show M 3 | diff M 2 3
@@ -635,6 +636,38 @@ def train(
         f"defect recall {m.get('defect_recall', 0):.4f}, F1 {m.get('defect_f1', 0):.4f}, "
         f"ROC-AUC {m.get('roc_auc', float('nan')):.4f}, ECE {m['ece']:.4f}; best epoch {out.best_epoch}; "
         f"{out.seconds:.0f} s"
+    )
+
+
+@app.command("train-sensor")
+def train_sensor_cmd(
+    table: Annotated[Path, typer.Argument(help="sensor table (CSV), e.g. the AI4I 2020 file")],
+    plant: Annotated[str, typer.Option(help="plant id")],
+    spec: Annotated[str, typer.Option(help="table spec in configs/tables/ (its gate runs first)")] = "ai4i2020",
+    hold_out: Annotated[list[str] | None, typer.Option(help="failure types to leave out (repeatable)")] = None,
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 40,
+) -> None:
+    """Train the machine-failure model (MLP, one head per failure type) on a sensor table.
+
+    Example: andon train-sensor --plant plant-a ../shared/data/ai4i2020/ai4i2020.csv --hold-out TWF
+    """
+    from andon.config import load_plant
+    from andon.errors import DataError
+    from andon.storage import open_store
+    from andon.training.sensor import store_table, train_sensor
+
+    if not table.is_file():
+        raise DataError(f"{table}: no such file")
+    cfg = load_plant(plant)
+    store = open_store()
+    manifest_id, _ = store_table(store, cfg, table)
+    out = train_sensor(store, cfg, manifest_id, spec_name=spec, hold_out=tuple(hold_out or ()), epochs=epochs)
+    m = out.metrics
+    heads = ", ".join(k[:-7] for k in m if k.endswith("_recall") and not k.startswith("failure"))
+    _console().print(
+        f"[green]{out.model_name} v{out.version}[/] (challenger) heads: {heads}; any-failure recall "
+        f"{m['failure_recall']:.3f}, precision {m['failure_precision']:.3f}, F1 {m['failure_f1']:.3f}; "
+        f"dataset {out.manifest_id[:12]}; {out.seconds:.0f} s"
     )
 
 

@@ -181,3 +181,27 @@ def test_mlflow_unreachable_is_retried_then_clear(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(ServiceError, match=r"did not answer after 3 attempts.*andon up"):
         resolve(NAME, CHAMPION)
+
+
+def test_sensor_model_on_ai4i_with_a_failure_type_held_back(lab: ObjectStore) -> None:
+    """The AI4I machine-failure MLP, trained without TWF (the "new failure type" scenario),
+    then with it: the retrained version has the extra head."""
+    from andon.training.sensor import store_table, train_sensor
+
+    path = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    cfg = load_plant("plant-a")
+    manifest_id, key = store_table(lab, cfg, path)
+    assert lab.exists(key)
+    without = train_sensor(lab, cfg, manifest_id, hold_out=("TWF",), epochs=15)
+    assert without.version == 1 and "TWF_recall" not in without.metrics
+    info = version_info("plant-a.machine-failure", 1)
+    assert info.tags["held_out"] == "TWF" and info.tags["data.manifest_sha256"] == manifest_id
+    full = train_sensor(lab, cfg, manifest_id, epochs=15)
+    assert full.version == 2 and "TWF_recall" in full.metrics
+    # heat dissipation and power failures follow physical rules: the MLP finds them
+    assert full.metrics["HDF_recall"] > 0.8 and full.metrics["PWF_recall"] > 0.8, full.metrics
+    assert full.metrics["failure_recall"] > 0.7
+    with pytest.raises(DataError, match="unknown failure types"):
+        train_sensor(lab, cfg, manifest_id, hold_out=("XYZ",))
