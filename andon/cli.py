@@ -510,6 +510,10 @@ def _read_table_file(path: Path) -> Any:
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
+        if path.suffix == ".zip":  # the SECOM archive as published by UCI
+            from andon.realdata import read_secom
+
+            return read_secom(path)
         return pd.read_csv(path, encoding="utf-8-sig")
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot read as a table: {exc}") from None

@@ -6,7 +6,13 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.training import promote_challenger, publish_promotion, publish_training, train_version
+from tasks.training import (
+    promote_challenger,
+    publish_promotion,
+    publish_training,
+    train_sensor_version,
+    train_version,
+)
 
 
 @flow(name="train")
@@ -14,6 +20,14 @@ def train_flow(plant: str, dataset_ids: list[str], parent_version: int | None = 
     outcome = train_version(plant, dataset_ids, parent_version)
     publish_training(outcome)
     return outcome
+
+
+@flow(name="train-sensor")
+def train_sensor_flow(
+    plant: str, table_key: str, spec: str = "ai4i2020", hold_out: list[str] | None = None
+) -> dict[str, Any]:
+    """The machine-failure model from a sensor table in the object store (``table_key``)."""
+    return train_sensor_version(plant, table_key, spec, hold_out or [])
 
 
 @flow(name="promote")

@@ -39,6 +39,23 @@ def publish_training(outcome: dict[str, Any]) -> None:
     create_table_artifact(key=f"{plant}-training-epochs", table=outcome["history"])
 
 
+@task(name="train-sensor-version", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
+def train_sensor_version(plant: str, table_key: str, spec: str, hold_out: list[str]) -> dict[str, Any]:
+    import tempfile
+    from pathlib import Path
+
+    from andon.config import load_plant
+    from andon.storage import open_store
+    from andon.training.sensor import store_table, train_sensor
+
+    cfg, store = load_plant(plant), open_store()
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(table_key).name
+        store.download(table_key, local)
+        manifest_id, _ = store_table(store, cfg, local)
+    return asdict(train_sensor(store, cfg, manifest_id, spec_name=spec, hold_out=tuple(hold_out)))
+
+
 @task(name="promote-challenger", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def promote_challenger(plant: str, force: bool, reason: str) -> dict[str, Any]:
     from andon.config import load_plant

@@ -27,6 +27,13 @@ code{background:#f5f5f5;padding:0 .2rem}
 
 
 def _e(value: Any) -> str:
+    from andon.validation.gx import _jsonable
+
+    value = _jsonable(value)
+    if isinstance(value, float):
+        value = f"{value:.6g}"
+    elif isinstance(value, list):
+        value = ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)
     return html.escape(str(value))
 
 

@@ -101,6 +101,10 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
 
         d1 = promote_flow(plant="plant-b", force=True, reason="first champion")
         assert alias_version(NAME, CHAMPION) == 1
+        from andon.promotion import rollback
+
+        with pytest.raises(RegistryError, match="no previous champion"):
+            rollback(CFG, "nothing to go back to yet")
         assert d1["forced"] == bool(d1["violations"])
         v2 = train_flow(plant="plant-b", dataset_ids=[second])
         assert v2["version"] == 2
