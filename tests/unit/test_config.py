@@ -21,7 +21,9 @@ def test_three_demo_plants_load_and_differ() -> None:
     assert len({(p.lighting.brightness, p.lighting.gamma) for p in (a, b, c)}) == 3
     assert not set(a.sku_codes) & set(b.sku_codes) and not set(b.sku_codes) & set(c.sku_codes)
     # ...and share the standard recipe where they do not override it
-    assert a.recipe == b.recipe == c.recipe
+    assert b.recipe == c.recipe
+    assert a.recipe.model_copy(update={"training": b.recipe.training}) == b.recipe  # plant-a: only its epochs
+    assert a.recipe.training.epochs == 6
     assert b.registered_model_name == "plant-b.surface-defects"
 
 
