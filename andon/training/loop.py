@@ -97,7 +97,7 @@ def fit(
     best = (-1.0, float("-inf"))
     result = FitResult(best_epoch=0, best_state=copy.deepcopy(model.state_dict()))
     patience = 0
-    min_epochs = int(np.ceil(spec.epochs * 0.6))
+    min_epochs = int(np.ceil(spec.epochs * 0.8))
     for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -135,8 +135,8 @@ def fit(
             patience = 0
         else:
             patience += 1
-            # the one-cycle schedule peaks at 30 % and the validation score swings while the rate
-            # is high (BatchNorm statistics): stop early only once it anneals
+            # the one-cycle schedule peaks at 30 % and the validation score swings until the rate
+            # has annealed (BatchNorm statistics): stop early only in the last 20 % of the epochs
             if patience >= spec.early_stopping_patience and epoch >= min_epochs:
                 result.stopped_early = True
                 break
