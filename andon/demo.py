@@ -75,7 +75,7 @@ def run_demo(console: Console, casting: Path, parts: int = 2000, casting_images:
             verdicts.append(result)
     for r in verdicts:
         colour = "green" if r["verdict"] == "accepted" else "red"
-        detail = r["manifest_id"][:12] if r["manifest_id"] else f"{len(r['failed_rules'])} rules failed"
+        detail = r["manifest_id"][:12] if r["manifest_id"] else f"{len(r['failed_rules'])} failed"
         gate.add_row(r["batch_id"], str(r["parts"]), f"[{colour}]{r['verdict']}[/]", detail)
     console.print(gate)
     quarantined = [r for r in verdicts if r["verdict"] != "accepted"]
