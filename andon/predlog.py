@@ -1,0 +1,178 @@
+"""The prediction log: append-only, columnar, partitioned by plant, date and hour.
+
+    predictions/<plant>/date=<YYYY-MM-DD>/hour=<HH>/<first-scored-at>-<uuid>.parquet
+
+Every micro-batch is one new parquet file written atomically (temp file + rename locally, a
+single PUT on S3), so a crash loses at most the micro-batch in flight and never leaves half a
+file visible; writers never append to or rewrite a file, so two writers into the same hour can
+neither lose nor duplicate each other's rows. Reads list only the hour partitions of the window
+and filter by time with DuckDB.
+
+Example:
+    >>> from datetime import UTC, datetime
+    >>> from andon.predlog import PredictionLog
+    >>> from andon.storage import open_store
+    >>> log = PredictionLog(open_store("file:///tmp/doc-predlog"), "plant-a")
+    >>> row = {"part_id": "p1", "line": "line-1", "scored_at": datetime(2026, 11, 26, 8, tzinfo=UTC),
+    ...        "model_name": "plant-a.surface-defects", "model_version": 3, "predicted_class": "ok",
+    ...        "probabilities": [0.97, 0.03]}
+    >>> len(log.append([row]))
+    1
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from andon.errors import DataError
+from andon.storage import ObjectStore, join_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+REQUIRED = ("part_id", "line", "scored_at", "model_name", "model_version", "predicted_class", "probabilities")
+
+
+def schema() -> pa.Schema:
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            ("part_id", pa.string()),
+            ("plant", pa.string()),
+            ("line", pa.string()),
+            ("sku", pa.string()),
+            ("captured_at", ts),
+            ("scored_at", ts),
+            ("object_key", pa.string()),
+            ("sha256", pa.string()),
+            ("model_name", pa.string()),
+            ("model_version", pa.int32()),
+            ("model_alias", pa.string()),
+            ("predicted_class", pa.string()),
+            ("probabilities", pa.list_(pa.float32())),
+            ("entropy", pa.float32()),
+            ("margin", pa.float32()),
+            ("brightness", pa.float32()),
+            ("contrast", pa.float32()),
+            ("sharpness", pa.float32()),
+            ("embedding", pa.list_(pa.float32())),
+            ("latency_ms", pa.float32()),
+            ("explanation_key", pa.string()),
+            ("error", pa.string()),
+        ]
+    )
+
+
+def _hour_prefix(plant: str, ts: datetime) -> str:
+    ts = ts.astimezone(UTC)
+    return join_key("predictions", plant, f"date={ts:%Y-%m-%d}", f"hour={ts:%H}")
+
+
+class PredictionLog:
+    """Append and read one plant's predictions in an object store."""
+
+    def __init__(self, store: ObjectStore, plant: str) -> None:
+        self.store = store
+        self.plant = plant
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> list[str]:
+        """Write ``rows`` as one file per hour partition; returns the keys written."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = list(rows)
+        if not rows:
+            return []
+        by_hour: dict[str, list[dict[str, Any]]] = {}
+        for i, row in enumerate(rows):
+            missing = [f for f in REQUIRED if row.get(f) is None]
+            if missing:
+                raise DataError(f"prediction row {i} ({row.get('part_id', '?')}) lacks {missing}")
+            scored = row["scored_at"]
+            if not isinstance(scored, datetime) or scored.tzinfo is None:
+                raise DataError(f"prediction row {i}: scored_at must be a timezone-aware datetime")
+            by_hour.setdefault(_hour_prefix(self.plant, scored), []).append({**row, "plant": self.plant})
+        keys = []
+        sch = schema()
+        for prefix, group in sorted(by_hour.items()):
+            cols = {name: [r.get(name) for r in group] for name in sch.names}
+            try:
+                table = pa.Table.from_pydict(cols, schema=sch)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise DataError(f"prediction rows do not fit the log's schema: {exc}") from None
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            first = min(r["scored_at"] for r in group).astimezone(UTC)
+            key = f"{prefix}/{first:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
+            self.store.put(key, buf.getvalue(), "application/vnd.apache.parquet")
+            keys.append(key)
+        return keys
+
+    def files(self, start: datetime, end: datetime) -> list[str]:
+        """Keys of the files whose hour partition overlaps ``[start, end)``."""
+        if end <= start:
+            raise DataError(f"empty time window: {start} .. {end}")
+        keys: list[str] = []
+        hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        while hour < end:
+            keys += [o.key for o in self.store.list(_hour_prefix(self.plant, hour) + "/") if o.key.endswith(".parquet")]
+            hour += timedelta(hours=1)
+        return keys
+
+    def read(self, start: datetime, end: datetime, where: str = "") -> pd.DataFrame:
+        """Rows scored in ``[start, end)`` (optionally filtered by a DuckDB ``where`` clause)."""
+        import duckdb
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keys = self.files(start, end)
+        if keys:
+            tables = [pq.read_table(io.BytesIO(self.store.get(k))) for k in keys]
+            predictions = pa.concat_tables(tables)
+        else:
+            predictions = schema().empty_table()
+        con = duckdb.connect()
+        con.register("predictions", predictions)
+        sql = "select * from predictions where scored_at >= ? and scored_at < ?"
+        if where:
+            sql += f" and ({where})"
+        return con.execute(sql + " order by scored_at, part_id", [start, end]).df()
+
+
+class PredictionWriter:
+    """Buffers rows and flushes a micro-batch every ``max_rows`` rows or ``max_seconds`` seconds
+    (thread-safe; the online service logs through one of these, off the response path)."""
+
+    def __init__(self, log: PredictionLog, max_rows: int = 500, max_seconds: float = 2.0) -> None:
+        self.log = log
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._since = time.monotonic()
+
+    def add(self, row: dict[str, Any]) -> list[str]:
+        with self._lock:
+            self._rows.append(row)
+            due = len(self._rows) >= self.max_rows or time.monotonic() - self._since >= self.max_seconds
+        return self.flush() if due else []
+
+    def flush(self) -> list[str]:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._since = time.monotonic()
+        try:
+            return self.log.append(rows)
+        except Exception:
+            with self._lock:  # nothing is lost: the rows go back to the front of the buffer
+                self._rows[:0] = rows
+            raise

@@ -1,0 +1,106 @@
+"""The prediction log: partitions, windows, atomic micro-batches, concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from andon.errors import DataError, StorageError
+from andon.predlog import PredictionLog, PredictionWriter
+from andon.storage import LocalObjectStore
+
+T0 = datetime(2026, 11, 26, 7, 58, tzinfo=UTC)
+
+
+def _row(i: int, ts: datetime, cls: str = "ok") -> dict[str, object]:
+    return {
+        "part_id": f"p{i:05d}",
+        "line": "line-1",
+        "sku": "IMP-300",
+        "scored_at": ts,
+        "captured_at": ts,
+        "model_name": "plant-a.surface-defects",
+        "model_version": 3,
+        "model_alias": "champion",
+        "predicted_class": cls,
+        "probabilities": [0.9, 0.1] if cls == "ok" else [0.2, 0.8],
+        "entropy": 0.3,
+        "margin": 0.8,
+        "latency_ms": 4.2,
+        "embedding": [0.1, 0.2, 0.3],
+    }
+
+
+def test_partitions_and_time_windows(tmp_path: Path) -> None:
+    log = PredictionLog(LocalObjectStore(tmp_path), "plant-a")
+    rows = [_row(i, T0 + timedelta(minutes=i)) for i in range(180)]  # 07:58 .. 10:57
+    keys = log.append(rows)
+    assert [k.split("/")[3] for k in keys] == ["hour=07", "hour=08", "hour=09", "hour=10"]
+    assert all(k.startswith("predictions/plant-a/date=2026-11-26/") for k in keys)
+    window = log.read(datetime(2026, 11, 26, 8, 30, tzinfo=UTC), datetime(2026, 11, 26, 9, 30, tzinfo=UTC))
+    assert len(window) == 60 and window.part_id.iloc[0] == "p00032"
+    assert len(log.files(datetime(2026, 11, 26, 8, 30, tzinfo=UTC), datetime(2026, 11, 26, 9, 30, tzinfo=UTC))) == 2
+    defects = log.read(T0, T0 + timedelta(hours=4), where="predicted_class = 'defect'")
+    assert defects.empty
+    assert list(window.probabilities.iloc[0]) == pytest.approx([0.9, 0.1])
+    assert log.read(T0 - timedelta(days=2), T0 - timedelta(days=1)).empty
+
+
+def test_bad_rows_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    log = PredictionLog(store, "plant-a")
+    with pytest.raises(DataError, match="lacks \\['model_version'\\]"):
+        log.append([{**_row(1, T0), "model_version": None}])
+    with pytest.raises(DataError, match="timezone-aware"):
+        log.append([_row(1, T0.replace(tzinfo=None))])
+    with pytest.raises(DataError, match="schema"):
+        log.append([{**_row(1, T0), "probabilities": "high"}])
+    with pytest.raises(DataError, match="empty time window"):
+        log.read(T0, T0)
+    assert list(store.list("")) == []
+
+
+def test_concurrent_writers_into_one_hour_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    log = PredictionLog(LocalObjectStore(tmp_path), "plant-a")
+    base = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+    def writer(w: int) -> None:
+        for b in range(30):
+            log.append([_row(w * 10_000 + b * 10 + i, base + timedelta(seconds=b)) for i in range(10)])
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = log.read(base, base + timedelta(hours=1))
+    assert len(rows) == 600 and rows.part_id.is_unique
+
+
+class _FlakyStore(LocalObjectStore):
+    """Fails the next ``failures`` writes, as a full disk or a dropped S3 connection would."""
+
+    failures = 0
+
+    def put(self, key: str, data: bytes, content_type: str | None = None):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise StorageError(f"cannot write {key}: disk full")
+        return super().put(key, data, content_type)
+
+
+def test_writer_flushes_micro_batches_and_keeps_rows_when_a_write_fails(tmp_path: Path) -> None:
+    store = _FlakyStore(tmp_path)
+    log = PredictionLog(store, "plant-a")
+    writer = PredictionWriter(log, max_rows=5, max_seconds=3600)
+    written = [k for i in range(12) for k in writer.add(_row(i, T0))]
+    assert len(written) == 2  # two full micro-batches; two rows still buffered
+    store.failures = 1
+    with pytest.raises(StorageError, match="disk full"):
+        writer.flush()
+    assert writer.flush(), "the failed micro-batch was kept and written on the next flush"
+    rows = log.read(T0, T0 + timedelta(hours=1))
+    assert len(rows) == 12 and rows.part_id.is_unique
