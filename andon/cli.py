@@ -36,6 +36,7 @@ EXAMPLES = """\
   challenger vs champion, the gate:   andon promote --plant plant-b
   put the previous champion back:     andon rollback plant-b.surface-defects --reason "false rejects"
   versions, one version, two:         andon models list plant-b.surface-defects | show M 3 | diff M 2 3
+  score a batch with the champion:    andon score --plant plant-b plant-b/line-1/raw/2026-11-26/B
   the main job, end to end:           andon demo
 """
 
@@ -885,6 +886,26 @@ def models_reproduce(
         table.add_row(key, f"{a:.4f}", f"{b:.4f}", f"{d:+.4f}", "[green]ok[/]" if ok else "[red]differs[/]")
     _console().print(table)
     raise typer.Exit(0 if r.ok else 1)
+
+
+@app.command()
+def score(
+    batch: Annotated[str, typer.Argument(help="raw batch prefix, e.g. plant-b/line-1/raw/<date>/<batch-id>")],
+    plant: Annotated[str, typer.Option(help="plant id")],
+) -> None:
+    """Score a raw batch with the plant's champion; every part goes to the prediction log.
+
+    Example: andon score --plant plant-b plant-b/line-1/raw/2026-11-26/20261126T060000Z-s0-35470b3f
+    """
+    from andon.config import load_plant
+    from andon.scoring import score_batch
+    from andon.storage import open_store
+
+    s = score_batch(open_store(), load_plant(plant), batch)
+    _console().print(
+        f"{s.scored} of {s.parts} parts scored by {s.model} v{s.version} ({s.parts_per_s:.0f} parts/s); "
+        f"{s.defects} predicted defects; {s.errors} error row(s); logged to {len(s.log_keys)} file(s)"
+    )
 
 
 @app.command()
