@@ -1,0 +1,146 @@
+"""Batch scoring and prediction-log speed (issue 5 figures measured so far):
+
+- ``score_batch`` throughput on 128x128 parts (fetch, image checks, decode, predict in
+  mini-batches, uncertainty, drift features, log write) against a bare torch forward pass over
+  the same tensors in the same run (target ratio >= 0.8; absolute target 500 parts/s on 2 cores);
+- prediction-log write rate (rows/s, micro-batches of 1,000) and reading a 24 h window of 864,000
+  rows for one plant (target under 2 s); peak memory.
+
+Run: .venv/bin/python benchmarks/scoring.py [--parts 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from _common import Recorder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", type=int, default=2000)
+    parser.add_argument("--log-rows", type=int, default=864_000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="andon-bench-"))
+    os.environ["ANDON_HOME"] = str(tmp / "home")
+    os.environ["ANDON_MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+    import numpy as np
+    import torch
+
+    from andon.config import load_plant
+    from andon.data import parquet_to_frame
+    from andon.datasets import build_manifest, save_manifest
+    from andon.predlog import PredictionLog
+    from andon.promotion import promote
+    from andon.scoring import _load, score_batch
+    from andon.storage import open_store
+    from andon.synth.plant import synthesize_plant
+    from andon.training.data import decode_grey
+    from andon.training.loop import to_tensor
+    from andon.training.run import train_plant
+
+    rec = Recorder("scoring")
+    cfg = load_plant("plant-b")
+    store = open_store()
+    # a champion: the plant-b recipe, trained briefly (throughput does not depend on accuracy)
+    train_batches = synthesize_plant(
+        cfg,
+        store,
+        400,
+        seed=1,
+        defect_rate=0.3,
+        lines=["line-1"],
+        start=datetime(2026, 11, 1, tzinfo=UTC),
+        batch_size=10_000,
+    )
+    meta = parquet_to_frame(store.get(train_batches[0].metadata_key))
+    manifest = build_manifest(
+        cfg.id,
+        [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()],
+        [train_batches[0].prefix],
+    )
+    save_manifest(store, manifest)
+    recipe = cfg.recipe.model_copy(update={"training": cfg.recipe.training.model_copy(update={"epochs": 1})})
+    train_plant(store, cfg, [manifest.id], recipe=recipe)
+    promote(store, cfg, force=True, reason="benchmark")
+
+    (batch,) = synthesize_plant(
+        cfg, store, args.parts, seed=2, lines=["line-1"], batch_size=100_000, start=datetime(2026, 11, 2, tzinfo=UTC)
+    )
+    score_batch(store, cfg, batch.prefix)  # warm: model load, imports
+    t0 = time.perf_counter()
+    summary = score_batch(store, cfg, batch.prefix)
+    score_s = time.perf_counter() - t0
+    rate = summary.scored / score_s
+
+    model, _, prep = _load(summary.model, summary.version)
+    imgs = np.stack([decode_grey(store.get(o.key), int(prep["size"])) for o in store.list(f"{batch.prefix}/images/")])
+    x = to_tensor(imgs)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for lo in range(0, len(x), 64):
+            torch.softmax(model(x[lo : lo + 64]), dim=1)
+    bare = len(x) / (time.perf_counter() - t0)
+    rec.figure(
+        "score_batch_parts_per_s",
+        rate,
+        "parts/s",
+        ">= 500 on 2 cores",
+        parts=summary.scored,
+        threads=torch.get_num_threads(),
+    )
+    rec.figure("bare_forward_parts_per_s", bare, "parts/s", note="same model and tensors, already decoded")
+    rec.figure("scoring_vs_bare_forward_ratio", rate / bare, "ratio", ">= 0.8")
+
+    log = PredictionLog(store, "plant-z")
+    t_start = datetime(2026, 11, 20, tzinfo=UTC)
+    step = timedelta(seconds=86_400 / args.log_rows)
+    rows = [
+        {
+            "part_id": f"p{i:07d}",
+            "line": "line-1",
+            "scored_at": t_start + i * step,
+            "model_name": "m",
+            "model_version": 1,
+            "predicted_class": "ok",
+            "probabilities": [0.9, 0.1],
+            "entropy": 0.3,
+            "margin": 0.8,
+            "brightness": 120.0,
+            "contrast": 40.0,
+            "sharpness": 300.0,
+            "latency_ms": 4.0,
+            "embedding": [0.1] * 8,
+        }
+        for i in range(args.log_rows)
+    ]
+    t0 = time.perf_counter()
+    for lo in range(0, len(rows), 1000):
+        log.append(rows[lo : lo + 1000])
+    write_s = time.perf_counter() - t0
+    del rows
+    t0 = time.perf_counter()
+    day = log.read(t_start, t_start + timedelta(days=1))
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cols = "part_id, line, scored_at, predicted_class, entropy, margin, brightness, contrast, sharpness"
+    narrow = log.read(t_start, t_start + timedelta(days=1), columns=cols)
+    narrow_s = time.perf_counter() - t0
+    rec.figure("predlog_write_rows_per_s", args.log_rows / write_s, "rows/s", note="micro-batches of 1,000 rows")
+    rec.figure("predlog_read_24h_all_columns_seconds", read_s, "s", "< 2", rows=len(day),
+               note="list columns (probabilities, embedding) become Python lists in pandas")
+    rec.figure("predlog_read_24h_monitoring_columns_seconds", narrow_s, "s", "< 2", rows=len(narrow))
+    rec.figure("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
+    rec.save()
+
+
+if __name__ == "__main__":
+    main()
