@@ -134,6 +134,20 @@ def list_raw_batches(store: ObjectStore, cfg: PlantConfig, line: str | None = No
                 yield read_batch_info(store, obj.key)
 
 
+def read_plant_batch(store: ObjectStore, plant: str, prefix: str) -> BatchInfo:
+    """The ``batch.json`` of a complete raw batch of ``plant``; a clear error otherwise."""
+    from andon.errors import ObjectNotFoundError
+
+    prefix = prefix.rstrip("/")
+    try:
+        info = read_batch_info(store, f"{prefix}/batch.json")
+    except ObjectNotFoundError:
+        raise DataError(f"no complete batch at {prefix} in {store.url} (batch.json missing)") from None
+    if info.plant != plant:
+        raise DataError(f"{prefix} belongs to plant {info.plant}, not {plant}")
+    return info
+
+
 def read_batch_info(store: ObjectStore, key: str) -> BatchInfo:
     try:
         raw = json.loads(store.get(key))

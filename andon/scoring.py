@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from andon.config import PlantConfig
-from andon.data import parquet_to_frame, read_batch_info
+from andon.data import parquet_to_frame, read_plant_batch
 from andon.errors import DataError, ObjectNotFoundError
 from andon.predlog import PredictionLog
 from andon.registry import CHAMPION, RegistryError, alias_version, model_name
@@ -87,12 +87,7 @@ def score_batch(
     from andon.training.loop import to_tensor
 
     t0 = time.perf_counter()
-    try:
-        info = read_batch_info(store, f"{batch_prefix.rstrip('/')}/batch.json")
-    except ObjectNotFoundError:
-        raise DataError(f"no batch at {batch_prefix} in {store.url}") from None
-    if info.plant != cfg.id:
-        raise DataError(f"{batch_prefix} belongs to plant {info.plant}, not {cfg.id}")
+    info = read_plant_batch(store, cfg.id, batch_prefix)
     name, version = resolve_champion(cfg)
     model, arch, prep = _load(name, version)
     classes = list(arch["classes"])

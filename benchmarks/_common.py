@@ -39,6 +39,18 @@ class Recorder:
         (RESULTS / f"{self.name}.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def isolated_home() -> Path:
+    """A throwaway ANDON_HOME and SQLite MLflow store, so a benchmark touches nothing of the user's."""
+    import os
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="andon-bench-"))
+    os.environ["ANDON_HOME"] = str(tmp / "home")
+    os.environ["ANDON_MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return tmp
+
+
 def _cpus() -> int:
     import os
 

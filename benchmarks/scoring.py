@@ -12,14 +12,11 @@ Run: .venv/bin/python benchmarks/scoring.py [--parts 2000]
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from _common import Recorder
+from _common import Recorder, isolated_home
 
 
 def main() -> None:
@@ -27,10 +24,7 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=2000)
     parser.add_argument("--log-rows", type=int, default=864_000)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="andon-bench-"))
-    os.environ["ANDON_HOME"] = str(tmp / "home")
-    os.environ["ANDON_MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    isolated_home()
 
     import numpy as np
     import torch
@@ -135,8 +129,14 @@ def main() -> None:
     narrow = log.read(t_start, t_start + timedelta(days=1), columns=cols)
     narrow_s = time.perf_counter() - t0
     rec.figure("predlog_write_rows_per_s", args.log_rows / write_s, "rows/s", note="micro-batches of 1,000 rows")
-    rec.figure("predlog_read_24h_all_columns_seconds", read_s, "s", "< 2", rows=len(day),
-               note="list columns (probabilities, embedding) become Python lists in pandas")
+    rec.figure(
+        "predlog_read_24h_all_columns_seconds",
+        read_s,
+        "s",
+        "< 2",
+        rows=len(day),
+        note="list columns (probabilities, embedding) become Python lists in pandas",
+    )
     rec.figure("predlog_read_24h_monitoring_columns_seconds", narrow_s, "s", "< 2", rows=len(narrow))
     rec.figure("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
     rec.save()

@@ -11,15 +11,13 @@ Run: .venv/bin/python benchmarks/train_casting.py [--epochs N]
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import Recorder
+from _common import Recorder, isolated_home
 
 CASTING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "casting"
 
@@ -57,10 +55,7 @@ def main() -> None:
     if not CASTING.is_dir():
         print(f'{{"figure": "casting", "skipped": "{CASTING} not found"}}')
         return
-    tmp = Path(tempfile.mkdtemp(prefix="andon-bench-"))
-    os.environ["ANDON_HOME"] = str(tmp / "home")
-    os.environ["ANDON_MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    isolated_home()
 
     from andon.config import load_plant
     from andon.ingest import ingest_folder

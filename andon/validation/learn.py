@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from andon.config import PlantConfig
-from andon.data import parquet_to_frame, read_batch_info
-from andon.errors import DataError, ObjectNotFoundError
+from andon.data import parquet_to_frame, read_plant_batch
+from andon.errors import DataError
 from andon.storage import ObjectStore
 from andon.validation.gate import batch_prefix_from_uri
 from andon.validation.images import image_stats
@@ -34,12 +34,7 @@ def learn_from_batches(
         prefix = batch_prefix_from_uri(store, uri)
         if "/raw/" not in prefix:
             raise DataError(f"{prefix} is not a raw batch (<plant>/<line>/raw/<date>/<batch-id>)")
-        try:
-            info = read_batch_info(store, f"{prefix}/batch.json")
-        except ObjectNotFoundError:
-            raise DataError(f"no complete batch at {prefix} (batch.json missing)") from None
-        if info.plant != cfg.id:
-            raise DataError(f"{prefix} belongs to plant {info.plant}, not {cfg.id}")
+        info = read_plant_batch(store, cfg.id, prefix)
         prefixes.append(prefix)
         if store.exists(info.sensors_key):
             sensors.append(parquet_to_frame(store.get(info.sensors_key)))

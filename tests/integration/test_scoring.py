@@ -52,7 +52,7 @@ def test_score_batch_logs_every_part_and_bad_images_become_error_rows(
     assert score_batch(store, CFG, batch.prefix).version == v2.version
     rollback(CFG, "test rollback")
     assert score_batch(store, CFG, batch.prefix).version == v1.version
-    with pytest.raises(DataError, match="no batch at"):
+    with pytest.raises(DataError, match="no complete batch at"):
         score_batch(store, CFG, "plant-b/line-2/raw/2026-11-12/missing")
 
 
