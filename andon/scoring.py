@@ -125,6 +125,8 @@ def score_batch(
             rows.append({**base, "error": problem, "predicted_class": "error", "probabilities": []})
             continue
         base.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
+        # decoded a second time on purpose: decode_grey is exactly the training preprocessing
+        # (JPEGs scaled in the DCT), so scoring sees the pixels the model was trained on
         good.append((base, decode_grey(data, size), (time.perf_counter() - t_part) * 1000))
     for lo in range(0, len(good), batch_size):
         chunk = good[lo : lo + batch_size]

@@ -1,2 +1,3 @@
 """Training: data from dataset manifests (through a local cache keyed by sha256), augmentation,
-the loop, evaluation. MLflow is reached only through ``andon.training.tracking.Tracker``."""
+the loop (``loop``), evaluation (``evaluate``). The network and the loop know nothing of MLflow;
+``run.train_plant`` is the one place that logs and registers."""
