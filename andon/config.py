@@ -75,6 +75,14 @@ class PromotionRules(_Strict):
     max_latency_p95_ms: float = Field(default=50.0, gt=0, description="single-part inference budget")
 
 
+class ExplainSpec(_Strict):
+    """Which predictions get a saliency map logged with them."""
+
+    method: Literal["gradcam", "shap"] = Field(default="gradcam", description="see andon/explain.py for why")
+    pass_sample: float = Field(default=0.02, ge=0, le=1, description="share of passes explained too (by part id)")
+    top_regions: int = Field(default=3, ge=1, le=16, description="regions logged as numbers per part")
+
+
 class Recipe(_Strict):
     """The standard training recipe; plants override single fields."""
 
@@ -87,6 +95,7 @@ class Recipe(_Strict):
     training: TrainingSpec = TrainingSpec()
     thresholds: Thresholds = Thresholds()
     promotion: PromotionRules = PromotionRules()
+    explain: ExplainSpec = ExplainSpec()
 
     @field_validator("classes")
     @classmethod

@@ -67,6 +67,8 @@ def schema() -> pa.Schema:
             ("embedding", pa.list_(pa.float32())),
             ("latency_ms", pa.float32()),
             ("explanation_key", pa.string()),
+            ("explanation_method", pa.string()),
+            ("explanation_top", pa.string()),  # JSON: top regions (vision) or top features (sensor)
             ("error", pa.string()),
         ]
     )
@@ -128,10 +130,13 @@ class PredictionLog:
             hour += timedelta(hours=1)
         return keys
 
-    def read(self, start: datetime, end: datetime, where: str = "", columns: str = "*") -> pd.DataFrame:
-        """Rows scored in ``[start, end)`` (optionally filtered by a DuckDB ``where`` clause and
-        cut to ``columns``). On a local store DuckDB reads the files in place, in parallel, with
-        the time filter pushed down; on S3 the files are fetched and handed over as Arrow."""
+    def read(
+        self, start: datetime, end: datetime, where: str = "", columns: str = "*", params: list[Any] | None = None
+    ) -> pd.DataFrame:
+        """Rows scored in ``[start, end)`` (optionally filtered by a DuckDB ``where`` clause with
+        ``?`` placeholders bound to ``params``, and cut to ``columns``). On a local store DuckDB
+        reads the files in place, in parallel, with the time filter pushed down; on S3 the files
+        are fetched and handed over as Arrow."""
         import duckdb
 
         from andon.storage import LocalObjectStore
@@ -143,7 +148,7 @@ class PredictionLog:
             source = "predictions"
         elif isinstance(self.store, LocalObjectStore):
             paths = [str(self.store.root / k) for k in keys]
-            source = "read_parquet(?)"
+            source = "read_parquet(?, union_by_name = true)"  # older files may lack newer columns
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -153,10 +158,10 @@ class PredictionLog:
         sql = f"select {columns} from {source} where scored_at >= ? and scored_at < ?"
         if where:
             sql += f" and ({where})"
-        params: list[Any] = [start, end]
+        bound: list[Any] = [start, end, *(params or [])]
         if source.startswith("read_parquet"):
-            params = [paths, start, end]
-        return con.execute(sql + " order by scored_at, part_id", params).df()
+            bound = [paths, *bound]
+        return con.execute(sql + " order by scored_at, part_id", bound).df()
 
 
 class PredictionWriter:
@@ -171,11 +176,32 @@ class PredictionWriter:
         self._lock = threading.Lock()
         self._since = time.monotonic()
 
+    def buffer(self, row: dict[str, Any]) -> None:
+        """Add a row without flushing (the caller flushes with ``flush_if_due``)."""
+        with self._lock:
+            if not self._rows:
+                self._since = time.monotonic()
+            self._rows.append(row)
+
     def add(self, row: dict[str, Any]) -> list[str]:
         with self._lock:
             self._rows.append(row)
             due = len(self._rows) >= self.max_rows or time.monotonic() - self._since >= self.max_seconds
         return self.flush() if due else []
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def flush_if_due(self) -> int:
+        """Flush when the oldest buffered row has waited ``max_seconds``; returns rows written."""
+        with self._lock:
+            due = bool(self._rows) and time.monotonic() - self._since >= self.max_seconds
+            count = len(self._rows)
+        if not due:
+            return 0
+        self.flush()
+        return count
 
     def flush(self) -> list[str]:
         with self._lock:

@@ -7,6 +7,7 @@ checksum, uncertainty and drift features.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class ScoreSummary:
     scored: int
     errors: int
     defects: int
+    explained: int
     seconds: float
     log_keys: list[str]
 
@@ -54,12 +56,42 @@ def _load(name: str, version: int) -> tuple[Any, dict[str, Any], dict[str, Any]]
     return load_version(name, version)
 
 
-def resolve_champion(cfg: PlantConfig) -> tuple[str, int]:
-    name = model_name(cfg.id, cfg.recipe.task)
+def resolve_champion(cfg: PlantConfig, task: str | None = None) -> tuple[str, int]:
+    name = model_name(cfg.id, task or cfg.recipe.task)
     version = alias_version(name, CHAMPION)
     if version is None:
         raise RegistryError(f"{name} has no champion: promote a version first (`andon promote --plant {cfg.id}`)")
     return name, version
+
+
+@dataclass
+class Champion:
+    """The serving model of a plant, resolved once (per batch, or per reload in the service)."""
+
+    name: str
+    version: int
+    model: Any
+    classes: list[str]
+    size: int
+
+    @classmethod
+    def load(cls, cfg: PlantConfig) -> Champion:
+        name, version = resolve_champion(cfg)
+        model, arch, prep = _load(name, version)
+        return cls(name, version, model, list(arch["classes"]), int(prep["size"]))
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``uint8 (N, size, size)`` -> (probabilities ``(N, classes)``, embeddings ``(N, 8)``)."""
+        import torch
+
+        from andon.training.loop import to_tensor
+
+        with torch.inference_mode():
+            x = to_tensor(images)
+            feats = self.model.features(x)
+            logits = self.model.head(feats) if hasattr(self.model, "head") else self.model(x)
+            probs = torch.softmax(logits, dim=1).numpy()
+        return probs, feats[:, :EMBEDDING_DIMS].numpy()
 
 
 def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,87 +104,148 @@ def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return entropy, top2[:, 1] - top2[:, 0]
 
 
+def check_image(key: str, data: bytes, cfg: PlantConfig, line: str) -> tuple[dict[str, Any], str | None]:
+    """The gate's per-image checks for one part: (log fields from the image, problem or None)."""
+    stats = image_stats_from_bytes(key, data)
+    fields: dict[str, Any] = {"sha256": stats["sha256"]}
+    problem = stats["error"]
+    camera = cfg.camera_for(line)
+    if not problem and (stats["width"], stats["height"]) != (camera.resolution, camera.resolution):
+        problem = f"size {stats['width']}x{stats['height']}, expected {camera.resolution}x{camera.resolution}"
+    if not problem:
+        fields.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
+    return fields, problem
+
+
+def error_fields(problem: str) -> dict[str, Any]:
+    return {"error": problem, "predicted_class": "error", "probabilities": []}
+
+
+def prediction_rows(classes: list[str], probs: np.ndarray, emb: np.ndarray) -> list[dict[str, Any]]:
+    """The prediction part of a log row, one per image."""
+    entropy, margin = uncertainty(probs)
+    return [
+        {
+            "predicted_class": classes[int(probs[j].argmax())],
+            "probabilities": probs[j].tolist(),
+            "entropy": float(entropy[j]),
+            "margin": float(margin[j]),
+            "embedding": emb[j].tolist(),
+        }
+        for j in range(len(probs))
+    ]
+
+
+def wants_explanation(cfg: PlantConfig, part_id: str, predicted_class: str) -> bool:
+    """Every flagged part (any class but the first, the pass class) and a sample of passes,
+    chosen by a hash of the part id so a rerun explains the same parts."""
+    if predicted_class == "error":
+        return False
+    if predicted_class != cfg.recipe.classes[0]:
+        return True
+    share = cfg.recipe.explain.pass_sample
+    return share > 0 and int(hashlib.sha256(part_id.encode()).hexdigest()[:8], 16) < share * 0xFFFFFFFF
+
+
+def explain_parts(
+    store: ObjectStore, cfg: PlantConfig, champion: Champion, images: np.ndarray, rows: list[dict[str, Any]]
+) -> None:
+    """Saliency maps for ``rows`` (already predicted; ``images`` aligned with them): an overlay PNG
+    per part in the store, and ``explanation_key / _method / _top`` filled in on each row."""
+    import json
+
+    import numpy as np
+
+    from andon.explain import explanation_key, overlay_png, saliency, top_regions
+    from andon.training.loop import to_tensor
+
+    if not rows:
+        return
+    spec = cfg.recipe.explain
+    targets = [champion.classes.index(r["predicted_class"]) for r in rows]
+    maps = np.zeros((len(rows), champion.size, champion.size), np.float32)
+    for t in sorted(set(targets)):
+        idx = [i for i, tt in enumerate(targets) if tt == t]
+        maps[idx] = saliency(champion.model, to_tensor(images[idx]), t, spec.method)
+    for i, row in enumerate(rows):
+        when = row.get("scored_at") or datetime.now(UTC)
+        key = explanation_key(cfg.id, when, str(row["part_id"]))
+        p = max(row["probabilities"])
+        caption = f"{row['part_id']}  {row['predicted_class']} {p:.2f}  {champion.name} v{champion.version}"
+        store.put(key, overlay_png(images[i], maps[i], caption=caption), "image/png")
+        row.update(
+            explanation_key=key,
+            explanation_method=spec.method,
+            explanation_top=json.dumps(top_regions(maps[i], k=spec.top_regions)),
+        )
+
+
 def score_batch(
     store: ObjectStore,
     cfg: PlantConfig,
     batch_prefix: str,
     *,
     batch_size: int = 64,
+    explain: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> ScoreSummary:
+    """Score one raw batch; with ``explain`` (the default) flagged parts get a saliency map."""
     import numpy as np
-    import torch
 
     from andon.training.data import decode_grey
-    from andon.training.loop import to_tensor
 
     t0 = time.perf_counter()
     info = read_plant_batch(store, cfg.id, batch_prefix)
-    name, version = resolve_champion(cfg)
-    model, arch, prep = _load(name, version)
-    classes = list(arch["classes"])
-    size = int(prep["size"])
+    champion = Champion.load(cfg)
     meta = parquet_to_frame(store.get(info.metadata_key))
     if meta.empty:
         raise DataError(f"{batch_prefix} is an empty batch: nothing to score")
     log = PredictionLog(store, cfg.id)
     rows: list[dict[str, Any]] = []
     good: list[tuple[dict[str, Any], np.ndarray, float]] = []
-    camera = cfg.camera_for(info.line)
     for r in meta.to_dict(orient="records"):
         t_part = time.perf_counter()
+        line = str(r.get("line") or info.line)
         base = {
             "part_id": r["part_id"],
-            "line": r.get("line", info.line),
+            "line": line,
             "sku": r.get("sku"),
             "captured_at": r.get("timestamp"),
             "object_key": r["image_key"],
-            "model_name": name,
-            "model_version": version,
+            "model_name": champion.name,
+            "model_version": champion.version,
             "model_alias": CHAMPION,
         }
         try:
             data = store.get(r["image_key"])
         except ObjectNotFoundError:
-            rows.append({**base, "error": "image missing", "predicted_class": "error", "probabilities": []})
+            rows.append({**base, **error_fields("image missing")})
             continue
-        stats = image_stats_from_bytes(r["image_key"], data)
-        base.update(sha256=stats["sha256"])
-        problem = stats["error"]
-        if not problem and (stats["width"], stats["height"]) != (camera.resolution, camera.resolution):
-            problem = f"size {stats['width']}x{stats['height']}, expected {camera.resolution}x{camera.resolution}"
+        fields, problem = check_image(r["image_key"], data, cfg, line)
+        base.update(fields)
         if problem:
-            rows.append({**base, "error": problem, "predicted_class": "error", "probabilities": []})
+            rows.append({**base, **error_fields(problem)})
             continue
-        base.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
         # decoded a second time on purpose: decode_grey is exactly the training preprocessing
         # (JPEGs scaled in the DCT), so scoring sees the pixels the model was trained on
-        good.append((base, decode_grey(data, size), (time.perf_counter() - t_part) * 1000))
+        good.append((base, decode_grey(data, champion.size), (time.perf_counter() - t_part) * 1000))
+    explained = 0
     for lo in range(0, len(good), batch_size):
         chunk = good[lo : lo + batch_size]
         t_batch = time.perf_counter()
-        with torch.inference_mode():
-            x = to_tensor(np.stack([g[1] for g in chunk]))
-            feats = model.features(x)
-            logits = model.head(feats) if hasattr(model, "head") else model(x)
-            probs = torch.softmax(logits, dim=1).numpy()
+        images = np.stack([g[1] for g in chunk])
+        probs, emb = champion.predict(images)
         per_part_ms = (time.perf_counter() - t_batch) * 1000 / len(chunk)
-        entropy, margin = uncertainty(probs)
-        emb = feats[:, :EMBEDDING_DIMS].numpy()
         scored_at = datetime.now(UTC)
-        for j, (base, _, prep_ms) in enumerate(chunk):
-            rows.append(
-                {
-                    **base,
-                    "scored_at": scored_at,
-                    "predicted_class": classes[int(probs[j].argmax())],
-                    "probabilities": probs[j].tolist(),
-                    "entropy": float(entropy[j]),
-                    "margin": float(margin[j]),
-                    "embedding": emb[j].tolist(),
-                    "latency_ms": prep_ms + per_part_ms,
-                }
-            )
+        chunk_rows = [
+            {**base, **pred, "scored_at": scored_at, "latency_ms": prep_ms + per_part_ms}
+            for (base, _, prep_ms), pred in zip(chunk, prediction_rows(champion.classes, probs, emb), strict=True)
+        ]
+        if explain:
+            pick = [i for i, r in enumerate(chunk_rows) if wants_explanation(cfg, r["part_id"], r["predicted_class"])]
+            explain_parts(store, cfg, champion, images[pick], [chunk_rows[i] for i in pick])
+            explained += len(pick)
+        rows += chunk_rows
         if progress:
             progress(len(chunk))
     now = datetime.now(UTC)
@@ -163,12 +256,13 @@ def score_batch(
     return ScoreSummary(
         plant=cfg.id,
         batch=batch_prefix,
-        model=name,
-        version=version,
+        model=champion.name,
+        version=champion.version,
         parts=len(meta),
         scored=len(rows) - errors,
         errors=errors,
-        defects=sum(1 for r in rows if r["predicted_class"] == "defect"),
+        defects=sum(1 for r in rows if r["predicted_class"] not in ("error", cfg.recipe.classes[0])),
+        explained=explained,
         seconds=time.perf_counter() - t0,
         log_keys=keys,
     )

@@ -74,7 +74,7 @@ def decode_grey(data: bytes, size: int) -> np.ndarray:
         grey = img.convert("L")
         if grey.size != (size, size):
             grey = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(grey, dtype=np.uint8)
+        return np.array(grey, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,3 +105,15 @@ def test_writer_flushes_micro_batches_and_keeps_rows_when_a_write_fails(tmp_path
     assert writer.flush(), "the failed micro-batch was kept and written on the next flush"
     rows = log.read(T0, T0 + timedelta(hours=1))
     assert len(rows) == 12 and rows.part_id.is_unique
+
+
+def test_buffered_rows_flush_when_the_oldest_has_waited(tmp_path: Path) -> None:
+    log = PredictionLog(_FlakyStore(tmp_path), "plant-a")
+    writer = PredictionWriter(log, max_rows=1000, max_seconds=0.2)
+    assert writer.flush_if_due() == 0  # nothing buffered
+    writer.buffer(_row(0, T0))
+    writer.buffer(_row(1, T0))
+    assert writer.pending == 2 and writer.flush_if_due() == 0  # not due yet
+    time.sleep(0.25)
+    assert writer.flush_if_due() == 2 and writer.pending == 0
+    assert len(log.read(T0, T0 + timedelta(hours=1))) == 2
