@@ -78,7 +78,9 @@ class PromotionRules(_Strict):
 class ExplainSpec(_Strict):
     """Which predictions get a saliency map logged with them."""
 
-    method: Literal["gradcam", "shap"] = Field(default="gradcam", description="see andon/explain.py for why")
+    method: Literal["input_gradient", "gradcam", "shap"] = Field(
+        default="input_gradient", description="see andon/explain.py for why"
+    )
     pass_sample: float = Field(default=0.02, ge=0, le=1, description="share of passes explained too (by part id)")
     top_regions: int = Field(default=3, ge=1, le=16, description="regions logged as numbers per part")
 

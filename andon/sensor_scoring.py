@@ -64,8 +64,10 @@ def _matrix(frame: pd.DataFrame, prep: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def score_sensor_table(
-    store: ObjectStore, cfg: PlantConfig, frame: pd.DataFrame, *, explain: bool = True, threshold: float = 0.5
+    store: ObjectStore, cfg: PlantConfig, frame: pd.DataFrame, *, explain: bool = True
 ) -> SensorScoreSummary:
+    """One log row per reading; a failure type is predicted when its probability reaches the
+    threshold chosen on the validation split at training time (0.5 for older versions)."""
     import numpy as np
     import pandas as pd
     import torch
@@ -78,6 +80,7 @@ def score_sensor_table(
     name, version = resolve_champion(cfg, TASK)
     model, arch, prep = _load(name, version)
     targets = list(arch["classes"])
+    thresholds = prep.get("thresholds") or [0.5] * len(targets)
     names = feature_names(prep)
     xs, raw = _matrix(frame, prep)
     bad = ~np.isfinite(xs).all(axis=1)
@@ -102,7 +105,7 @@ def score_sensor_table(
             row.update(error=f"missing or non-numeric readings: {', '.join(cols)}", predicted_class="error")
             row["probabilities"] = []
         else:
-            failed = [t for t, p in zip(targets, probs[i], strict=True) if p >= threshold]
+            failed = [t for t, p, cut in zip(targets, probs[i], thresholds, strict=True) if p >= cut]
             row.update(predicted_class="+".join(failed) or OK, probabilities=probs[i].tolist())
             if failed:
                 flagged.append(i)

@@ -56,6 +56,7 @@ class Rejected(AndonError):
 class _Job:
     row: dict[str, Any]
     image: np.ndarray | None = None
+    champion: Champion | None = None  # the version that decided explains the decision
     upload: tuple[str, bytes, str] | None = None  # (key, data, content type)
 
 
@@ -153,9 +154,8 @@ class ScoringService:
             if job.upload is not None:
                 key, data, ctype = job.upload
                 self.store.put(key, data, ctype)
-            champion = self.champion
-            if job.image is not None and champion is not None and champion.version == row["model_version"]:
-                explain_parts(self.store, self.cfg, champion, job.image[None], [row])
+            if job.image is not None and job.champion is not None:
+                explain_parts(self.store, self.cfg, job.champion, job.image[None], [row])
                 self.stats.explained += 1
         except Exception as exc:  # the decision is still logged, with what went wrong
             self._background_error(f"{row['part_id']}: {exc}")
@@ -218,7 +218,7 @@ class ScoringService:
         latency_ms = (time.perf_counter() - t0) * 1000
         row.update(pred, scored_at=datetime.now(UTC), latency_ms=latency_ms)
         explain = self.explain and wants_explanation(self.cfg, part_id, pred["predicted_class"])
-        self._enqueue(_Job(row, image=image if explain else None, upload=upload))
+        self._enqueue(_Job(row, image=image if explain else None, champion=champion, upload=upload))
         return {
             "part_id": part_id,
             "plant": self.cfg.id,

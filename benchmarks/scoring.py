@@ -1,8 +1,11 @@
-"""Batch scoring and prediction-log speed (issue 5 figures measured so far):
+"""Batch scoring, online service and prediction-log speed (issue 5):
 
 - ``score_batch`` throughput on 128x128 parts (fetch, image checks, decode, predict in
   mini-batches, uncertainty, drift features, log write) against a bare torch forward pass over
   the same tensors in the same run (target ratio >= 0.8; absolute target 500 parts/s on 2 cores);
+- the online service (``andon serve`` in its own process, HTTP on loopback, explanations on):
+  latency at one line's rate (10 parts/s, one client) and saturated throughput with its p50 / p99
+  under 20 concurrent clients;
 - prediction-log write rate (rows/s, micro-batches of 1,000) and reading a 24 h window of 864,000
   rows for one plant (target under 2 s); peak memory.
 
@@ -17,6 +20,87 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from _common import Recorder, isolated_home
+
+
+def _pct(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q))
+
+
+def service_figures(rec: Recorder, store: object, keys: list[str]) -> None:
+    """`andon serve` as a separate process; the client here, on loopback."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import httpx
+
+    pngs = [store.get(k) for k in keys]  # type: ignore[attr-defined]
+    port = 18_000 + os.getpid() % 1000
+    exe = Path(sys.executable).parent / "andon"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--plant", "plant-b", "--port", str(port)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": os.environ["ANDON_MLFLOW_TRACKING_URI"]},
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("andon serve did not come up")
+                time.sleep(0.2)
+
+            def post(i: int) -> float:
+                t = time.perf_counter()
+                r = client.post(
+                    "/v1/score",
+                    params={"part_id": f"bench-{i}"},
+                    content=pngs[i % len(pngs)],
+                    headers={"content-type": "image/png"},
+                )
+                assert r.status_code == 200, r.text
+                return (time.perf_counter() - t) * 1000
+
+            for i in range(20):  # warm
+                post(-i - 1)
+            lat = []
+            start = time.perf_counter()
+            for i in range(300):  # one line: 10 parts/s for 30 s
+                next_at = start + i / 10
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+                lat.append(post(i))
+            rec.figure("service_p50_ms_at_10_parts_per_s", _pct(lat, 50), "ms", requests=len(lat))
+            rec.figure(
+                "service_p99_ms_at_10_parts_per_s",
+                _pct(lat, 99),
+                "ms",
+                "< 50",
+                note="request to response; the row is queued for the log before the response, "
+                "written within the 1 s micro-batch interval",
+            )
+            n, clients = 1500, 20
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=clients) as pool:
+                lat = list(pool.map(post, range(1000, 1000 + n)))
+            wall = time.perf_counter() - t0
+            rec.figure("service_saturated_parts_per_s_20_clients", n / wall, "parts/s", requests=n)
+            rec.figure("service_p50_ms_20_clients", _pct(lat, 50), "ms")
+            rec.figure("service_p99_ms_20_clients", _pct(lat, 99), "ms")
+            health = client.get("/healthz").json()
+            rec.figure("service_background_errors", len(health["background_errors"]), "count", "0")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -69,9 +153,9 @@ def main() -> None:
     (batch,) = synthesize_plant(
         cfg, store, args.parts, seed=2, lines=["line-1"], batch_size=100_000, start=datetime(2026, 11, 2, tzinfo=UTC)
     )
-    score_batch(store, cfg, batch.prefix)  # warm: model load, imports
+    score_batch(store, cfg, batch.prefix, explain=False)  # warm: model load, imports
     t0 = time.perf_counter()
-    summary = score_batch(store, cfg, batch.prefix)
+    summary = score_batch(store, cfg, batch.prefix, explain=False)
     score_s = time.perf_counter() - t0
     rate = summary.scored / score_s
 
@@ -93,6 +177,16 @@ def main() -> None:
     )
     rec.figure("bare_forward_parts_per_s", bare, "parts/s", note="same model and tensors, already decoded")
     rec.figure("scoring_vs_bare_forward_ratio", rate / bare, "ratio", ">= 0.8")
+    t0 = time.perf_counter()
+    explained = score_batch(store, cfg, batch.prefix, explain=True)
+    rec.figure(
+        "score_batch_with_explanations_parts_per_s",
+        explained.scored / (time.perf_counter() - t0),
+        "parts/s",
+        explained=explained.explained,
+        note="every predicted defect + 2 % of passes get a Grad-CAM overlay PNG",
+    )
+    service_figures(rec, store, [o.key for o in store.list(f"{batch.prefix}/images/")][:400])
 
     log = PredictionLog(store, "plant-z")
     t_start = datetime(2026, 11, 20, tzinfo=UTC)

@@ -27,7 +27,8 @@ def publish_scoring(summary: dict[str, Any]) -> None:
         f"# {summary['plant']}: {summary['scored']} parts scored by {summary['model']} v{summary['version']}",
         "",
         f"- batch `{summary['batch']}`",
-        f"- predicted defects: {summary['defects']}; error rows (bad images): {summary['errors']}",
+        f"- predicted defects: {summary['defects']}; explained: {summary['explained']}; "
+        f"error rows (bad images): {summary['errors']}",
         f"- {summary['parts_per_s']:.0f} parts/s; log files: {len(summary['log_keys'])}",
     ]
     create_markdown_artifact(key=f"{summary['plant']}-scoring", markdown="\n".join(lines))

@@ -57,6 +57,24 @@ def _features(frame: Any, features: tuple[str, ...]) -> Any:
     return x
 
 
+def _best_threshold(y: Any, p: Any, beta: float = 2.0) -> float:
+    """The probability cut with the best F-beta on ``(y, p)`` (beta 2: a missed failure costs
+    more than a false alarm); 0.5 when the split has no positive."""
+    import numpy as np
+
+    if y.sum() == 0:
+        return 0.5
+    best, best_f1 = 0.5, -1.0
+    for t in np.linspace(0.05, 0.95, 91):
+        pred = p >= t
+        tp = float((pred & (y > 0)).sum())
+        b2 = beta * beta
+        score = (1 + b2) * tp / max(1.0, float(pred.sum() + b2 * (y > 0).sum()))
+        if score > best_f1:
+            best, best_f1 = float(t), score
+    return best
+
+
 def train_sensor(
     store: ObjectStore,
     cfg: PlantConfig,
@@ -128,14 +146,18 @@ def train_sensor(
     model.load_state_dict(best_state)
     with torch.inference_mode():
         probs = torch.sigmoid(model(torch.from_numpy(xs[split == "test"]))).numpy()
+        val_probs = torch.sigmoid(model(xv)).numpy()
+    # the class weights make raw sigmoids over-eager: one threshold per failure type, the best F2
+    # on the validation split (never the test split), recorded with the model and used to score
+    thresholds = np.array([_best_threshold(y[split == "val"][:, i], val_probs[:, i]) for i in range(len(targets))])
     ytest = y[split == "test"]
     metrics: dict[str, float] = {}
-    p, r, f, _ = precision_recall_fscore_support(ytest, probs > 0.5, zero_division=0)
+    p, r, f, _ = precision_recall_fscore_support(ytest, probs >= thresholds, zero_division=0)
     for i, t in enumerate(targets):
         metrics[f"{t}_precision"], metrics[f"{t}_recall"], metrics[f"{t}_f1"] = float(p[i]), float(r[i]), float(f[i])
         if 0 < ytest[:, i].sum() < len(ytest):
             metrics[f"{t}_roc_auc"] = float(roc_auc_score(ytest[:, i], probs[:, i]))
-    any_true, any_pred = ytest.max(1) > 0, (probs > 0.5).max(1)
+    any_true, any_pred = ytest.max(1) > 0, (probs >= thresholds).max(1)
     pa, ra, fa, _ = precision_recall_fscore_support(any_true, any_pred, average="binary", zero_division=0)
     metrics.update(
         failure_precision=float(pa),
@@ -195,6 +217,7 @@ def train_sensor(
                     "one_hot": {"Type": list("LMH")},
                     "mean": mean.tolist(),
                     "std": std.tolist(),
+                    "thresholds": [round(float(t), 4) for t in thresholds],
                 },
                 indent=1,
             )

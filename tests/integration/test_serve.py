@@ -122,6 +122,6 @@ def test_service_scores_logs_and_follows_the_champion(andon_home: Path, mlflow_t
     assert p1.sku == "DSC-100" and p1.model_version == v1.version and p1.latency_ms > 0
     assert store.get(p1.object_key) == pngs[0] and p1.sha256  # the uploaded image is kept for the audit
     scored = rows[rows.error.isna()]
-    assert scored.explanation_key.notna().all() and (scored.explanation_method == "gradcam").all()
+    assert scored.explanation_key.notna().all() and (scored.explanation_method == "input_gradient").all()
     for key in scored.explanation_key:
         assert store.exists(key)

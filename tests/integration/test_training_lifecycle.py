@@ -3,6 +3,7 @@ data, a temp MLflow SQLite store, the flows under the Prefect harness, the CLI."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def _dataset(store: ObjectStore, seed: int, parts: int = 360, rate: float = 0.35
     manifest = build_manifest("plant-b", objects, sources=[b.prefix for b in batches])
     save_manifest(store, manifest)
     return manifest.id
+
+
+def mlflow_artifact(run_id: str, path: str) -> str:
+    import mlflow
+
+    return str(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
 
 
 @pytest.fixture
@@ -204,8 +211,11 @@ def test_sensor_model_on_ai4i_with_a_failure_type_held_back(lab: ObjectStore) ->
     assert info.tags["held_out"] == "TWF" and info.tags["data.manifest_sha256"] == manifest_id
     full = train_sensor(lab, cfg, manifest_id, epochs=15)
     assert full.version == 2 and "TWF_recall" in full.metrics
-    # heat dissipation and power failures follow physical rules: the MLP finds them
-    assert full.metrics["HDF_recall"] > 0.8 and full.metrics["PWF_recall"] > 0.8, full.metrics
-    assert full.metrics["failure_recall"] > 0.7
+    # heat dissipation, overstrain and power failures follow physical rules: the MLP finds them
+    # (thresholds chosen for F2 on the validation split; the test split holds ~10 PWF cases)
+    assert full.metrics["HDF_recall"] > 0.8 and full.metrics["OSF_recall"] > 0.8, full.metrics
+    assert full.metrics["PWF_recall"] > 0.6 and full.metrics["failure_recall"] > 0.7, full.metrics
+    thresholds = json.loads(Path(mlflow_artifact(full.run_id, "andon/preprocessing.json")).read_text())["thresholds"]
+    assert len(thresholds) == 5 and all(0.05 <= t <= 0.95 for t in thresholds)
     with pytest.raises(DataError, match="unknown failure types"):
         train_sensor(lab, cfg, manifest_id, hold_out=("XYZ",))
