@@ -56,6 +56,15 @@ def _load(name: str, version: int) -> tuple[Any, dict[str, Any], dict[str, Any]]
     return load_version(name, version)
 
 
+@lru_cache(maxsize=8)
+def _load_fast(name: str, version: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The registered version folded for CPU inference (same function, about twice as fast)."""
+    from andon.models import optimize_for_inference
+
+    model, arch, prep = _load(name, version)
+    return optimize_for_inference(model), arch, prep
+
+
 def resolve_champion(cfg: PlantConfig, task: str | None = None) -> tuple[str, int]:
     name = model_name(cfg.id, task or cfg.recipe.task)
     version = alias_version(name, CHAMPION)
@@ -77,7 +86,7 @@ class Champion:
     @classmethod
     def load(cls, cfg: PlantConfig) -> Champion:
         name, version = resolve_champion(cfg)
-        model, arch, prep = _load(name, version)
+        model, arch, prep = _load_fast(name, version)
         return cls(name, version, model, list(arch["classes"]), int(prep["size"]))
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +96,7 @@ class Champion:
         from andon.training.loop import to_tensor
 
         with torch.inference_mode():
-            x = to_tensor(images)
+            x = to_tensor(images).contiguous(memory_format=torch.channels_last)
             feats = self.model.features(x)
             logits = self.model.head(feats) if hasattr(self.model, "head") else self.model(x)
             probs = torch.softmax(logits, dim=1).numpy()

@@ -127,3 +127,28 @@ def build_model(name: str, in_channels: int, num_classes: int, width: int = 16, 
     if name == "sensor_mlp":
         return _sensor_mlp(in_channels, num_classes, width)
     raise ConfigError(f"unknown model {name!r}; known: {', '.join(IMAGE_MODELS + TABULAR_MODELS)}")
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode image network that computes the same function faster on a CPU:
+    every convolution followed by batch norm inside a ``Sequential`` is folded into one
+    convolution, and the weights are in ``channels_last`` (feed it ``channels_last`` inputs).
+    About 2x for small_cnn at 128 px on 2 cores (``benchmarks/scoring.py``). Gradients still flow,
+    so explanations can use the copy too."""
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fast = copy.deepcopy(model).eval()
+    for module in fast.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in itertools.pairwise(names):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                module._modules[b] = nn.Identity()
+    return fast.to(memory_format=torch.channels_last)

@@ -119,3 +119,27 @@ def test_sensor_shap_values_add_up_to_the_logit_difference() -> None:
     with torch.no_grad():
         diff = (net(torch.from_numpy(x)) - net(torch.zeros(1, 8))).numpy()
     assert np.allclose(values.sum(axis=1), diff, atol=1e-4)
+
+
+def test_the_inference_copy_computes_the_same_function() -> None:
+    from andon.models import optimize_for_inference
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 64, 64)
+    for name in ("small_cnn", "mobilenet_v3_small", "resnet18"):
+        net = build_model(name, 1, 2)
+        net.train()
+        with torch.no_grad():  # non-trivial running statistics
+            for _ in range(3):
+                net(torch.randn(8, 1, 64, 64) * 2 + 0.5)
+        net.eval()
+        fast = optimize_for_inference(net)
+        with torch.no_grad():
+            a, b = net(x), fast(x.contiguous(memory_format=torch.channels_last))
+            fa, fb = net.features(x), fast.features(x)
+        assert torch.allclose(a, b, atol=1e-4), name
+        assert torch.allclose(fa, fb, atol=1e-4), name
+        assert (
+            not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.body.modules()) if name == "small_cnn" else True
+        )
+        assert saliency(fast, x, 1).shape == (4, 64, 64)
