@@ -246,6 +246,9 @@ def main() -> None:
         note="list columns (probabilities, embedding) become Python lists in pandas",
     )
     rec.figure("predlog_read_24h_monitoring_columns_seconds", narrow_s, "s", "< 2", rows=len(narrow))
+    t0 = time.perf_counter()
+    table = log.read_arrow(t_start, t_start + timedelta(days=1))
+    rec.figure("predlog_read_24h_all_columns_arrow_seconds", time.perf_counter() - t0, "s", "< 2", rows=table.num_rows)
     rec.figure("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
     rec.save()
 

@@ -48,6 +48,10 @@ def test_partitions_and_time_windows(tmp_path: Path) -> None:
     assert defects.empty
     assert list(window.probabilities.iloc[0]) == pytest.approx([0.9, 0.1])
     assert log.read(T0 - timedelta(days=2), T0 - timedelta(days=1)).empty
+    table = log.read_arrow(datetime(2026, 11, 26, 8, 30, tzinfo=UTC), datetime(2026, 11, 26, 9, 30, tzinfo=UTC))
+    assert table.num_rows == 60 and table.column("part_id")[0].as_py() == "p00032"
+    one = log.read(T0, T0 + timedelta(hours=4), where="part_id = ?", params=["p00007"])
+    assert list(one.part_id) == ["p00007"]
 
 
 def test_bad_rows_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
