@@ -41,6 +41,8 @@ EXAMPLES = """\
   online scoring service:             andon serve --plant plant-a --port 8000
   why was part X rejected?            andon explain --plant plant-a PART_ID
   audit report of a window (HTML+CSV): andon audit --plant plant-a --from T1 --to T2 --only-defects
+  monitor drift over the last hour:   andon monitor --plant plant-a --window 1h --drift-report
+  open alerts / take one:             andon alerts list --plant plant-a | andon alerts ack ID --plant plant-a --who me
   the main job, end to end:           andon demo
 """
 
@@ -1062,6 +1064,135 @@ def audit(
     _console().print(
         f"{r.rows} parts in {r.seconds:.1f} s: {r.html_path} and {r.csv_path} (copy in the store: {r.report_key})"
     )
+
+
+def _duration(value: str) -> Any:
+    from datetime import timedelta
+
+    from andon.errors import ConfigError
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit() or int(value[:-1]) == 0:
+        raise ConfigError(f"--window: {value!r} is not a duration like 5m, 1h or 24h")
+    return timedelta(seconds=int(value[:-1]) * units[value[-1]])
+
+
+@app.command()
+def monitor(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    window: Annotated[str, typer.Option(help="5m, 1h, 24h ...")] = "1h",
+    at: Annotated[str | None, typer.Option(help="end of the window, ISO time (default: now)")] = None,
+    drift_report: Annotated[bool, typer.Option(help="also run the Evidently drift report (seconds)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the verdicts as JSON on stdout")] = False,
+) -> None:
+    """Monitor the champion over a window of the prediction log: data, prediction and performance
+    drift on control charts; a breach opens an alert (exit 1 when one did).
+
+    Example: andon monitor --plant plant-a --window 1h --drift-report
+    """
+    import json
+
+    from rich.table import Table
+
+    from andon.config import load_plant
+    from andon.monitoring.monitor import monitor as run_monitor
+    from andon.storage import open_store
+
+    cfg = load_plant(plant)
+    result = run_monitor(
+        open_store(),
+        cfg,
+        end=_parse_time(at, "--at"),
+        window=_duration(window),
+        drift_report=drift_report,
+        emit=lambda event, payload, _key: _post_event(event, cfg.id, payload),
+    )
+    if as_json:
+        from dataclasses import asdict
+
+        sys.stdout.write(json.dumps(asdict(result), default=str, indent=1) + "\n")
+    else:
+        table = Table(
+            title=f"{cfg.id}: {result.model} v{result.version}, {result.start:%Y-%m-%d %H:%M} to "
+            f"{result.end:%H:%M} UTC, {result.parts} parts, {result.reviewed} reviewed"
+        )
+        for col in ("series", "kind", "value", "reference", "n", "z", "rules", "status"):
+            table.add_column(col)
+        colour = {"breach": "red", "active": "red", "cleared": "green", "waiting": "dim", "ok": "green"}
+        for v in result.verdicts:
+            table.add_row(
+                v.series,
+                v.kind,
+                f"{v.value:.4g}",
+                f"{v.reference:.4g}",
+                str(v.n),
+                f"{v.z:+.2f}",
+                ",".join(v.rules),
+                f"[{colour[v.status]}]{v.status}[/]",
+            )
+        con = _console()
+        con.print(table)
+        if result.drift_report_key:
+            con.print(f"drift report: {result.drift_report_key} (share of drifted features {result.drift_share:.2f})")
+        for a in result.alerts:
+            con.print(f"[red]alert[/] {a['id']}: {a['event']} {a['payload']['series']} ({a['payload']['severity']})")
+    raise typer.Exit(1 if result.alerts else 0)
+
+
+alerts_app = typer.Typer(help="Escalation records opened by monitoring.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    status: Annotated[str | None, typer.Option(help="open, acked")] = None,
+) -> None:
+    """Alerts of a plant, oldest first.
+
+    Example: andon alerts list --plant plant-a --status open
+    """
+    from rich.table import Table
+
+    from andon.config import load_plant
+    from andon.monitoring.monitor import list_alerts
+    from andon.storage import open_store
+
+    cfg = load_plant(plant)
+    table = Table(title=f"{cfg.id} alerts")
+    for col in ("id", "event", "series", "severity", "status", "opened", "cleared"):
+        table.add_column(col)
+    for a in list_alerts(open_store(), cfg.id, status):
+        p = a["payload"]
+        table.add_row(
+            a["id"],
+            a["event"],
+            p["series"],
+            p["severity"],
+            a["status"],
+            a["opened_at"][:19],
+            str(a["cleared_at"] or "")[:19],
+        )
+    _console().print(table)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[str, typer.Argument(help="the alert id from `andon alerts list`")],
+    plant: Annotated[str, typer.Option(help="plant id")],
+    who: Annotated[str, typer.Option(help="who takes it")],
+    note: Annotated[str, typer.Option(help="what was done or decided")] = "",
+) -> None:
+    """Acknowledge an alert: a person has it.
+
+    Example: andon alerts ack --plant plant-a --who "j.doe" 20261126T0800-brightness-1a2b3c
+    """
+    from andon.config import load_plant
+    from andon.monitoring.monitor import ack_alert
+    from andon.storage import open_store
+
+    rec = ack_alert(open_store(), load_plant(plant).id, alert_id, who, note)
+    _console().print(f"{rec['id']} acknowledged by {rec['acked_by']}")
 
 
 @app.command()

@@ -176,6 +176,18 @@ class MesSpec(_Strict):
     product_mix_threshold: float = Field(default=0.2, ge=0, le=1, description="mix shift that retrains")
 
 
+class MonitoringSpec(_Strict):
+    """How a plant watches its models (see andon/monitoring/charts.py for the limits)."""
+
+    window_minutes: int = Field(default=5, ge=1, le=1440, description="the incremental run's window")
+    false_alarms_per_30_days: float = Field(
+        default=1.0, gt=0, le=100, description="budget across all series and charts of the plant"
+    )
+    min_parts: int = Field(default=50, ge=1, description="fewer scored parts in a window: no chart update")
+    min_labels: int = Field(default=20, ge=1, description="fewer reviewed parts: no accuracy update")
+    drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
+
+
 class PlantConfig(_Strict):
     """A plant after merging the base recipe with its overrides."""
 
@@ -190,6 +202,7 @@ class PlantConfig(_Strict):
     sensors: dict[str, SensorRange] = Field(default_factory=dict)
     data: DataSpec = DataSpec()
     mes: MesSpec = MesSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     recipe: Recipe
 
     @field_validator("id")

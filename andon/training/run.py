@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from andon.config import PlantConfig, Recipe
 from andon.datasets import combine, load_manifest, require_usable
 from andon.errors import DataError
+from andon.monitoring.reference import build_reference
 from andon.registry import CHALLENGER, code_state, model_name, register_version, set_alias
 from andon.storage import ObjectStore
 from andon.training.augment import build_augmentations
@@ -215,6 +216,10 @@ def train_plant(
             f"{name} test: acc {metrics['accuracy']:.3f}",
         )
         worst_errors_png(test.images, test.labels, probs, recipe.classes, andon_dir / "worst_errors.png")
+        # what monitoring compares production against: the validation split's features and predictions
+        reference, ref_frame = build_reference(store, cache, model, recipe, sets["val"], name)
+        (andon_dir / "reference.json").write_text(reference.to_json())
+        ref_frame.to_parquet(andon_dir / "reference.parquet")
         mlflow.log_artifacts(str(andon_dir), artifact_path="andon")
         model.eval()
         info = mlflow.pytorch.log_model(

@@ -1,0 +1,308 @@
+"""One monitoring run over a window of the prediction log: the series, the charts, the common
+24-hour plant rule, optionally the Evidently drift report, and the alerts.
+
+State (chart statistics, which conditions are active, the last window charted) lives at
+``monitoring/<plant>/state.json`` and restarts when the champion changes. A run over a window
+that was already charted reports but does not update the charts again, so rerunning is safe.
+Alerts: a breach opens an escalation record ``alerts/<plant>/<alert-id>.json`` (status
+``open`` -> ``acked`` by a person; ``cleared_at`` when the condition clears) and emits
+``andon.drift.detected`` or ``andon.performance.degraded``. While a condition stays active it
+does not alert again (hysteresis); it clears after a window without a breach.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from andon.config import PlantConfig
+from andon.errors import DataError, ObjectNotFoundError
+from andon.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
+from andon.monitoring.charts import ChartState, ChartVerdict, Limits, reset, update
+from andon.monitoring.reference import Reference, load_reference
+from andon.monitoring.series import COLUMNS, Series, series_names, window_series
+from andon.storage import ObjectStore, join_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHARTS_PER_SERIES = 3
+Emit = Callable[[str, dict[str, Any], str], None]  # (event name, payload, event key)
+
+
+@dataclass
+class Verdict:
+    series: str
+    kind: str
+    value: float
+    reference: float
+    n: int
+    z: float
+    rules: list[str]
+    status: str  # ok | waiting (too few samples) | breach | active (breach, already alerted) | cleared
+
+
+@dataclass
+class MonitorResult:
+    plant: str
+    model: str
+    version: int
+    start: datetime
+    end: datetime
+    parts: int
+    reviewed: int
+    verdicts: list[Verdict]
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    drift_report_key: str | None = None
+    drift_share: float | None = None
+    charts_key: str | None = None
+    charted: bool = True
+
+    @property
+    def breaches(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status in ("breach", "active")]
+
+
+@lru_cache(maxsize=8)
+def _reference(name: str, version: int) -> tuple[Reference, pd.DataFrame]:
+    return load_reference(name, version)
+
+
+def limits_for(cfg: PlantConfig, ref: Reference) -> Limits:
+    windows = 30 * 24 * 60 / cfg.monitoring.window_minutes
+    charts = len(series_names(ref)) * CHARTS_PER_SERIES + 1  # + the 24 h rule
+    return Limits.for_budget(charts, windows, cfg.monitoring.false_alarms_per_30_days)
+
+
+def _state_key(plant: str) -> str:
+    return join_key("monitoring", plant, "state.json")
+
+
+def load_state(store: ObjectStore, plant: str, model: str, version: int) -> dict[str, Any]:
+    try:
+        state = json.loads(store.get(_state_key(plant)))
+    except ObjectNotFoundError:
+        state = {}
+    if state.get("model") != model or state.get("version") != version:  # a new champion starts afresh
+        state = {"model": model, "version": version, "charts": {}, "active": {}, "last_end": None}
+    return state
+
+
+def rule_24h(accuracy_24h: float, n: int, ref: Reference) -> bool:
+    """The common plant rule: 24-hour mean accuracy more than one standard deviation below the
+    historical mean (here: the reference accuracy; sd of a 24 h mean of ``n`` reviewed parts)."""
+    if n < 1 or math.isnan(accuracy_24h):
+        return False
+    sd = math.sqrt(max(ref.accuracy * (1 - ref.accuracy), 1e-4) / n)
+    return accuracy_24h < ref.accuracy - sd
+
+
+def monitor(
+    store: ObjectStore,
+    cfg: PlantConfig,
+    *,
+    end: datetime | None = None,
+    window: timedelta | None = None,
+    drift_report: bool = False,
+    emit: Emit | None = None,
+) -> MonitorResult:
+    """Monitor the plant's champion over ``[end - window, end)``."""
+    from andon.labels import ReviewLog
+    from andon.predlog import PredictionLog
+    from andon.scoring import resolve_champion
+
+    end = end or datetime.now(UTC)
+    if end.tzinfo is None:
+        raise DataError("give the monitoring time with a timezone")
+    window = window or timedelta(minutes=cfg.monitoring.window_minutes)
+    start = end - window
+    name, version = resolve_champion(cfg)
+    ref, ref_frame = _reference(name, version)
+    log = PredictionLog(store, cfg.id)
+    where = "model_name = ? and model_version = ? and error is null"
+    rows = log.read(start, end, where=where, columns=COLUMNS, params=[name, version])
+    labels = ReviewLog(store, cfg.id).read(start, end + timedelta(days=1))
+    series = window_series(rows, ref, labels, cfg.monitoring)
+    state = load_state(store, cfg.id, name, version)
+    charted = state["last_end"] is None or datetime.fromisoformat(state["last_end"]) <= start
+    limits = limits_for(cfg, ref)
+    verdicts = [_chart(state, s, limits, charted) for s in series]
+
+    day_rows = log.read(
+        end - timedelta(hours=24), end, where=where, columns="part_id, predicted_class", params=[name, version]
+    )
+    day_labels = ReviewLog(store, cfg.id).read(end - timedelta(hours=24), end + timedelta(days=1))
+    joined = day_rows.merge(day_labels[["part_id", "label"]], on="part_id") if not day_rows.empty else day_rows
+    acc24 = float((joined["predicted_class"] == joined["label"]).mean()) if len(joined) else float("nan")
+    hit = rule_24h(acc24, len(joined), ref)
+    verdicts.append(
+        Verdict(
+            "accuracy_24h_rule",
+            "performance",
+            acc24,
+            ref.accuracy,
+            len(joined),
+            0.0,
+            ["24h-1sd"] if hit else [],
+            "breach" if hit else "ok",
+        )
+    )
+    result = MonitorResult(
+        cfg.id,
+        name,
+        version,
+        start,
+        end,
+        len(rows),
+        int(next((s.n for s in series if s.name == "accuracy"), 0)),
+        verdicts,
+        charted=charted,
+    )
+    if drift_report:
+        from andon.monitoring.drift import drift_report as run_report
+
+        key, share, _ = run_report(store, cfg, ref_frame, rows, end)
+        result.drift_report_key, result.drift_share = key, share
+        hit = share >= 0.5
+        verdicts.append(
+            Verdict(
+                "evidently_drift_share",
+                "data",
+                share,
+                0.0,
+                len(rows),
+                0.0,
+                ["evidently"] if hit else [],
+                "breach" if hit else "ok",
+            )
+        )
+    result.alerts = _alerts(store, cfg, state, result, ref, emit)
+    if drift_report or result.alerts:  # a picture for the report and for whoever takes the alert
+        from andon.monitoring.drift import charts_png
+
+        history = {k: v.get("history", []) for k, v in state["charts"].items()}
+        result.charts_key = join_key("reports", cfg.id, "charts", f"{end:%Y%m%dT%H%M%S}.png")
+        title = f"{cfg.id} {name} v{version}: window z-scores, Shewhart limit +-{limits.shewhart:.2f}"
+        store.put(result.charts_key, charts_png(history, limits.shewhart, title), "image/png")
+    if charted:
+        state["last_end"] = end.isoformat()
+    store.put(_state_key(cfg.id), json.dumps(state).encode(), "application/json")
+    return result
+
+
+def _chart(state: dict[str, Any], s: Series, limits: Limits, charted: bool) -> Verdict:
+    if not s.ready:
+        return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, 0.0, [], "waiting")
+    cs = ChartState(**state["charts"].get(s.name, {}))
+    z = s.z
+    v: ChartVerdict
+    if charted:
+        v = update(cs, z, limits)
+        if v.alarm:  # the charts restart after a signal; a lasting shift signals again at once
+            reset(cs)
+        state["charts"][s.name] = asdict(cs)
+    else:  # the window was charted already: read the verdict, change nothing
+        probe = ChartState(**asdict(cs))
+        v = update(probe, z, limits)
+    return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), v.rules, "breach" if v.alarm else "ok")
+
+
+def _alerts(
+    store: ObjectStore,
+    cfg: PlantConfig,
+    state: dict[str, Any],
+    result: MonitorResult,
+    ref: Reference,
+    emit: Emit | None,
+) -> list[dict[str, Any]]:
+    opened = []
+    now = datetime.now(UTC).isoformat()
+    for v in result.verdicts:
+        active = state["active"].get(v.series)
+        if v.status == "breach":
+            if active:
+                v.status = "active"  # hysteresis: alerted already, not cleared since
+                continue
+            record = _open_alert(store, cfg, result, v, ref)
+            state["active"][v.series] = record["id"]
+            opened.append(record)
+            if emit:
+                emit(record["event"], record["payload"], record["id"])
+        elif v.status == "ok" and active:
+            state["active"].pop(v.series)
+            v.status = "cleared"
+            key = join_key("alerts", cfg.id, f"{active}.json")
+            try:
+                rec = json.loads(store.get(key))
+                rec["cleared_at"] = now
+                store.put(key, json.dumps(rec, indent=1).encode(), "application/json")
+            except ObjectNotFoundError:
+                pass
+    return opened
+
+
+def _open_alert(
+    store: ObjectStore, cfg: PlantConfig, result: MonitorResult, v: Verdict, ref: Reference
+) -> dict[str, Any]:
+    performance = v.kind == "performance"
+    event = PERFORMANCE_DEGRADED if performance else DRIFT_DETECTED
+    drop_pct = (
+        (ref.accuracy - v.value) * 100 if v.series in ("accuracy", "estimated_accuracy", "accuracy_24h_rule") else None
+    )
+    severity = "critical" if performance and (drop_pct or 0) >= 10 else ("high" if performance else "medium")
+    aid = f"{result.end:%Y%m%dT%H%M%S}-{v.series}-{uuid.uuid4().hex[:6]}"
+    payload = {
+        "plant": cfg.id,
+        "model": result.model,
+        "version": result.version,
+        "series": v.series,
+        "kind": v.kind,
+        "value": v.value,
+        "reference": v.reference,
+        "shift": v.value - v.reference,
+        "z": v.z,
+        "rules": v.rules,
+        "window": [result.start.isoformat(), result.end.isoformat()],
+        "n": v.n,
+        "severity": severity,
+        "accuracy_drop_pct": None if drop_pct is None else round(drop_pct, 2),
+        "report_key": result.drift_report_key,
+    }
+    record = {
+        "id": aid,
+        "event": event,
+        "status": "open",
+        "opened_at": datetime.now(UTC).isoformat(),
+        "acked_by": None,
+        "acked_at": None,
+        "cleared_at": None,
+        "payload": payload,
+    }
+    store.put(join_key("alerts", cfg.id, f"{aid}.json"), json.dumps(record, indent=1).encode(), "application/json")
+    return record
+
+
+def list_alerts(store: ObjectStore, plant: str, status: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for obj in store.list(join_key("alerts", plant) + "/"):
+        rec = json.loads(store.get(obj.key))
+        if status is None or rec["status"] == status:
+            out.append(rec)
+    return sorted(out, key=lambda r: r["opened_at"])
+
+
+def ack_alert(store: ObjectStore, plant: str, alert_id: str, who: str, note: str = "") -> dict[str, Any]:
+    key = join_key("alerts", plant, f"{alert_id}.json")
+    try:
+        rec = json.loads(store.get(key))
+    except ObjectNotFoundError:
+        raise DataError(f"no alert {alert_id!r} for {plant} (see `andon alerts list --plant {plant}`)") from None
+    rec.update(status="acked", acked_by=who, acked_at=datetime.now(UTC).isoformat(), note=note)
+    store.put(key, json.dumps(rec, indent=1).encode(), "application/json")
+    return rec

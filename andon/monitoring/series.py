@@ -1,0 +1,142 @@
+"""The monitored series of one window: cheap statistics of the prediction log (and of the
+reviewed labels joined to it), each with its reference, tolerance and minimum sample size.
+
+Data drift: the mean of every drift feature (image statistics, embedding dimensions).
+Prediction drift: defect rate, mean confidence, mean entropy.
+Performance: accuracy and defect recall on reviewed parts, and the label-free estimate (mean
+temperature-calibrated confidence), all one-sided: only a drop is an alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from andon.monitoring.charts import z_score
+from andon.monitoring.reference import DRIFT_FEATURES, EMBEDDING_FEATURES, Reference, calibrated_confidence
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from andon.config import MonitoringSpec
+
+Kind = Literal["data", "prediction", "performance"]
+Direction = Literal["both", "down", "up"]
+COLUMNS = "part_id, scored_at, brightness, contrast, sharpness, embedding, probabilities, entropy, predicted_class"
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    kind: Kind
+    direction: Direction
+    value: float
+    n: int
+    ref_mean: float
+    ref_sd: float
+    min_n: int
+    tol_down: float = 0.0
+    tol_up: float = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.n >= self.min_n and not math.isnan(self.value)
+
+    @property
+    def z(self) -> float:
+        if not self.ready:
+            return 0.0
+        shift = self.value - self.ref_mean
+        tol = self.tol_up if shift > 0 else self.tol_down
+        z = z_score(self.value, self.n, self.ref_mean, self.ref_sd, tol)
+        if self.direction == "down":
+            return min(z, 0.0)
+        if self.direction == "up":
+            return max(z, 0.0)
+        return z
+
+
+def _bernoulli_sd(p: float) -> float:
+    return math.sqrt(max(p * (1 - p), 1e-4))
+
+
+def series_names(ref: Reference) -> list[str]:
+    return [*ref.features, "defect_rate", "confidence", "entropy", "estimated_accuracy", "accuracy", "defect_recall"]
+
+
+def window_series(
+    rows: pd.DataFrame, ref: Reference, labels: pd.DataFrame | None, spec: MonitoringSpec
+) -> list[Series]:
+    """Every monitored series over ``rows`` (the scored parts of one model in the window)."""
+    import numpy as np
+
+    n = len(rows)
+    out: list[Series] = []
+    emb = np.stack(rows["embedding"].to_numpy()) if n and "embedding" in rows else np.zeros((0, 0))
+    for name, fr in ref.features.items():
+        if name in EMBEDDING_FEATURES:
+            i = EMBEDDING_FEATURES.index(name)
+            value = float(emb[:, i].mean()) if n and emb.shape[1] > i else float("nan")
+        elif name in DRIFT_FEATURES and name in rows:
+            value = float(rows[name].mean()) if n else float("nan")
+        else:
+            continue
+        out.append(Series(name, "data", "both", value, n, fr.mean, fr.sd, spec.min_parts, fr.tol_down, fr.tol_up))
+    probs = np.stack(rows["probabilities"].to_numpy()) if n else np.zeros((0, len(ref.classes)))
+    first = ref.classes[0]
+    defect_rate = float((rows["predicted_class"] != first).mean()) if n else float("nan")
+    out.append(
+        Series(
+            "defect_rate",
+            "prediction",
+            "both",
+            defect_rate,
+            n,
+            ref.defect_rate,
+            _bernoulli_sd(ref.defect_rate),
+            spec.min_parts,
+        )
+    )
+    conf = float(probs.max(1).mean()) if n else float("nan")
+    out.append(
+        Series("confidence", "prediction", "down", conf, n, ref.confidence.mean, ref.confidence.sd, spec.min_parts)
+    )
+    ent = float(rows["entropy"].mean()) if n else float("nan")
+    out.append(Series("entropy", "prediction", "up", ent, n, ref.entropy.mean, ref.entropy.sd, spec.min_parts))
+    est = float(calibrated_confidence(probs, ref.temperature).mean()) if n else float("nan")
+    ea = ref.estimated_accuracy
+    out.append(Series("estimated_accuracy", "performance", "down", est, n, ea.mean, ea.sd, spec.min_parts))
+
+    acc, k, rec, kd = _reviewed(rows, labels, first)
+    out.append(
+        Series("accuracy", "performance", "down", acc, k, ref.accuracy, _bernoulli_sd(ref.accuracy), spec.min_labels)
+    )
+    if not math.isnan(ref.defect_recall):
+        out.append(
+            Series(
+                "defect_recall",
+                "performance",
+                "down",
+                rec,
+                kd,
+                ref.defect_recall,
+                _bernoulli_sd(ref.defect_recall),
+                max(5, spec.min_labels // 4),
+            )
+        )
+    return out
+
+
+def _reviewed(rows: pd.DataFrame, labels: pd.DataFrame | None, first: str) -> tuple[float, int, float, int]:
+    """(accuracy, reviewed parts, defect recall, reviewed defects) of the window's reviewed parts."""
+    if labels is None or labels.empty or rows.empty:
+        return float("nan"), 0, float("nan"), 0
+    joined = rows[["part_id", "predicted_class"]].merge(labels[["part_id", "label"]], on="part_id")
+    if joined.empty:
+        return float("nan"), 0, float("nan"), 0
+    correct = joined["predicted_class"] == joined["label"]
+    defects = joined["label"] != first
+    kd = int(defects.sum())
+    recall = float((joined.loc[defects, "predicted_class"] != first).mean()) if kd else float("nan")
+    return float(correct.mean()), len(joined), recall, kd

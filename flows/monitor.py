@@ -1,0 +1,18 @@
+"""Monitor a plant's champion: every 5 minutes the cheap statistics and control charts
+(``incremental``), hourly with the Evidently drift report (``hourly``), nightly over 24 h
+(``nightly``). Breaches emit andon.drift.detected / andon.performance.degraded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.monitoring import publish_monitoring, run_monitor
+
+
+@flow(name="monitor")
+def monitor_flow(plant: str, kind: str = "incremental", at: str | None = None) -> dict[str, Any]:
+    result = run_monitor(plant, kind, at)
+    publish_monitoring(result)
+    return result

@@ -1,0 +1,72 @@
+"""Tasks of the monitor flow."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from tasks import transient_only
+
+WINDOWS = {"incremental": None, "hourly": timedelta(hours=1), "nightly": timedelta(hours=24)}
+
+
+def _emit(event: str, payload: dict[str, Any], key: str) -> None:
+    from prefect.events import emit_event
+
+    from andon.events import event_id, plant_resource
+
+    emit_event(event=event, resource=plant_resource(payload["plant"]), payload=payload, id=event_id(event, key))
+
+
+@task(name="run-monitor", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
+def run_monitor(plant: str, kind: str, at: str | None = None) -> dict[str, Any]:
+    from andon.config import load_plant
+    from andon.errors import ConfigError
+    from andon.monitoring.monitor import monitor
+    from andon.storage import open_store
+
+    if kind not in WINDOWS:
+        raise ConfigError(f"monitor kind {kind!r}: one of {', '.join(WINDOWS)}")
+    result = monitor(
+        open_store(),
+        load_plant(plant),
+        end=datetime.fromisoformat(at) if at else None,
+        window=WINDOWS[kind],
+        drift_report=kind != "incremental",
+        emit=_emit,
+    )
+    return {**asdict(result), "start": result.start.isoformat(), "end": result.end.isoformat()}
+
+
+@task(name="publish-monitoring")
+def publish_monitoring(result: dict[str, Any]) -> None:
+    plant = result["plant"]
+    rows = [
+        {k: v[k] for k in ("series", "kind", "value", "reference", "n", "z", "status")}
+        | {"rules": ",".join(v["rules"])}
+        for v in result["verdicts"]
+    ]
+    create_table_artifact(key=f"{plant}-monitoring", table=rows, description=f"{plant}: monitored series")
+    if result["drift_report_key"]:
+        from andon.storage import open_store
+
+        create_link_artifact(
+            key=f"{plant}-drift-report",
+            link=open_store().uri(result["drift_report_key"]),
+            link_text=f"Evidently drift report ({result['drift_share']:.2f} of features drifted)",
+        )
+    breaches = [v for v in result["verdicts"] if v["status"] in ("breach", "active")]
+    lines = [
+        f"# {plant}: {result['model']} v{result['version']}, {result['parts']} parts, {result['reviewed']} reviewed",
+        "",
+        f"- window {result['start']} .. {result['end']}",
+        f"- breaches: {', '.join(v['series'] for v in breaches) or 'none'}",
+        f"- alerts opened: {', '.join(a['id'] for a in result['alerts']) or 'none'}",
+    ]
+    if result.get("charts_key"):
+        lines.append(f"- control charts: `{result['charts_key']}`")
+    create_markdown_artifact(key=f"{plant}-monitoring-summary", markdown="\n".join(lines))

@@ -1,0 +1,116 @@
+"""Monitoring for real: a trained champion with its reference, parts scored into the prediction
+log, reviewed labels, the charts, alerts with hysteresis, the Evidently report, the flow."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from test_training_lifecycle import CFG, SMALL, _dataset
+from typer.testing import CliRunner
+
+from andon.cli import app
+from andon.labels import ReviewLog
+from andon.storage import open_store
+from andon.synth.images import Drift
+from andon.synth.plant import synthesize_plant
+
+pytestmark = pytest.mark.slow
+
+
+def _score(store, cfg, seed: int, **knobs):  # type: ignore[no-untyped-def]
+    from andon.scoring import score_batch
+
+    (batch,) = synthesize_plant(
+        cfg, store, 80, seed=seed, start=datetime(2026, 11, 16, seed % 24, tzinfo=UTC), lines=["line-1"], workers=1,
+        **knobs,
+    )  # fmt: skip
+    return score_batch(store, cfg, batch.prefix, explain=False), batch
+
+
+def test_monitor_charts_alerts_once_and_clears(
+    prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str
+) -> None:
+    from andon.monitoring.monitor import ack_alert, list_alerts, monitor
+    from andon.monitoring.reference import load_reference
+    from andon.promotion import promote
+    from andon.training.run import train_plant
+
+    store = open_store()
+    cfg = CFG.model_copy(update={"monitoring": CFG.monitoring.model_copy(update={"min_parts": 20, "min_labels": 10})})
+    out = train_plant(store, CFG, [_dataset(store, 7)], recipe=SMALL)
+    promote(store, CFG, force=True, reason="test")
+    ref, frame = load_reference(out.model_name, out.version)
+    assert ref.n == len(frame) > 10 and set(ref.features) >= {"brightness", "sharpness", "emb_0"}
+    assert 0.25 <= ref.temperature <= 8 and 0 <= ref.accuracy <= 1
+
+    events: list[tuple[str, dict]] = []
+
+    def emit(event: str, payload: dict, key: str) -> None:
+        events.append((event, payload))
+
+    t0 = datetime.now(UTC)
+    _s, batch = _score(store, cfg, 11)
+    t1 = datetime.now(UTC)
+    # a person reviewed every part and agreed with the truth in the metadata
+    from andon.data import parquet_to_frame
+
+    meta = parquet_to_frame(store.get(batch.metadata_key))
+    ReviewLog(store, cfg.id).append(
+        {"part_id": r.part_id, "label": r.label, "reviewed_at": datetime.now(UTC), "reviewer": "qa"}
+        for r in meta.itertuples()
+    )
+    calm = monitor(store, cfg, end=t1, window=t1 - t0, emit=emit)
+    assert calm.parts == 80 and calm.reviewed == 80 and calm.charted
+    by = {v.series: v for v in calm.verdicts}
+    assert by["brightness"].status == "ok" and by["brightness"].n == 80, by["brightness"]
+    assert not calm.alerts and not events
+
+    # the light fails: half the brightness; the data-drift series breach and ONE alert per series opens
+    _score(store, cfg, 12, drift=Drift(brightness=0.5))
+    t2 = datetime.now(UTC)
+    dark = monitor(store, cfg, end=t2, window=t2 - t1, emit=emit, drift_report=True)
+    by = {v.series: v for v in dark.verdicts}
+    assert by["brightness"].status == "breach" and by["brightness"].z < -5 and "shewhart" in by["brightness"].rules
+    assert dark.alerts and {e for e, _ in events} == {"andon.drift.detected"}
+    first = next(a for a in dark.alerts if a["payload"]["series"] == "brightness")
+    assert first["payload"]["shift"] < 0 and first["payload"]["report_key"] == dark.drift_report_key
+    assert store.exists(dark.drift_report_key) and dark.drift_share is not None and dark.drift_share > 0
+    assert dark.charts_key and store.get(dark.charts_key)[:4] == b"\x89PNG"
+    # still dark in the next window: no second alert (hysteresis)
+    n_alerts = len(list_alerts(store, cfg.id))
+    _score(store, cfg, 13, drift=Drift(brightness=0.5))
+    t3 = datetime.now(UTC)
+    again = monitor(store, cfg, end=t3, window=t3 - t2, emit=emit)
+    assert {v.series: v for v in again.verdicts}["brightness"].status == "active" and not again.alerts
+    assert len(list_alerts(store, cfg.id)) == n_alerts
+    # rerunning an already charted window reports without charting twice
+    assert not monitor(store, cfg, end=t3, window=t3 - t2).charted
+    # the lamp is fixed: the condition clears, and the record says when
+    _score(store, cfg, 14)
+    t4 = datetime.now(UTC)
+    fixed = monitor(store, cfg, end=t4, window=t4 - t3, emit=emit)
+    assert {v.series: v for v in fixed.verdicts}["brightness"].status == "cleared"
+    assert next(a for a in list_alerts(store, cfg.id) if a["id"] == first["id"])["cleared_at"]
+
+    # a person takes it
+    acked = ack_alert(store, cfg.id, first["id"], "j.doe", "lamp replaced")
+    assert acked["status"] == "acked" and list_alerts(store, cfg.id, "acked")[0]["acked_by"] == "j.doe"
+    runner = CliRunner()
+    res = runner.invoke(app, ["alerts", "list", "--plant", cfg.id], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and first["id"][:20] in res.stdout
+    res = runner.invoke(app, ["alerts", "ack", "nope", "--plant", cfg.id, "--who", "x"])
+    assert res.exit_code != 0 and "no alert" in str(res.exception)
+
+    # the flow: table + link artifacts, events to the Prefect server
+    from flows.monitor import monitor_flow
+
+    result = monitor_flow(plant=cfg.id, kind="hourly")
+    assert result["drift_report_key"] and result["verdicts"]
+    res = runner.invoke(app, ["monitor", "--plant", cfg.id, "--window", "2h", "--json"])
+    assert res.exit_code in (0, 1), res.output
+    assert json.loads(res.stdout)["model"] == out.model_name
+    res = runner.invoke(app, ["monitor", "--plant", cfg.id, "--window", "forever"])
+    assert res.exit_code != 0 and "not a duration" in str(res.exception)
