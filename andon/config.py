@@ -185,6 +185,9 @@ class MonitoringSpec(_Strict):
     )
     min_parts: int = Field(default=50, ge=1, description="fewer scored parts in a window: no chart update")
     min_labels: int = Field(default=20, ge=1, description="fewer reviewed parts: no accuracy update")
+    baseline_windows: int = Field(
+        default=24, ge=2, le=10_000, description="first windows of a new champion that set the in-control baseline"
+    )
     drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
 
 

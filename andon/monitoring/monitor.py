@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from andon.config import PlantConfig
 from andon.errors import DataError, ObjectNotFoundError
 from andon.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
-from andon.monitoring.charts import ChartState, ChartVerdict, Limits, reset, update
+from andon.monitoring.charts import ChartState, Limits, reset, update
 from andon.monitoring.reference import Reference, load_reference
 from andon.monitoring.series import COLUMNS, Series, series_names, window_series
 from andon.storage import ObjectStore, join_key
@@ -45,7 +45,7 @@ class Verdict:
     n: int
     z: float
     rules: list[str]
-    status: str  # ok | waiting (too few samples) | breach | active (breach, already alerted) | cleared
+    status: str  # ok | baseline (Phase I) | waiting (too few samples) | breach | active (alerted already) | cleared
 
 
 @dataclass
@@ -132,7 +132,7 @@ def monitor(
     state = load_state(store, cfg.id, name, version)
     charted = state["last_end"] is None or datetime.fromisoformat(state["last_end"]) <= start
     limits = limits_for(cfg, ref)
-    verdicts = [_chart(state, s, limits, charted) for s in series]
+    verdicts = [chart_series(state, s, limits, charted, cfg.monitoring.baseline_windows) for s in series]
 
     day_rows = log.read(
         end - timedelta(hours=24), end, where=where, columns="part_id, predicted_class", params=[name, version]
@@ -196,20 +196,40 @@ def monitor(
     return result
 
 
-def _chart(state: dict[str, Any], s: Series, limits: Limits, charted: bool) -> Verdict:
+def chart_series(
+    state: dict[str, Any], s: Series, limits: Limits, charted: bool = True, baseline_windows: int = 24
+) -> Verdict:
+    """Chart one series' window (pure: only ``state`` changes). Baseline series first collect
+    ``baseline_windows`` windows of production (Phase I: only a gross departure from the
+    reference alarms), then are charted against that baseline's mean and window-to-window sd
+    (Phase II); reviewed-label series are charted against the reference from the start."""
+    import numpy as np
+
     if not s.ready:
         return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, 0.0, [], "waiting")
+    base: list[float] = state.setdefault("baseline", {}).setdefault(s.name, [])
+    if s.baseline and len(base) < baseline_windows:
+        z = s.z
+        gross = abs(z) > limits.shewhart
+        if charted and not gross:  # a window that breaches never becomes part of "normal"
+            base.append(s.value)
+        return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), ["shewhart"] if gross else [],
+                       "breach" if gross else "baseline")  # fmt: skip
+    if s.baseline:
+        mu0 = float(np.mean(base))
+        spread = float(np.std(base, ddof=1)) if len(base) > 1 else 0.0
+        sd0 = max(spread, s.ref_sd / np.sqrt(max(s.n, 1)))
+        z = s.z_against(mu0, sd0)
+    else:
+        z = s.z
     cs = ChartState(**state["charts"].get(s.name, {}))
-    z = s.z
-    v: ChartVerdict
     if charted:
         v = update(cs, z, limits)
         if v.alarm:  # the charts restart after a signal; a lasting shift signals again at once
             reset(cs)
         state["charts"][s.name] = asdict(cs)
     else:  # the window was charted already: read the verdict, change nothing
-        probe = ChartState(**asdict(cs))
-        v = update(probe, z, limits)
+        v = update(ChartState(**asdict(cs)), z, limits)
     return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), v.rules, "breach" if v.alarm else "ok")
 
 
@@ -234,7 +254,7 @@ def _alerts(
             opened.append(record)
             if emit:
                 emit(record["event"], record["payload"], record["id"])
-        elif v.status == "ok" and active:
+        elif v.status in ("ok", "baseline") and active:
             state["active"].pop(v.series)
             v.status = "cleared"
             key = join_key("alerts", cfg.id, f"{active}.json")

@@ -38,6 +38,8 @@ class Series:
     min_n: int
     tol_down: float = 0.0
     tol_up: float = 0.0
+    n_ref: int = 0  # parts behind the reference mean: its own error widens the test
+    baseline: bool = True  # charted against the first windows of production (Phase I), not the reference
 
     @property
     def ready(self) -> bool:
@@ -45,11 +47,30 @@ class Series:
 
     @property
     def z(self) -> float:
+        """z-score against the reference (tolerance band applied, one-sided where it applies)."""
         if not self.ready:
             return 0.0
         shift = self.value - self.ref_mean
         tol = self.tol_up if shift > 0 else self.tol_down
-        z = z_score(self.value, self.n, self.ref_mean, self.ref_sd, tol)
+        n_eff = self.n if not self.n_ref else 1 / (1 / self.n + 1 / self.n_ref)
+        return self.clip(z_score(self.value, max(1, round(n_eff)), self.ref_mean, self.ref_sd, tol))
+
+    def z_against(self, mu0: float, sd0: float) -> float:
+        """Phase II z-score against the production baseline ``mu0 +- sd0`` (sd of window means);
+        the tolerance band around the reference still absorbs shifts the model was trained on."""
+        if not self.ready or sd0 <= 0:
+            return 0.0
+        upper = max(self.ref_mean + self.tol_up, mu0)
+        lower = min(self.ref_mean - self.tol_down, mu0)
+        if self.value > upper:
+            z = (self.value - upper) / sd0
+        elif self.value < lower:
+            z = (self.value - lower) / sd0
+        else:
+            z = 0.0
+        return self.clip(z)
+
+    def clip(self, z: float) -> float:
         if self.direction == "down":
             return min(z, 0.0)
         if self.direction == "up":
@@ -82,7 +103,9 @@ def window_series(
             value = float(rows[name].mean()) if n else float("nan")
         else:
             continue
-        out.append(Series(name, "data", "both", value, n, fr.mean, fr.sd, spec.min_parts, fr.tol_down, fr.tol_up))
+        out.append(
+            Series(name, "data", "both", value, n, fr.mean, fr.sd, spec.min_parts, fr.tol_down, fr.tol_up, ref.n)
+        )
     probs = np.stack(rows["probabilities"].to_numpy()) if n else np.zeros((0, len(ref.classes)))
     first = ref.classes[0]
     defect_rate = float((rows["predicted_class"] != first).mean()) if n else float("nan")
@@ -96,21 +119,23 @@ def window_series(
             ref.defect_rate,
             _bernoulli_sd(ref.defect_rate),
             spec.min_parts,
+            n_ref=ref.n,
         )
     )
     conf = float(probs.max(1).mean()) if n else float("nan")
-    out.append(
-        Series("confidence", "prediction", "down", conf, n, ref.confidence.mean, ref.confidence.sd, spec.min_parts)
-    )
+    cf, en, ea = ref.confidence, ref.entropy, ref.estimated_accuracy
+    out.append(Series("confidence", "prediction", "down", conf, n, cf.mean, cf.sd, spec.min_parts, n_ref=ref.n))
     ent = float(rows["entropy"].mean()) if n else float("nan")
-    out.append(Series("entropy", "prediction", "up", ent, n, ref.entropy.mean, ref.entropy.sd, spec.min_parts))
+    out.append(Series("entropy", "prediction", "up", ent, n, en.mean, en.sd, spec.min_parts, n_ref=ref.n))
     est = float(calibrated_confidence(probs, ref.temperature).mean()) if n else float("nan")
-    ea = ref.estimated_accuracy
-    out.append(Series("estimated_accuracy", "performance", "down", est, n, ea.mean, ea.sd, spec.min_parts))
+    out.append(Series("estimated_accuracy", "performance", "down", est, n, ea.mean, ea.sd, spec.min_parts, n_ref=ref.n))
 
     acc, k, rec, kd = _reviewed(rows, labels, first)
+    sd = _bernoulli_sd(ref.accuracy)
     out.append(
-        Series("accuracy", "performance", "down", acc, k, ref.accuracy, _bernoulli_sd(ref.accuracy), spec.min_labels)
+        Series(
+            "accuracy", "performance", "down", acc, k, ref.accuracy, sd, spec.min_labels, n_ref=ref.n, baseline=False
+        )
     )
     if not math.isnan(ref.defect_recall):
         out.append(
@@ -123,6 +148,7 @@ def window_series(
                 ref.defect_recall,
                 _bernoulli_sd(ref.defect_recall),
                 max(5, spec.min_labels // 4),
+                baseline=False,
             )
         )
     return out
