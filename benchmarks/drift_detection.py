@@ -61,25 +61,28 @@ def build_pools(champion, ref, size: int):  # type: ignore[no-untyped-def]
     import numpy as np
     from PIL import Image
 
-    from andon.monitoring.reference import calibrated_confidence, grey_stats
+    from andon.monitoring.reference import calibrated_confidence
+    from andon.training.data import decode_grey
+    from andon.validation.images import image_stats_from_bytes
 
     files = sorted(p for p in (CASTING / "test").rglob("*.jpeg"))
-    greys, truth = [], []
-    for p in files:
-        with Image.open(p) as img:
-            greys.append(np.asarray(img.convert("L")))
-        truth.append(p.parent.name.startswith("def"))
-    truth_arr = np.array(truth)
+    originals = [p.read_bytes() for p in files]
+    greys = [np.asarray(Image.open(io.BytesIO(b)).convert("L")) for b in originals]
+    truth_arr = np.array([p.parent.name.startswith("def") for p in files])
     pools = {}
     for name, fn in conditions().items():
-        moved = [fn(g) for g in greys]
-        stats = np.array([grey_stats(g) for g in moved])
-        small = []
-        for g in moved:
+        encoded = []
+        for raw, g in zip(originals, greys, strict=True):
+            if name == "stable":  # the files as the camera wrote them
+                encoded.append(raw)
+                continue
             buf = io.BytesIO()
-            Image.fromarray(g).save(buf, format="PNG")
-            im = Image.open(io.BytesIO(buf.getvalue())).convert("L")
-            small.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)))
+            Image.fromarray(fn(g)).save(buf, format="JPEG", quality=95)
+            encoded.append(buf.getvalue())
+        # exactly what scoring does: the gate's statistics of the bytes, then the training decode
+        st = [image_stats_from_bytes("part", b) for b in encoded]
+        stats = np.array([[r["brightness"], r["contrast"], r["sharpness"]] for r in st])
+        small = [decode_grey(b, size) for b in encoded]
         probs, emb = champion.predict(np.stack(small))
         pred_defect = probs.argmax(1) != 0
         pools[name] = {
@@ -130,7 +133,7 @@ def window_series_from_pool(pool, ref, spec, rng, flip: float = 0.0, labels: boo
         correct = pool["correct"][lab] & (rng.random(LABELS_PER_WINDOW) >= flip)
         acc_sd = max((ref.accuracy * (1 - ref.accuracy)) ** 0.5, 1e-2)
         out.append(Series("accuracy", "performance", "down", float(correct.mean()), LABELS_PER_WINDOW, ref.accuracy,
-                          acc_sd, spec.min_labels, n_ref=ref.n, baseline=False))  # fmt: skip
+                          acc_sd, spec.min_labels, n_ref=ref.n, detect_shift=spec.accuracy_drop_to_detect))  # fmt: skip
         return out, float(correct.mean()), LABELS_PER_WINDOW
     return out, float("nan"), 0
 

@@ -51,6 +51,12 @@ def publish_monitoring(result: dict[str, Any]) -> None:
         for v in result["verdicts"]
     ]
     create_table_artifact(key=f"{plant}-monitoring", table=rows, description=f"{plant}: monitored series")
+    if result["drift_scores"]:
+        create_table_artifact(
+            key=f"{plant}-drift-scores",
+            table=[{"feature": k, "drift_score": round(v, 4)} for k, v in sorted(result["drift_scores"].items())],
+            description="Evidently per-feature drift scores",
+        )
     if result["drift_report_key"]:
         from andon.storage import open_store
 

@@ -61,6 +61,7 @@ class MonitorResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     drift_report_key: str | None = None
     drift_share: float | None = None
+    drift_scores: dict[str, float] = field(default_factory=dict)
     charts_key: str | None = None
     charted: bool = True
 
@@ -150,8 +151,8 @@ def monitor(
     if drift_report:
         from andon.monitoring.drift import drift_report as run_report
 
-        key, share, _ = run_report(store, cfg, ref_frame, rows, end)
-        result.drift_report_key, result.drift_share = key, share
+        key, share, scores = run_report(store, cfg, ref_frame, rows, end)
+        result.drift_report_key, result.drift_share, result.drift_scores = key, share, scores
         hit = share >= 0.5
         verdicts.append(
             Verdict(
@@ -179,13 +180,23 @@ def monitor(
     return result
 
 
+@lru_cache(maxsize=256)
+def tuned_limits(limits: Limits, k: float) -> Limits:
+    """``limits`` with the CUSUM re-solved for reference value ``k`` at the same in-control ARL."""
+    from dataclasses import replace
+
+    from andon.monitoring.charts import cusum_limit
+
+    return replace(limits, cusum_k=k, cusum_h=cusum_limit(limits.arl0, k))
+
+
 def chart_series(
     state: dict[str, Any], s: Series, limits: Limits, charted: bool = True, baseline_windows: int = 24
 ) -> Verdict:
     """Chart one series' window (pure: only ``state`` changes). Baseline series first collect
     ``baseline_windows`` windows of production (Phase I: only a gross departure from the
     reference alarms), then are charted against that baseline's mean and window-to-window sd
-    (Phase II); reviewed-label series are charted against the reference from the start."""
+    (Phase II). Series with ``baseline=False`` are charted against the reference throughout."""
     import numpy as np
 
     if not s.ready:
@@ -204,7 +215,9 @@ def chart_series(
         sd0 = max(spread, s.ref_sd / np.sqrt(max(s.n, 1)))
         z = s.z_against(mu0, sd0)
     else:
-        z = s.z
+        z, sd0 = s.z, s.ref_sd / np.sqrt(max(s.n, 1))
+    if s.detect_shift > 0:  # CUSUM reference value: half the z-shift of the drop of interest
+        limits = tuned_limits(limits, round(float(min(3.0, max(0.5, 0.5 * s.detect_shift / sd0))), 2))
     cs = ChartState(**state["charts"].get(s.name, {}))
     if charted:
         v = update(cs, z, limits)

@@ -311,4 +311,5 @@ def load_reference(name: str, version: int) -> tuple[Reference, pd.DataFrame]:
     from pathlib import Path
 
     ref = Reference.from_json(Path(path).read_text())
+    ref.model_name, ref.version = name, version  # written before registration gave the number
     return ref, pd.read_parquet(table)

@@ -4,7 +4,9 @@ reviewed labels joined to it), each with its reference, tolerance and minimum sa
 Data drift: the mean of every drift feature (image statistics, embedding dimensions).
 Prediction drift: defect rate, mean confidence, mean entropy.
 Performance: accuracy and defect recall on reviewed parts, and the label-free estimate (mean
-temperature-calibrated confidence), all one-sided: only a drop is an alarm.
+temperature-calibrated confidence), all one-sided: only a drop is an alarm. Reviewed accuracy
+and recall carry the drop a plant wants caught fast (``accuracy_drop_to_detect``): their CUSUM
+is tuned to it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Series:
     tol_up: float = 0.0
     n_ref: int = 0  # parts behind the reference mean: its own error widens the test
     baseline: bool = True  # charted against the first windows of production (Phase I), not the reference
+    detect_shift: float = 0.0  # a drop of interest (value units): its CUSUM is tuned to catch it fast
 
     @property
     def ready(self) -> bool:
@@ -134,7 +137,16 @@ def window_series(
     sd = _bernoulli_sd(ref.accuracy)
     out.append(
         Series(
-            "accuracy", "performance", "down", acc, k, ref.accuracy, sd, spec.min_labels, n_ref=ref.n, baseline=False
+            "accuracy",
+            "performance",
+            "down",
+            acc,
+            k,
+            ref.accuracy,
+            sd,
+            spec.min_labels,
+            n_ref=ref.n,
+            detect_shift=spec.accuracy_drop_to_detect,
         )
     )
     if not math.isnan(ref.defect_recall):
@@ -148,7 +160,7 @@ def window_series(
                 ref.defect_recall,
                 _bernoulli_sd(ref.defect_recall),
                 max(5, spec.min_labels // 4),
-                baseline=False,
+                detect_shift=spec.accuracy_drop_to_detect,
             )
         )
     return out

@@ -53,7 +53,7 @@ def test_window_series_means_and_reviewed_accuracy() -> None:
     assert series["emb_3"].value == pytest.approx(np.stack(rows.embedding)[:, 3].mean())
     assert series["accuracy"].value == pytest.approx(0.9) and series["accuracy"].n == 50
     assert series["defect_rate"].value == pytest.approx((rows.predicted_class == "defect").mean())
-    assert not series["accuracy"].baseline and series["brightness"].baseline
+    assert series["accuracy"].detect_shift == SPEC.accuracy_drop_to_detect and series["brightness"].baseline
     few = {s.name: s for s in window_series(rows.iloc[:5], _ref(), None, SPEC)}
     assert not few["brightness"].ready and few["brightness"].z == 0.0  # one bad image never alerts
     assert np.isnan(few["accuracy"].value)
