@@ -189,7 +189,7 @@ class MonitoringSpec(_Strict):
         default=0.10, gt=0, lt=1, description="the accuracy drop the reviewed-accuracy CUSUM is tuned to catch fast"
     )
     baseline_windows: int = Field(
-        default=24, ge=2, le=10_000, description="first windows of a new champion that set the in-control baseline"
+        default=72, ge=1, le=10_000, description="first windows of a new champion that set the in-control baseline"
     )
     drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
 

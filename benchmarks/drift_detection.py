@@ -9,7 +9,7 @@ decoded, measured and predicted exactly like scoring does. A line makes 10 parts
 window draws 3,000 parts from the condition's pool, 2 % of them reviewed (60 labels). Label-only
 changes (the model's accuracy drops by 15 or 5 points, features unchanged: a new defect type)
 flip reviewed outcomes. Every window goes through the monitor's own series and ``chart_series``
-(Phase I baseline from the first 24 windows, limits from the plant's false-alarm budget).
+(Phase I baseline from the first 72 windows, limits from the plant's false-alarm budget).
 
 Detectors: Shewhart, EWMA, CUSUM (any series), the label-free estimate (estimated accuracy)
 plus data drift (no labels at all), the common plant rule (24 h mean accuracy 1 sd below the
@@ -205,7 +205,7 @@ def main() -> None:
     daily = [float(rng.choice(pools["stable"]["correct"], per_day).mean()) for _ in range(7)]
     hist_mean, hist_sd = float(np.mean(daily)), float(np.std(daily, ddof=1))
 
-    def run(scenario_pool: str, flip: float, labels: bool, seed: int, after: int, pre: int = 36) -> dict[str, float]:
+    def run(scenario_pool: str, flip: float, labels: bool, seed: int, after: int, pre: int = 84) -> dict[str, float]:
         """Windows to first alarm per detector after the change (after = cap)."""
         r = np.random.default_rng(seed)
         state: dict = {"charts": {}, "active": {}}

@@ -213,7 +213,7 @@ def chart_series(
         mu0 = float(np.mean(base))
         spread = float(np.std(base, ddof=1)) if len(base) > 1 else 0.0
         sd0 = max(spread, s.ref_sd / np.sqrt(max(s.n, 1)))
-        z = s.z_against(mu0, sd0)
+        z = s.z_against(mu0, sd0, len(base))
     else:
         z, sd0 = s.z, s.ref_sd / np.sqrt(max(s.n, 1))
     if s.detect_shift > 0:  # CUSUM reference value: half the z-shift of the drop of interest

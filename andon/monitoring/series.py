@@ -58,13 +58,16 @@ class Series:
         n_eff = self.n if not self.n_ref else 1 / (1 / self.n + 1 / self.n_ref)
         return self.clip(z_score(self.value, max(1, round(n_eff)), self.ref_mean, self.ref_sd, tol))
 
-    def z_against(self, mu0: float, sd0: float) -> float:
-        """Phase II z-score against the production baseline ``mu0 +- sd0`` (sd of window means);
-        the tolerance band around the reference still absorbs shifts the model was trained on."""
+    def z_against(self, mu0: float, sd0: float, windows: int = 0) -> float:
+        """Phase II z-score against the production baseline ``mu0 +- sd0`` (sd of window means
+        over ``windows`` baseline windows); the tolerance band around the reference still absorbs
+        shifts the model was trained on, and a dead zone of two standard errors of ``mu0`` absorbs
+        the baseline's own estimation error (without it CUSUM turns that error into alarms)."""
         if not self.ready or sd0 <= 0:
             return 0.0
-        upper = max(self.ref_mean + self.tol_up, mu0)
-        lower = min(self.ref_mean - self.tol_down, mu0)
+        dead = 2 * sd0 / math.sqrt(windows) if windows else 0.0
+        upper = max(self.ref_mean + self.tol_up, mu0 + dead)
+        lower = min(self.ref_mean - self.tol_down, mu0 - dead)
         if self.value > upper:
             z = (self.value - upper) / sd0
         elif self.value < lower:
