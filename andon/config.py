@@ -186,7 +186,7 @@ class MonitoringSpec(_Strict):
     min_parts: int = Field(default=50, ge=1, description="fewer scored parts in a window: no chart update")
     min_labels: int = Field(default=20, ge=1, description="fewer reviewed parts: no accuracy update")
     accuracy_drop_to_detect: float = Field(
-        default=0.10, gt=0, lt=1, description="the accuracy drop the reviewed-accuracy CUSUM is tuned to catch fast"
+        default=0.05, gt=0, lt=1, description="the accuracy drop the reviewed-accuracy CUSUM is tuned to catch fast"
     )
     baseline_windows: int = Field(
         default=72, ge=1, le=10_000, description="first windows of a new champion that set the in-control baseline"
