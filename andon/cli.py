@@ -1119,6 +1119,7 @@ def monitor(
         for col in ("series", "kind", "value", "reference", "n", "z", "rules", "status"):
             table.add_column(col)
         colour = {"breach": "red", "active": "red", "cleared": "green", "waiting": "dim", "ok": "green"}
+        colour |= {"baseline": "cyan", "flagged": "yellow"}
         for v in result.verdicts:
             table.add_row(
                 v.series,

@@ -118,5 +118,7 @@ def test_monitor_charts_alerts_once_and_clears(
     res = runner.invoke(app, ["monitor", "--plant", cfg.id, "--window", "2h", "--json"])
     assert res.exit_code in (0, 1), res.output
     assert json.loads(res.stdout)["model"] == out.model_name
+    res = runner.invoke(app, ["monitor", "--plant", cfg.id, "--window", "30m"], env={"COLUMNS": "200"})
+    assert res.exit_code in (0, 1) and "brightness" in res.stdout, res.output
     res = runner.invoke(app, ["monitor", "--plant", cfg.id, "--window", "forever"])
     assert res.exit_code != 0 and "not a duration" in str(res.exception)
