@@ -88,25 +88,25 @@ def find_part(store: ObjectStore, cfg: PlantConfig, part_id: str, start: datetim
     return rec
 
 
-def _thumb(data: bytes, px: int, fmt: str = "JPEG") -> str:
+def _thumb(data: bytes, px: int) -> str:
+    """A grey JPEG at most ``px`` wide, as a data URI."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
         img.draft("L", (px, px))
-        small = img.convert("RGB" if fmt == "PNG" else "L")
+        small = img.convert("L")
         small.thumbnail((px, px))
         buf = io.BytesIO()
-        small.save(buf, format=fmt, quality=80)
-    mime = "image/png" if fmt == "PNG" else "image/jpeg"
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode()
+        small.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _images(store: ObjectStore, row: dict[str, Any]) -> tuple[str, str]:
     """(thumbnail, overlay) as data URIs; empty when the object is missing or unreadable."""
     out = []
-    for key, px, fmt in ((row.get("object_key"), THUMB_PX, "JPEG"), (row.get("explanation_key"), OVERLAY_PX, "JPEG")):
+    for key, px in ((row.get("object_key"), THUMB_PX), (row.get("explanation_key"), OVERLAY_PX)):
         try:
-            out.append(_thumb(store.get(key), px, fmt) if key else "")
+            out.append(_thumb(store.get(key), px) if key else "")
         except Exception:  # a missing image must not stop the report; the row says so
             out.append("")
     return out[0], out[1]

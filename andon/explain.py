@@ -66,6 +66,14 @@ def target_layer(model: nn.Module) -> nn.Module:
     return modules[last]
 
 
+def _target_score(logits: torch.Tensor, target: int | list[int]) -> torch.Tensor:
+    """Sum over rows of the logit of each row's target class (one class, or one per row)."""
+    import torch
+
+    idx = torch.as_tensor([target] * len(logits) if isinstance(target, int) else target)
+    return logits.gather(1, idx.view(-1, 1)).sum()
+
+
 def _normalize(maps: torch.Tensor) -> np.ndarray:
     flat = maps.flatten(1)
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
@@ -90,10 +98,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: int | list[int]) -> np.nd
     handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            logits = model(x)
-            idx = torch.as_tensor([target] * len(x) if isinstance(target, int) else target)
-            score = logits.gather(1, idx.view(-1, 1)).sum()
-            (grads,) = torch.autograd.grad(score, captured["a"])
+            (grads,) = torch.autograd.grad(_target_score(model(x), target), captured["a"])
         acts = captured["a"].detach()
     finally:
         handle.remove()
@@ -109,9 +114,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: int | list[int]) -
 
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = model(xg)
-        idx = torch.as_tensor([target] * len(x) if isinstance(target, int) else target)
-        (grads,) = torch.autograd.grad(logits.gather(1, idx.view(-1, 1)).sum(), xg)
+        (grads,) = torch.autograd.grad(_target_score(model(xg), target), xg)
     return _normalize((grads * x).abs().sum(dim=1))
 
 

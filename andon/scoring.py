@@ -69,7 +69,12 @@ def resolve_champion(cfg: PlantConfig, task: str | None = None) -> tuple[str, in
     name = model_name(cfg.id, task or cfg.recipe.task)
     version = alias_version(name, CHAMPION)
     if version is None:
-        raise RegistryError(f"{name} has no champion: promote a version first (`andon promote --plant {cfg.id}`)")
+        how = (
+            f"`andon promote --plant {cfg.id}`"
+            if name == cfg.registered_model_name
+            else "set its `champion` alias in the MLflow registry (`andon promote` covers the vision task so far)"
+        )
+        raise RegistryError(f"{name} has no champion: promote a version first ({how})")
     return name, version
 
 

@@ -60,3 +60,42 @@ def _cpus() -> int:
 def peak_rss_mb(children: bool = False) -> float:
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+CASTING = Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"
+
+
+def casting_manifest(
+    store: Any, cfg: Any, split: str, limit: int, day: int
+) -> tuple[str, list[dict[str, Any]], list[Any]]:
+    """Ingest ``limit`` casting images of ``split`` as raw batches and save them as one dataset
+    version straight from their metadata (benchmarks skip the gate): (id, objects, batches)."""
+    from datetime import UTC, datetime
+
+    from andon.data import parquet_to_frame
+    from andon.datasets import build_manifest, save_manifest
+    from andon.ingest import ingest_folder
+
+    batches = ingest_folder(cfg, store, CASTING / split, limit=limit, start=datetime(2026, 11, day, tzinfo=UTC))
+    objects = []
+    for b in batches:
+        meta = parquet_to_frame(store.get(b.metadata_key))
+        objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
+    m = build_manifest(cfg.id, objects, sources=[b.prefix for b in batches])
+    save_manifest(store, m)
+    return m.id, objects, batches
+
+
+def casting_champion(store: Any, cfg: Any, flips_only: bool) -> Any:
+    """small_cnn trained on 600 casting images at 128 px for 6 epochs (about a minute on 2 cores),
+    promoted to champion; ``flips_only`` keeps only the recipe's first two augmentations."""
+    from andon.promotion import promote
+    from andon.training.run import train_plant
+
+    train_id, _, _ = casting_manifest(store, cfg, "train", 600, 1)
+    update: dict[str, Any] = {"training": cfg.recipe.training.model_copy(update={"epochs": 6, "batch_size": 32})}
+    if flips_only:
+        update["augmentations"] = cfg.recipe.augmentations[:2]
+    out = train_plant(store, cfg, [train_id], recipe=cfg.recipe.model_copy(update=update))
+    promote(store, cfg, force=True, reason="benchmark")
+    return out

@@ -20,25 +20,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import Recorder, isolated_home
+from _common import Recorder, casting_champion, casting_manifest, isolated_home
 
-CASTING = Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"
 AI4I = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
-
-
-def _manifest(store, cfg, split: str, limit: int, day: int):  # type: ignore[no-untyped-def]
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
-    from andon.ingest import ingest_folder
-
-    batches = ingest_folder(cfg, store, CASTING / split, limit=limit, start=datetime(2026, 11, day, tzinfo=UTC))
-    objects = []
-    for b in batches:
-        meta = parquet_to_frame(store.get(b.metadata_key))
-        objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
-    m = build_manifest(cfg.id, objects, sources=[b.prefix for b in batches])
-    save_manifest(store, m)
-    return m.id, objects, batches
 
 
 def main() -> None:
@@ -49,28 +33,18 @@ def main() -> None:
     from andon.audit import audit_report
     from andon.config import load_plant
     from andon.explain import deletion_drops, gradient_shap, saliency
-    from andon.promotion import promote
     from andon.scoring import Champion, explain_parts, score_batch
     from andon.storage import open_store
     from andon.training.data import ImageCache, load_split
     from andon.training.loop import to_tensor
-    from andon.training.run import train_plant
 
     rec = Recorder("explain")
     store = open_store()
     cfg = load_plant("plant-a")
-    train_id, _, _ = _manifest(store, cfg, "train", 600, 1)
-    recipe = cfg.recipe.model_copy(
-        update={
-            "training": cfg.recipe.training.model_copy(update={"epochs": 6, "batch_size": 32}),
-            "augmentations": cfg.recipe.augmentations[:2],
-        }
-    )
-    out = train_plant(store, cfg, [train_id], recipe=recipe)
-    promote(store, cfg, force=True, reason="benchmark")
+    out = casting_champion(store, cfg, flips_only=True)
     rec.figure("casting_model_accuracy", out.metrics["accuracy"], "ratio", note="600 images, 128 px, 6 epochs")
     champion = Champion.load(cfg)
-    _, test_objects, _ = _manifest(store, cfg, "test", 200, 2)
+    _, test_objects, _ = casting_manifest(store, cfg, "test", 200, 2)
     images = load_split(store, test_objects, tuple(champion.classes), 128, ImageCache(home / "cache")).images
     x = to_tensor(images)
     defect = champion.classes.index("defect")
@@ -120,7 +94,7 @@ def main() -> None:
     )
 
     # the audit: 847 parts, every one with an overlay (the worst case of a dispute)
-    _, _, batches = _manifest(store, cfg, "train", 847, 3)
+    _, _, batches = casting_manifest(store, cfg, "train", 847, 3)
     spec = cfg.recipe.explain.model_copy(update={"pass_sample": 1.0})
     everyone = cfg.model_copy(update={"recipe": cfg.recipe.model_copy(update={"explain": spec})})
     t_from = datetime.now(UTC) - timedelta(seconds=5)

@@ -25,15 +25,20 @@ pytestmark = pytest.mark.slow
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def _objects(store: ObjectStore, batches: list) -> list[dict]:  # type: ignore[type-arg]
+    objects = []
+    for b in batches:
+        meta = parquet_to_frame(store.get(b.metadata_key))
+        objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
+    return objects
+
+
 def _casting_manifest(store: ObjectStore, casting_dir: Path, split: str, limit: int) -> tuple[str, list[dict]]:
     from andon.ingest import ingest_folder
 
     cfg = load_plant("plant-a")
     batches = ingest_folder(cfg, store, casting_dir / split, limit=limit, start=datetime(2026, 11, 1, tzinfo=UTC))
-    objects = []
-    for b in batches:
-        meta = parquet_to_frame(store.get(b.metadata_key))
-        objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
+    objects = _objects(store, batches)
     manifest = build_manifest(cfg.id, objects, sources=[b.prefix for b in batches])
     save_manifest(store, manifest)
     return manifest.id, objects
@@ -86,10 +91,7 @@ def casting_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CastingLab
         assert out.version is not None
         promote(store, cfg, force=True, reason="casting lab")
         batches = ingest_folder(cfg, store, casting / "test", limit=120, start=datetime(2026, 11, 2, tzinfo=UTC))
-        objects = []
-        for b in batches:
-            meta = parquet_to_frame(store.get(b.metadata_key))
-            objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
+        objects = _objects(store, batches)
         yield CastingLab(
             store,
             tmp / "home",
