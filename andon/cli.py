@@ -1084,11 +1084,15 @@ def monitor(
     at: Annotated[str | None, typer.Option(help="end of the window, ISO time (default: now)")] = None,
     drift_report: Annotated[bool, typer.Option(help="also run the Evidently drift report (seconds)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the verdicts as JSON on stdout")] = False,
+    task: Annotated[
+        str | None, typer.Option(help="the model: the plant's vision task (default) or machine-failure (sensor)")
+    ] = None,
 ) -> None:
     """Monitor the champion over a window of the prediction log: data, prediction and performance
     drift on control charts; a breach opens an alert (exit 1 when one did).
 
     Example: andon monitor --plant plant-a --window 1h --drift-report
+             andon monitor --plant plant-a --task machine-failure --window 24h --drift-report
     """
     import json
 
@@ -1106,6 +1110,7 @@ def monitor(
         window=_duration(window),
         drift_report=drift_report,
         emit=lambda event, payload, _key: _post_event(event, cfg.id, payload),
+        task=task,
     )
     if as_json:
         from dataclasses import asdict

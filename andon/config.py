@@ -183,6 +183,15 @@ class MonitoringSpec(_Strict):
     false_alarms_per_30_days: float = Field(
         default=1.0, gt=0, le=100, description="budget across all series and charts of the plant"
     )
+    reviewed_budget_share: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="share of the false-alarm budget for the reviewed accuracy / recall charts (the rest: all others)",
+    )
+    sensor_budget_share: float = Field(
+        default=0.2, gt=0, lt=1, description="share of the false-alarm budget for the sensor model's charts"
+    )
     min_parts: int = Field(default=50, ge=1, description="fewer scored parts in a window: no chart update")
     min_labels: int = Field(default=20, ge=1, description="fewer reviewed parts: no accuracy update")
     accuracy_drop_to_detect: float = Field(

@@ -65,6 +65,7 @@ def schema() -> pa.Schema:
             ("contrast", pa.float32()),
             ("sharpness", pa.float32()),
             ("embedding", pa.list_(pa.float32())),
+            ("inputs", pa.list_(pa.float32())),  # a sensor model's raw readings (drift monitoring)
             ("latency_ms", pa.float32()),
             ("explanation_key", pa.string()),
             ("explanation_method", pa.string()),
@@ -166,7 +167,8 @@ class PredictionLog:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            con.register("predictions", pa.concat_tables(pq.read_table(io.BytesIO(self.store.get(k))) for k in keys))
+            tables = [pq.read_table(io.BytesIO(self.store.get(k))) for k in keys]  # older files may lack newer columns
+            con.register("predictions", pa.concat_tables(tables, promote_options="default"))
             source = "predictions"
         sql = f"select {columns} from {source} where scored_at >= ? and scored_at < ?"
         if where:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from andon.errors import AndonError, ServiceError
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+SENSOR_TASK = "machine-failure"  # the AI4I-style sensor model of a plant: <plant>.machine-failure
 LINEAGE_TAGS = ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "plant")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

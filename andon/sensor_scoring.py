@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from andon.config import PlantConfig
 from andon.errors import DataError
 from andon.predlog import PredictionLog
-from andon.registry import CHAMPION
+from andon.registry import CHAMPION, SENSOR_TASK
 from andon.scoring import _load, resolve_champion
 from andon.storage import ObjectStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TASK = "machine-failure"
+TASK = SENSOR_TASK
 OK = "ok"
 
 
@@ -107,6 +107,7 @@ def score_sensor_table(
         else:
             failed = [t for t, p, cut in zip(targets, probs[i], thresholds, strict=True) if p >= cut]
             row.update(predicted_class="+".join(failed) or OK, probabilities=probs[i].tolist())
+            row["inputs"] = raw[i, : len(prep["features"])].tolist()  # the readings, for drift monitoring
             if failed:
                 flagged.append(i)
         rows.append(row)

@@ -1,6 +1,7 @@
 """Monitor a plant's champion: every 5 minutes the cheap statistics and control charts
 (``incremental``), hourly with the Evidently drift report (``hourly``), nightly over 24 h
-(``nightly``). Breaches emit andon.drift.detected / andon.performance.degraded."""
+(``nightly``). Breaches emit andon.drift.detected / andon.performance.degraded. ``task``
+picks the model: the plant's vision champion (default) or its sensor model (machine-failure)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from tasks.monitoring import publish_monitoring, run_monitor
 
 
 @flow(name="monitor")
-def monitor_flow(plant: str, kind: str = "incremental", at: str | None = None) -> dict[str, Any]:
-    result = run_monitor(plant, kind, at)
+def monitor_flow(
+    plant: str, kind: str = "incremental", at: str | None = None, task: str | None = None
+) -> dict[str, Any]:
+    result = run_monitor(plant, kind, at, task)
     publish_monitoring(result)
     return result

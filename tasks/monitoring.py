@@ -23,7 +23,7 @@ def _emit(event: str, payload: dict[str, Any], key: str) -> None:
 
 
 @task(name="run-monitor", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
-def run_monitor(plant: str, kind: str, at: str | None = None) -> dict[str, Any]:
+def run_monitor(plant: str, kind: str, at: str | None = None, task: str | None = None) -> dict[str, Any]:
     from andon.config import load_plant
     from andon.errors import ConfigError
     from andon.monitoring.monitor import monitor
@@ -38,6 +38,7 @@ def run_monitor(plant: str, kind: str, at: str | None = None) -> dict[str, Any]:
         window=WINDOWS[kind],
         drift_report=kind != "incremental",
         emit=_emit,
+        task=task,
     )
     return {**asdict(result), "start": result.start.isoformat(), "end": result.end.isoformat()}
 

@@ -163,6 +163,24 @@ def casting_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def sensor_champion(andon_home: Path, mlflow_tracking_uri: str):  # type: ignore[no-untyped-def]
+    """plant-a's sensor model trained briefly on AI4I 2020 and made champion: (csv path, outcome)."""
+    from andon.config import load_plant
+    from andon.registry import CHAMPION, set_alias
+    from andon.storage import open_store
+    from andon.training.sensor import store_table, train_sensor
+
+    path = SHARED_DATA / "ai4i2020" / "ai4i2020.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is not here (see ../shared/data/README.md)")
+    store = open_store()
+    manifest_id, _ = store_table(store, load_plant("plant-a"), path)
+    out = train_sensor(store, load_plant("plant-a"), manifest_id, epochs=10)
+    set_alias(out.model_name, CHAMPION, out.version)
+    return path, out
+
+
 # ------------------------------------------------------------------ PostgreSQL (production configuration)
 
 

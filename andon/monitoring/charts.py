@@ -1,9 +1,13 @@
 """Control charts whose limits are designed from a false-alarm budget, not defaulted.
 
 A plant says how many false alarms it accepts (``monitoring.false_alarms_per_30_days``, default
-1, across all its series and charts). With ``S`` monitored series x charts and ``W`` windows per
-30 days, each chart gets an in-control average run length ``ARL0 = S * W / budget`` windows, and
-its limit is solved for that ARL0:
+1, across all its series and charts). The budget is split in two: a share
+(``monitoring.reviewed_budget_share``, default one half) for the few charts on reviewed labels
+(accuracy, defect recall: the drops a plant must catch in minutes, from only ~60 labels a
+window), the rest for the many data and prediction charts. With ``S`` charts in a group, ``W``
+windows per 30 days and a group budget ``B``, each chart gets an in-control average run length
+``ARL0 = S * W / B`` windows (one-sided series: per side; a two-sided chart splits it over both
+sides), and its limit is solved for that ARL0:
 
 - Shewhart (two-sided, on the window z-score): ``L = Phi^-1(1 - 1 / (2 ARL0))``.
 - CUSUM (two-sided, reference ``k``): Siegmund's approximation
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import NormalDist
 
 _N = NormalDist()
@@ -90,8 +95,39 @@ class Limits:
 
     @classmethod
     def for_budget(cls, charts: int, windows_per_30_days: float, false_alarms_per_30_days: float = 1.0) -> Limits:
-        arl0 = max(2.0, charts * windows_per_30_days / false_alarms_per_30_days)
-        return cls(arl0, shewhart_limit(arl0), cusum_limit(arl0), ewma_limit(arl0))
+        return cls.for_arl0(charts * windows_per_30_days / false_alarms_per_30_days)
+
+    @classmethod
+    def for_arl0(cls, arl0: float, one_sided: bool = False) -> Limits:
+        """Limits of a two-sided chart with in-control ARL ``arl0``; ``one_sided``: a chart that
+        only alarms on one side, so that side alone may take the whole ARL (about half the
+        two-sided ARL; exact for Shewhart, Siegmund's CUSUM, and close for EWMA)."""
+        return _limits(max(2.0, arl0 / 2 if one_sided else arl0))
+
+
+@lru_cache(maxsize=64)
+def _limits(arl0: float) -> Limits:
+    return Limits(arl0, shewhart_limit(arl0), cusum_limit(arl0), ewma_limit(arl0))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A plant's false-alarm budget over its charts, split between the reviewed-label charts and
+    the rest (see the module docstring)."""
+
+    windows_per_30_days: float
+    false_alarms_per_30_days: float
+    reviewed_charts: int
+    other_charts: int
+    reviewed_share: float = 0.5
+
+    def limits(self, reviewed: bool, one_sided: bool) -> Limits:
+        share = self.reviewed_share if reviewed else 1 - self.reviewed_share
+        if not self.reviewed_charts:
+            share = 1.0
+        charts = self.reviewed_charts if reviewed else self.other_charts
+        arl0 = max(charts, 1) * self.windows_per_30_days / (self.false_alarms_per_30_days * max(share, 1e-6))
+        return Limits.for_arl0(arl0, one_sided)
 
 
 @dataclass

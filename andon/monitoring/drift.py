@@ -31,16 +31,26 @@ def drift_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def drift_report(
-    store: ObjectStore, cfg: PlantConfig, reference: pd.DataFrame, rows: pd.DataFrame, when: datetime
+    store: ObjectStore,
+    cfg: PlantConfig,
+    reference: pd.DataFrame,
+    rows: pd.DataFrame,
+    when: datetime,
+    columns: list[str] | None = None,
 ) -> tuple[str | None, float, dict[str, float]]:
-    """(report key, share of drifted columns, drift score per column); no report without rows."""
+    """(report key, share of drifted columns, drift score per column); no report without rows.
+    ``rows``: vision prediction-log rows (unpacked by ``drift_frame``) or a frame that already
+    has one column per feature (the sensor model's readings); ``columns``: the features compared
+    (default: the vision drift features)."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    current = drift_frame(rows)
+    current = drift_frame(rows) if "embedding" in rows or "brightness" in rows else rows
     if current.empty:
         return None, 0.0, {}
-    cols = [c for c in DRIFT_FEATURES if c in current.columns and c in reference.columns]
+    cols = [c for c in (columns or DRIFT_FEATURES) if c in current.columns and c in reference.columns]
+    if not cols:
+        return None, 0.0, {}
     n = cfg.monitoring.drift_sample
     cur = current[cols].sample(min(n, len(current)), random_state=0)
     ref = reference[cols].sample(min(n, len(reference)), random_state=0)
@@ -69,8 +79,11 @@ def _summary(doc: dict[str, Any]) -> tuple[float, dict[str, float]]:
     return share, scores
 
 
-def charts_png(history: dict[str, list[float]], limit: float, title: str) -> bytes:
-    """Small multiples of the recent window z-scores per series, with the Shewhart limit."""
+def charts_png(
+    history: dict[str, list[float]], bounds: dict[str, tuple[float | None, float | None]], title: str
+) -> bytes:
+    """Small multiples of the recent window z-scores per series, with each series' Shewhart
+    limits (``(lower, upper)``, None where the series has no limit on that side)."""
     import io
 
     import matplotlib
@@ -85,8 +98,9 @@ def charts_png(history: dict[str, list[float]], limit: float, title: str) -> byt
     for ax, name in zip(axes.flat, names, strict=False):
         z = history[name]
         ax.plot(z, lw=1)
-        ax.axhline(limit, color="red", lw=0.8, ls="--")
-        ax.axhline(-limit, color="red", lw=0.8, ls="--")
+        for limit in bounds.get(name, (None, None)):
+            if limit is not None:
+                ax.axhline(limit, color="red", lw=0.8, ls="--")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names) :]:

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from andon.config import PlantConfig
 from andon.errors import DataError, ObjectNotFoundError
 from andon.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
-from andon.monitoring.charts import ChartState, Limits, reset, update
+from andon.monitoring.charts import Budget, ChartState, Limits, reset, update
 from andon.monitoring.reference import Reference, load_reference
-from andon.monitoring.series import COLUMNS, Series, series_names, window_series
+from andon.monitoring.sensor import SENSOR_COLUMNS, sensor_frame, sensor_series, sensor_series_names
+from andon.monitoring.series import COLUMNS, REVIEWED, Series, series_names, window_series
+from andon.registry import SENSOR_TASK
 from andon.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
@@ -75,19 +77,35 @@ def _reference(name: str, version: int) -> tuple[Reference, pd.DataFrame]:
     return load_reference(name, version)
 
 
-def limits_for(cfg: PlantConfig, ref: Reference) -> Limits:
-    windows = 30 * 24 * 60 / cfg.monitoring.window_minutes
-    charts = len(series_names(ref)) * CHARTS_PER_SERIES + 1  # + the 24 h rule
-    return Limits.for_budget(charts, windows, cfg.monitoring.false_alarms_per_30_days)
+def budget_for(cfg: PlantConfig, ref: Reference, sensor: bool = False) -> Budget:
+    """The plant's false-alarm budget over this model's series (the 24 h rule never alerts): the
+    sensor model gets ``monitoring.sensor_budget_share`` of it, the vision model the rest."""
+    spec = cfg.monitoring
+    names = sensor_series_names(ref) if sensor else series_names(ref)
+    reviewed = sum(1 for n in names if n in REVIEWED and not sensor)
+    share = spec.sensor_budget_share if sensor else 1 - spec.sensor_budget_share
+    return Budget(
+        30 * 24 * 60 / spec.window_minutes,
+        spec.false_alarms_per_30_days * share,
+        reviewed * CHARTS_PER_SERIES,
+        (len(names) - reviewed) * CHARTS_PER_SERIES,
+        spec.reviewed_budget_share,
+    )
 
 
-def _state_key(plant: str) -> str:
-    return join_key("monitoring", plant, "state.json")
+def limits_of(budget: Budget, s: Series) -> Limits:
+    return budget.limits(s.name in REVIEWED, s.direction != "both")
 
 
-def load_state(store: ObjectStore, plant: str, model: str, version: int) -> dict[str, Any]:
+def _state_key(plant: str, task: str | None = None) -> str:
+    """The vision champion's state at ``monitoring/<plant>/state.json``, another task's at
+    ``monitoring/<plant>/<task>/state.json``."""
+    return join_key("monitoring", plant, *([task] if task else []), "state.json")
+
+
+def load_state(store: ObjectStore, plant: str, model: str, version: int, task: str | None = None) -> dict[str, Any]:
     try:
-        state = json.loads(store.get(_state_key(plant)))
+        state = json.loads(store.get(_state_key(plant, task)))
     except ObjectNotFoundError:
         state = {}
     if state.get("model") != model or state.get("version") != version:  # a new champion starts afresh
@@ -112,8 +130,10 @@ def monitor(
     window: timedelta | None = None,
     drift_report: bool = False,
     emit: Emit | None = None,
+    task: str | None = None,
 ) -> MonitorResult:
-    """Monitor the plant's champion over ``[end - window, end)``."""
+    """Monitor the plant's champion over ``[end - window, end)``: the vision model by default,
+    the sensor model with ``task="machine-failure"`` (see andon/monitoring/sensor.py)."""
     from andon.labels import ReviewLog
     from andon.predlog import PredictionLog
     from andon.scoring import resolve_champion
@@ -123,19 +143,26 @@ def monitor(
         raise DataError("give the monitoring time with a timezone")
     window = window or timedelta(minutes=cfg.monitoring.window_minutes)
     start = end - window
-    name, version = resolve_champion(cfg)
+    sensor = task == SENSOR_TASK
+    if task not in (None, cfg.recipe.task, SENSOR_TASK):
+        raise DataError(f"no monitoring for task {task!r}: {cfg.recipe.task} (vision) or {SENSOR_TASK} (sensor)")
+    state_task = SENSOR_TASK if sensor else None
+    name, version = resolve_champion(cfg, task)
     ref, ref_frame = _reference(name, version)
     log = PredictionLog(store, cfg.id)
     where = "model_name = ? and model_version = ? and error is null"
-    rows = log.read(start, end, where=where, columns=COLUMNS, params=[name, version])
-    labels = ReviewLog(store, cfg.id).read(start, end + timedelta(days=1))
-    series = window_series(rows, ref, labels, cfg.monitoring)
-    state = load_state(store, cfg.id, name, version)
+    rows = log.read(start, end, where=where, columns=SENSOR_COLUMNS if sensor else COLUMNS, params=[name, version])
+    if sensor:
+        series = sensor_series(rows, ref, cfg.monitoring)
+    else:
+        labels = ReviewLog(store, cfg.id).read(start, end + timedelta(days=1))
+        series = window_series(rows, ref, labels, cfg.monitoring)
+    state = load_state(store, cfg.id, name, version, state_task)
     charted = state["last_end"] is None or datetime.fromisoformat(state["last_end"]) <= start
-    limits = limits_for(cfg, ref)
-    verdicts = [chart_series(state, s, limits, charted, cfg.monitoring.baseline_windows) for s in series]
+    budget = budget_for(cfg, ref, sensor)
+    verdicts = [chart_series(state, s, limits_of(budget, s), charted, cfg.monitoring.baseline_windows) for s in series]
 
-    if drift_report or window >= timedelta(hours=1):  # the plant rule is an hourly check: the
+    if not sensor and (drift_report or window >= timedelta(hours=1)):  # the plant rule is an hourly check: the
         verdicts.append(_rule_24h_verdict(store, cfg, log, where, name, version, end, ref))  # 5-min run skips it
     result = MonitorResult(
         cfg.id,
@@ -151,7 +178,8 @@ def monitor(
     if drift_report:
         from andon.monitoring.drift import drift_report as run_report
 
-        key, share, scores = run_report(store, cfg, ref_frame, rows, end)
+        current = sensor_frame(rows, ref) if sensor else rows
+        key, share, scores = run_report(store, cfg, ref_frame, current, end, columns=list(ref.features))
         result.drift_report_key, result.drift_share, result.drift_scores = key, share, scores
         hit = share >= 0.5
         verdicts.append(
@@ -171,13 +199,18 @@ def monitor(
         from andon.monitoring.drift import charts_png
 
         history = {k: v.get("history", []) for k, v in state["charts"].items()}
+        bounds = {s.name: _bounds(limits_of(budget, s).shewhart, s.direction) for s in series}
         result.charts_key = join_key("reports", cfg.id, "charts", f"{end:%Y%m%dT%H%M%S}.png")
-        title = f"{cfg.id} {name} v{version}: window z-scores, Shewhart limit +-{limits.shewhart:.2f}"
-        store.put(result.charts_key, charts_png(history, limits.shewhart, title), "image/png")
+        title = f"{cfg.id} {name} v{version}: window z-scores and Shewhart limits"
+        store.put(result.charts_key, charts_png(history, bounds, title), "image/png")
     if charted:
         state["last_end"] = end.isoformat()
-    store.put(_state_key(cfg.id), json.dumps(state).encode(), "application/json")
+    store.put(_state_key(cfg.id, state_task), json.dumps(state).encode(), "application/json")
     return result
+
+
+def _bounds(limit: float, direction: str) -> tuple[float | None, float | None]:
+    return (None if direction == "up" else -limit, None if direction == "down" else limit)
 
 
 @lru_cache(maxsize=256)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["data", "prediction", "performance"]
 Direction = Literal["both", "down", "up"]
+REVIEWED = ("accuracy", "defect_recall")  # series on reviewed labels: their own false-alarm budget share
 COLUMNS = "part_id, scored_at, brightness, contrast, sharpness, embedding, probabilities, entropy, predicted_class"
 
 
@@ -62,12 +63,16 @@ class Series:
         """Phase II z-score against the production baseline ``mu0 +- sd0`` (sd of window means
         over ``windows`` baseline windows); the tolerance band around the reference still absorbs
         shifts the model was trained on, and a dead zone of two standard errors of ``mu0`` absorbs
-        the baseline's own estimation error (without it CUSUM turns that error into alarms)."""
+        the baseline's own estimation error (without it CUSUM turns that error into alarms).
+        Performance series are charted against the baseline alone: a drop from how well the model
+        does in production is the news, even where it stays above the (small) validation split's
+        accuracy."""
         if not self.ready or sd0 <= 0:
             return 0.0
         dead = 2 * sd0 / math.sqrt(windows) if windows else 0.0
-        upper = max(self.ref_mean + self.tol_up, mu0 + dead)
-        lower = min(self.ref_mean - self.tol_down, mu0 - dead)
+        upper, lower = mu0 + dead, mu0 - dead
+        if self.kind != "performance":
+            upper, lower = max(self.ref_mean + self.tol_up, upper), min(self.ref_mean - self.tol_down, lower)
         if self.value > upper:
             z = (self.value - upper) / sd0
         elif self.value < lower:

@@ -20,12 +20,20 @@ from typing import Any
 from andon.config import PlantConfig
 from andon.datasets import build_manifest, save_manifest
 from andon.errors import DataError
-from andon.registry import CHALLENGER, code_state, ensure_experiment, model_name, register_version, set_alias
+from andon.registry import (
+    CHALLENGER,
+    SENSOR_TASK,
+    code_state,
+    ensure_experiment,
+    model_name,
+    register_version,
+    set_alias,
+)
 from andon.storage import ObjectStore, join_key
 from andon.training.data import split_of
 from andon.training.run import TrainOutcome, environment
 
-TASK = "machine-failure"
+TASK = SENSOR_TASK
 AI4I_FEATURES = (
     "Air temperature [K]",
     "Process temperature [K]",
@@ -94,6 +102,7 @@ def train_sensor(
 
     from andon.datasets import load_manifest
     from andon.models import build_model
+    from andon.monitoring.sensor import sensor_reference
     from andon.training.loop import seed_everything
     from andon.validation.spec import load_table_spec
     from andon.validation.tables import validate_table
@@ -223,6 +232,13 @@ def train_sensor(
             )
         )
         (d / "environment.json").write_text(json.dumps(environment(), indent=1))
+        # the monitoring reference: the validation split's raw readings and predictions
+        n_raw = len(AI4I_FEATURES)
+        ref, ref_table = sensor_reference(
+            list(AI4I_FEATURES), x[split == "val"][:, :n_raw], val_probs >= thresholds, y[split == "val"], list(targets)
+        )
+        (d / "reference.json").write_text(ref.to_json())
+        ref_table.to_parquet(d / "reference.parquet")
         mlflow.log_artifacts(str(d), artifact_path="andon")
         info = mlflow.pytorch.log_model(
             model,

@@ -200,21 +200,14 @@ def test_scoring_logs_overlays_and_the_audit_reads_them(casting_lab: CastingLab,
     assert res.exit_code != 0 and "not an ISO time" in str(res.exception or res.output)
 
 
-def test_sensor_predictions_carry_shap_values(andon_home: Path, mlflow_tracking_uri: str) -> None:
+def test_sensor_predictions_carry_shap_values(sensor_champion) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    from andon.registry import CHAMPION, set_alias
     from andon.sensor_scoring import score_sensor_table
-    from andon.training.sensor import store_table, train_sensor
 
-    path = SHARED / "ai4i2020" / "ai4i2020.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
+    path, _out = sensor_champion
     store = open_store()
     cfg = load_plant("plant-a")
-    manifest_id, _ = store_table(store, cfg, path)
-    out = train_sensor(store, cfg, manifest_id, epochs=10)
-    set_alias(out.model_name, CHAMPION, out.version)
     frame = pd.read_csv(path).iloc[:2000].copy()
     frame["Torque [Nm]"] = frame["Torque [Nm]"].astype(object)
     frame.loc[5, "Torque [Nm]"] = "n/a"  # a garbled reading becomes an error row
@@ -224,6 +217,7 @@ def test_sensor_predictions_carry_shap_values(andon_home: Path, mlflow_tracking_
     rows = _recent_rows(store, cfg.id)
     bad = rows[rows.error.notna()]
     assert sorted(bad.part_id) == sorted(frame["Product ID"].iloc[[5, 6]]) and "Torque" in " ".join(bad.error)
+    assert all(len(x) == 5 for x in rows[rows.error.isna()].inputs)  # the readings, for drift monitoring
     failed = rows[(rows.error.isna()) & (rows.predicted_class != "ok")]
     assert len(failed) == s.failures and failed.explanation_key.notna().all()
     doc = json.loads(store.get(failed.explanation_key.iloc[0]))

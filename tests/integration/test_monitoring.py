@@ -4,7 +4,7 @@ log, reviewed labels, the charts, alerts with hysteresis, the Evidently report, 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from test_training_lifecycle import CFG, SMALL, _dataset
 from typer.testing import CliRunner
 
 from andon.cli import app
+from andon.errors import DataError
 from andon.labels import ReviewLog
 from andon.storage import open_store
 from andon.synth.images import Drift
@@ -122,3 +123,58 @@ def test_monitor_charts_alerts_once_and_clears(
     assert res.exit_code in (0, 1) and "brightness" in res.stdout, res.output
     res = runner.invoke(app, ["monitor", "--plant", cfg.id, "--window", "forever"])
     assert res.exit_code != 0 and "not a duration" in str(res.exception)
+
+
+def test_sensor_model_readings_are_monitored(sensor_champion) -> None:  # type: ignore[no-untyped-def]
+    """The sensor champion's reference is stored at training; scoring logs the readings; a
+    window of readings from the same distribution is quiet, a hot one alerts on the right series
+    and Evidently sees it, with its own chart state beside the vision model's."""
+    import pandas as pd
+
+    from andon.config import load_plant
+    from andon.events import DRIFT_DETECTED
+    from andon.monitoring.monitor import monitor
+    from andon.monitoring.reference import load_reference
+    from andon.registry import SENSOR_TASK
+    from andon.sensor_scoring import score_sensor_table
+    from andon.training.sensor import AI4I_FEATURES
+
+    path, out = sensor_champion
+    store = open_store()
+    cfg = load_plant("plant-a")
+    ref, ref_frame = load_reference(out.model_name, out.version)
+    assert list(ref.features) == list(AI4I_FEATURES) and ref.n == len(ref_frame) > 1000
+    assert 0 < ref.defect_rate < 0.5 and "predicted_failure" in ref_frame
+
+    table = pd.read_csv(path)
+    events: list[tuple[str, dict]] = []
+
+    def window(frame: pd.DataFrame):  # type: ignore[no-untyped-def]
+        t0 = datetime.now(UTC)
+        score_sensor_table(store, cfg, frame, explain=False)
+        t1 = datetime.now(UTC)
+        return monitor(store, cfg, end=t1 + timedelta(seconds=1), window=t1 - t0 + timedelta(seconds=2),
+                       drift_report=True, emit=lambda e, p, k: events.append((e, p)), task=SENSOR_TASK)  # fmt: skip
+
+    quiet = window(table.sample(1500, random_state=1))  # the same distribution, in random order
+    assert quiet.parts == 1500 and quiet.model == out.model_name
+    by = {v.series: v for v in quiet.verdicts}
+    assert set(by) == {*AI4I_FEATURES, "failure_rate", "evidently_drift_share"}
+    assert not quiet.breaches and not events, [(v.series, v.z) for v in quiet.verdicts]
+    assert quiet.drift_report_key and store.exists(quiet.drift_report_key) and quiet.drift_share < 0.5
+
+    hot = table.sample(1500, random_state=2)
+    hot["Air temperature [K]"] += 4.0  # a cooling fault: 2 sd of the air temperature
+    drifted = window(hot)
+    by = {v.series: v for v in drifted.verdicts}
+    assert by["Air temperature [K]"].status == "breach" and by["Air temperature [K]"].z > 5
+    assert by["Rotational speed [rpm]"].status == "baseline"  # still Phase I: 72 windows set the baseline
+    assert [p["series"] for e, p in events if e == DRIFT_DETECTED] == [
+        v.series for v in drifted.verdicts if v.status == "breach"
+    ]
+    # Evidently's score here is the normed Wasserstein distance (drift above 0.1)
+    assert drifted.drift_scores["Air temperature [K]"] > 0.1 > quiet.drift_scores["Air temperature [K]"]
+    assert store.exists("monitoring/plant-a/machine-failure/state.json")
+    assert not store.exists("monitoring/plant-a/state.json")  # the vision model's charts are its own
+    with pytest.raises(DataError, match="no monitoring for task"):
+        monitor(store, cfg, task="welding")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from andon.monitoring.charts import (
+    Budget,
     ChartState,
     Limits,
     cusum_arl0,
@@ -32,6 +33,23 @@ def test_budget_sets_the_run_length() -> None:
     assert lim.arl0 == 60 * 8640 and lim.shewhart > 4.5 and lim.cusum_h > lim.shewhart
     looser = Limits.for_budget(charts=60, windows_per_30_days=8640, false_alarms_per_30_days=30)
     assert looser.shewhart < lim.shewhart and looser.cusum_h < lim.cusum_h
+
+
+def test_budget_split_between_reviewed_and_other_charts_spends_exactly_the_budget() -> None:
+    from statistics import NormalDist
+
+    budget = Budget(8640, 1.0, reviewed_charts=6, other_charts=42, reviewed_share=0.5)
+    reviewed, other = budget.limits(True, True), budget.limits(False, False)
+    # expected false alarms per 30 days: charts x windows x P(alarm per window), per group
+    p_reviewed = 1 - NormalDist().cdf(reviewed.shewhart)  # one side only
+    p_other = 2 * (1 - NormalDist().cdf(other.shewhart))
+    assert 6 * 8640 * p_reviewed == pytest.approx(0.5, rel=1e-6)
+    assert 42 * 8640 * p_other == pytest.approx(0.5, rel=1e-6)
+    assert reviewed.shewhart < other.shewhart  # the few reviewed charts get the looser limits
+    assert budget.limits(False, True).shewhart < other.shewhart  # one side may take the whole ARL
+    # all of the budget to the other charts when there is no reviewed series
+    alone = Budget(8640, 1.0, reviewed_charts=0, other_charts=42).limits(False, False)
+    assert alone.arl0 == pytest.approx(42 * 8640)
 
 
 def _first_alarm(limits: Limits, shift: float, rng: np.random.Generator, chart: str, cap: int = 20_000) -> int:
