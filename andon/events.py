@@ -55,3 +55,18 @@ def post_event(api_url: str, event: str, resource: dict[str, str], payload: dict
     except httpx.HTTPError:
         return False
     return resp.status_code < 300
+
+
+# --------------------------------------------------------------------------- MES events
+
+MES_SKU_INTRODUCED = "mes.sku.introduced"
+MES_FAILURE_TYPE_LOGGED = "mes.failure_type.logged"
+MES_PRODUCT_MIX_CHANGED = "mes.product_mix.changed"
+MES_LINE_RECONFIGURED = "mes.line.reconfigured"
+MES_EVENTS = (MES_SKU_INTRODUCED, MES_FAILURE_TYPE_LOGGED, MES_PRODUCT_MIX_CHANGED, MES_LINE_RECONFIGURED)
+SIGNIFICANT = "andon.significant"  # resource label: "true" when the event should retrain (triggers match it)
+
+
+def mes_event_id(plant: str, message_id: str) -> uuid.UUID:
+    """The event id of an MES message: the same message, however often sent, is one event."""
+    return event_id("mes", plant, message_id)

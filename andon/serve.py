@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoi
 
 from andon.config import PlantConfig
 from andon.errors import AndonError, DataError, ObjectNotFoundError
+from andon.httpkit import Rejected, read_capped, run_in_thread
 from andon.predlog import PredictionLog, PredictionWriter
 from andon.registry import CHAMPION
 from andon.scoring import Champion, check_image, error_fields, explain_parts, prediction_rows, wants_explanation
@@ -41,15 +42,6 @@ if TYPE_CHECKING:
 
 MAX_BYTES = 4 * 1024 * 1024
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "application/octet-stream": "bin"}
-
-
-class Rejected(AndonError):
-    """A request the service answers with an HTTP error (the part is still logged when it is one)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass
@@ -267,18 +259,6 @@ class ScoringService:
         }
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Rejected(413, f"request of {int(declared)} bytes is over the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Rejected(413, f"request body is over the limit of {limit} bytes")
-    return bytes(body)
-
-
 def create_app(service: ScoringService) -> FastAPI:
     """The FastAPI app around a started ``service`` (the caller starts and stops it)."""
     import json
@@ -308,7 +288,7 @@ def create_app(service: ScoringService) -> FastAPI:
         request: Request, part_id: str | None = None, line: str | None = None, sku: str | None = None
     ) -> JSONResponse:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await _read_capped(request, service.max_bytes)
+        body = await read_capped(request, service.max_bytes)
         if not body:
             raise Rejected(422, "empty request: send the image as the body, or JSON with an object_key")
         if ctype == "application/json":
@@ -348,23 +328,6 @@ def serve(cfg: PlantConfig, store: ObjectStore, host: str, port: int, **options:
 def serve_in_thread(service: ScoringService, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Start ``service`` and its HTTP server on a background thread; yields the base URL and on
     exit shuts both down (the log is flushed). For tests, benchmarks and embedding."""
-    import uvicorn
-
     service.start()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host=host, port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="andon-http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            service.stop()
-            raise AndonError(f"the scoring service did not start on {host}:{port}")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with run_in_thread(create_app(service), host, port, "andon-scoring", on_fail=service.stop) as url:
+        yield url

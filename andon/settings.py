@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +72,14 @@ class AndonSettings(BaseSettings):
         description="Where the MLflow server stores artifacts; default <object store>/mlflow-artifacts "
         "for s3://, else $ANDON_HOME/mlflow/artifacts.",
     )
+    mes_secret: SecretStr | None = Field(
+        default=None, description="Shared secret of the MES webhook signatures (HMAC-SHA256); the gateway needs it."
+    )
+    gateway_outbox_url: str = Field(
+        default="",
+        description="The MES gateway's durable outbox; default SQLite under ANDON_HOME (postgresql://... by URL).",
+    )
+    gateway_port: Port = Field(default=8090, description="Port of `andon gateway`.")
     service_start_timeout_s: float = Field(
         default=90.0, gt=0, le=900, description="How long `andon up` waits for a health endpoint."
     )
@@ -98,6 +106,8 @@ class AndonSettings(BaseSettings):
             self.mlflow_tracking_uri = f"http://{self.host}:{self.mlflow_port}"
         if not self.prefect_database_url:
             self.prefect_database_url = f"sqlite+aiosqlite:///{self.home / 'prefect' / 'prefect.db'}"
+        if not self.gateway_outbox_url:
+            self.gateway_outbox_url = f"sqlite:///{self.home / 'gateway' / 'outbox.db'}"
         if not self.mlflow_backend_store_uri:
             self.mlflow_backend_store_uri = f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
         if not self.mlflow_artifacts_destination:

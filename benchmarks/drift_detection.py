@@ -117,7 +117,16 @@ def window_series_from_pool(pool, ref, spec, rng, flip: float = 0.0, labels: boo
     sd = max((ref.defect_rate * (1 - ref.defect_rate)) ** 0.5, 1e-2)
     out.append(
         Series(
-            "defect_rate", "prediction", "both", dr, PARTS_PER_WINDOW, ref.defect_rate, sd, spec.min_parts, n_ref=ref.n
+            "defect_rate",
+            "prediction",
+            "both",
+            dr,
+            PARTS_PER_WINDOW,
+            ref.defect_rate,
+            sd,
+            spec.min_parts,
+            n_ref=ref.n,
+            binary=True,
         )
     )
     out.append(Series("confidence", "prediction", "down", float(pool["conf"][idx].mean()), PARTS_PER_WINDOW,
@@ -132,7 +141,8 @@ def window_series_from_pool(pool, ref, spec, rng, flip: float = 0.0, labels: boo
         correct = pool["correct"][lab] & (rng.random(LABELS_PER_WINDOW) >= flip)
         acc_sd = max((ref.accuracy * (1 - ref.accuracy)) ** 0.5, 1e-2)
         out.append(Series("accuracy", "performance", "down", float(correct.mean()), LABELS_PER_WINDOW, ref.accuracy,
-                          acc_sd, spec.min_labels, n_ref=ref.n, detect_shift=spec.accuracy_drop_to_detect))  # fmt: skip
+                          acc_sd, spec.min_labels, n_ref=ref.n, detect_shift=spec.accuracy_drop_to_detect,
+                          binary=True))  # fmt: skip
         return out, float(correct.mean()), LABELS_PER_WINDOW
     return out, float("nan"), 0
 

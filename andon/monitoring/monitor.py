@@ -27,7 +27,7 @@ from andon.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
 from andon.monitoring.charts import Budget, ChartState, Limits, reset, update
 from andon.monitoring.reference import Reference, load_reference
 from andon.monitoring.sensor import SENSOR_COLUMNS, sensor_frame, sensor_series, sensor_series_names
-from andon.monitoring.series import COLUMNS, REVIEWED, Series, series_names, window_series
+from andon.monitoring.series import COLUMNS, REVIEWED, Series, bernoulli_sd, series_names, window_series
 from andon.registry import SENSOR_TASK
 from andon.storage import ObjectStore, join_key
 
@@ -245,7 +245,9 @@ def chart_series(
     if s.baseline:
         mu0 = float(np.mean(base))
         spread = float(np.std(base, ddof=1)) if len(base) > 1 else 0.0
-        sd0 = max(spread, s.ref_sd / np.sqrt(max(s.n, 1)))
+        # the window's own sampling noise is the floor: for a share, at the baseline's mean
+        floor = bernoulli_sd(mu0) if s.binary else s.ref_sd
+        sd0 = max(spread, floor / np.sqrt(max(s.n, 1)))
         z = s.z_against(mu0, sd0, len(base))
     else:
         z, sd0 = s.z, s.ref_sd / np.sqrt(max(s.n, 1))

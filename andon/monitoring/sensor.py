@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from andon.errors import DataError
 from andon.monitoring.reference import FeatureRef, Reference
-from andon.monitoring.series import Series, _bernoulli_sd
+from andon.monitoring.series import Series, bernoulli_sd
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,9 +107,10 @@ def sensor_series(rows: pd.DataFrame, ref: Reference, spec: MonitoringSpec) -> l
             rate,
             n,
             ref.defect_rate,
-            _bernoulli_sd(ref.defect_rate),
+            bernoulli_sd(ref.defect_rate),
             spec.min_parts,
             n_ref=ref.n,
+            binary=True,
         )
     )
     return out

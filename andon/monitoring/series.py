@@ -44,6 +44,7 @@ class Series:
     n_ref: int = 0  # parts behind the reference mean: its own error widens the test
     baseline: bool = True  # charted against the first windows of production (Phase I), not the reference
     detect_shift: float = 0.0  # a drop of interest (value units): its CUSUM is tuned to catch it fast
+    binary: bool = False  # a share of 0/1 outcomes: its noise follows from its mean (sqrt(p (1 - p) / n))
 
     @property
     def ready(self) -> bool:
@@ -89,7 +90,7 @@ class Series:
         return z
 
 
-def _bernoulli_sd(p: float) -> float:
+def bernoulli_sd(p: float) -> float:
     return math.sqrt(max(p * (1 - p), 1e-4))
 
 
@@ -128,9 +129,10 @@ def window_series(
             defect_rate,
             n,
             ref.defect_rate,
-            _bernoulli_sd(ref.defect_rate),
+            bernoulli_sd(ref.defect_rate),
             spec.min_parts,
             n_ref=ref.n,
+            binary=True,
         )
     )
     conf = float(probs.max(1).mean()) if n else float("nan")
@@ -142,7 +144,7 @@ def window_series(
     out.append(Series("estimated_accuracy", "performance", "down", est, n, ea.mean, ea.sd, spec.min_parts, n_ref=ref.n))
 
     acc, k, rec, kd = _reviewed(rows, labels, first)
-    sd = _bernoulli_sd(ref.accuracy)
+    sd = bernoulli_sd(ref.accuracy)
     out.append(
         Series(
             "accuracy",
@@ -155,6 +157,7 @@ def window_series(
             spec.min_labels,
             n_ref=ref.n,
             detect_shift=spec.accuracy_drop_to_detect,
+            binary=True,
         )
     )
     if not math.isnan(ref.defect_recall):
@@ -166,9 +169,10 @@ def window_series(
                 rec,
                 kd,
                 ref.defect_recall,
-                _bernoulli_sd(ref.defect_recall),
+                bernoulli_sd(ref.defect_recall),
                 max(5, spec.min_labels // 4),
                 detect_shift=spec.accuracy_drop_to_detect,
+                binary=True,
             )
         )
     return out

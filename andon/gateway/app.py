@@ -1,0 +1,200 @@
+"""``andon gateway``: the MES webhook service (FastAPI; import this module only to serve).
+
+    POST /v1/mes/events     a signed MES message (see andon/gateway/signing.py and schemas.py)
+                            202 {"event_id", "event", "duplicate"} once it is committed to the outbox
+                            401 unsigned / forged / expired / replayed; 400 malformed JSON, unknown
+                            type, a wrong field (named), unknown plant or line; 413 over 1 MB
+    GET  /healthz           outbox counts and the forwarder's state
+    GET  /metrics           Prometheus text: received, duplicates, rejected by reason, pending,
+                            delivered, delivery lag
+
+Nothing is enqueued for a rejected request. A message id already in the outbox is acknowledged
+again (``duplicate: true``) and not enqueued twice, so an MES that retries never retrains twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations here
+
+from andon.config import PlantConfig
+from andon.errors import AndonError, DataError
+from andon.gateway.forwarder import Forwarder
+from andon.gateway.outbox import Outbox, ReplayError
+from andon.gateway.schemas import parse_message, to_event
+from andon.gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from andon.httpkit import Rejected, read_capped
+
+MAX_BYTES = 1024 * 1024
+
+
+class Gateway:
+    """Checks, persists and forwards MES messages (HTTP and MQTT share it)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        plants: dict[str, PlantConfig],
+        secret: str,
+        forwarder: Forwarder | None = None,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        if not secret:
+            raise AndonError("the gateway needs the MES signing secret: set ANDON_MES_SECRET")
+        self.outbox, self.plants, self.secret = outbox, plants, secret
+        self.forwarder = forwarder
+        self.max_bytes = max_bytes
+        self.accepted: Counter[str] = Counter()  # by source
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()  # by reason
+        self._lock = threading.Lock()
+
+    def _reject(self, reason: str, status: int, detail: str) -> Rejected:
+        with self._lock:
+            self.rejected[reason] += 1
+        return Rejected(status, detail)
+
+    def receive_http(self, body: bytes, timestamp: str | None, signature: str | None) -> dict[str, Any]:
+        try:
+            sig = verify(body, timestamp, signature, self.secret)
+        except SignatureError as exc:
+            raise self._reject(exc.reason, 401, str(exc)) from None
+        try:
+            raw = json.loads(body)
+        except ValueError as exc:
+            raise self._reject("malformed", 400, f"malformed JSON: {exc}") from None
+        return self.receive(raw, "http", sig)
+
+    def receive(self, raw: Any, source: str, signature: str | None = None) -> dict[str, Any]:
+        """Check ``raw`` (decoded JSON), persist its event; the answer for the sender."""
+        try:
+            msg = parse_message(raw)
+        except DataError as exc:
+            reason = "unknown_type" if str(exc).startswith("type:") else "schema"
+            raise self._reject(reason, 400, str(exc)) from None
+        cfg = self.plants.get(msg.plant)
+        if cfg is None:
+            known = ", ".join(sorted(self.plants))
+            raise self._reject("unknown_plant", 400, f"plant: unknown plant {msg.plant!r} (known: {known})")
+        try:
+            event = to_event(msg, cfg)
+        except DataError as exc:
+            raise self._reject("schema", 400, str(exc)) from None
+        try:
+            new = self.outbox.put(event, source, signature)
+        except ReplayError as exc:
+            raise self._reject("replayed", 401, str(exc)) from None
+        with self._lock:
+            if new:
+                self.accepted[source] += 1
+            else:
+                self.duplicates += 1
+        if new and self.forwarder:
+            self.forwarder.wake()
+        return {"event_id": event["id"], "event": event["event"], "plant": cfg.id, "duplicate": not new}
+
+    def health(self) -> dict[str, Any]:
+        counts = self.outbox.counts()
+        fw = self.forwarder.stats if self.forwarder else None
+        return {
+            "status": "ok",
+            "plants": sorted(self.plants),
+            **counts,
+            "forwarder": None
+            if fw is None
+            else {"last_error": fw.last_error or None, "backoff_s": fw.backoff, "failures": fw.failures},
+        }
+
+    def metrics(self) -> str:
+        """Prometheus text exposition."""
+        counts = self.outbox.counts()
+        lines = [
+            "# HELP andon_gateway_events_received_total MES events accepted and committed to the outbox",
+            "# TYPE andon_gateway_events_received_total counter",
+            *(f'andon_gateway_events_received_total{{source="{s}"}} {n}' for s, n in sorted(self.accepted.items())),
+            "# HELP andon_gateway_events_duplicate_total MES messages whose id was already in the outbox",
+            "# TYPE andon_gateway_events_duplicate_total counter",
+            f"andon_gateway_events_duplicate_total {self.duplicates}",
+            "# HELP andon_gateway_events_rejected_total requests refused, by reason (nothing enqueued)",
+            "# TYPE andon_gateway_events_rejected_total counter",
+            *(f'andon_gateway_events_rejected_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())),
+            "# HELP andon_gateway_outbox_pending events in the outbox not yet confirmed by the Prefect server",
+            "# TYPE andon_gateway_outbox_pending gauge",
+            f"andon_gateway_outbox_pending {counts['pending']}",
+            "# HELP andon_gateway_events_delivered_total events the Prefect server confirmably stored",
+            "# TYPE andon_gateway_events_delivered_total counter",
+            f"andon_gateway_events_delivered_total {counts['delivered']}",
+        ]
+        if self.forwarder:
+            lags = sorted(self.forwarder.stats.lags)
+            lines += [
+                "# HELP andon_gateway_delivery_lag_seconds receipt to confirmed delivery (recent events)",
+                "# TYPE andon_gateway_delivery_lag_seconds summary",
+            ]
+            for q in (0.5, 0.9, 0.99):
+                value = lags[min(len(lags) - 1, int(q * len(lags)))] if lags else float("nan")
+                lines.append(f'andon_gateway_delivery_lag_seconds{{quantile="{q}"}} {value:.4f}')
+            lines += [
+                f"andon_gateway_delivery_lag_seconds_count {len(lags)}",
+                "# TYPE andon_gateway_forwarder_failures_total counter",
+                f"andon_gateway_forwarder_failures_total {self.forwarder.stats.failures}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.concurrency import run_in_threadpool
+
+    app = FastAPI(title="Andon MES gateway", version="1")
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_request: Request, exc: Rejected) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.post("/v1/mes/events", status_code=202)
+    async def receive(request: Request) -> JSONResponse:
+        try:
+            body = await read_capped(request, gateway.max_bytes)
+        except Rejected as exc:
+            raise gateway._reject("too_large", exc.status, exc.detail) from None
+        answer = await run_in_threadpool(
+            gateway.receive_http, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
+        )
+        return JSONResponse(answer, status_code=202)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(gateway.health))
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(await run_in_threadpool(gateway.metrics), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def build_gateway(api_url: str | None = None, outbox_url: str | None = None, forward: bool = True) -> Gateway:
+    """A gateway from the settings: every plant of ``configs/``, the outbox, a started forwarder."""
+    from andon.config import list_plants, load_plant
+    from andon.settings import get_settings
+
+    settings = get_settings()
+    secret = settings.mes_secret.get_secret_value() if settings.mes_secret else ""
+    if not secret:
+        raise AndonError("the gateway needs the MES signing secret: set ANDON_MES_SECRET")
+    url = outbox_url or settings.gateway_outbox_url
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(url)
+    forwarder = Forwarder(outbox, api_url or settings.prefect_api_url) if forward else None
+    gateway = Gateway(outbox, {p: load_plant(p) for p in list_plants()}, secret, forwarder)
+    if forwarder:
+        forwarder.start()
+    return gateway
