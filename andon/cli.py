@@ -45,6 +45,7 @@ EXAMPLES = """\
   audit report of a window (HTML+CSV): andon audit --plant plant-a --from T1 --to T2 --only-defects
   monitor drift over the last hour:   andon monitor --plant plant-a --window 1h --drift-report
   open alerts / take one:             andon alerts list --plant plant-a | andon alerts ack ID --plant plant-a --who me
+  the plants' Prefect deployments:    andon deployments render  |  andon deploy
   the main job, end to end:           andon demo
 """
 
@@ -736,7 +737,10 @@ def _post_event(event: str, plant: str, payload: dict[str, Any]) -> None:
 
     settings = _settings()
     eid = events.event_id(event, plant, *payload.values())
-    if not events.post_event(settings.prefect_api_url, event, events.plant_resource(plant), payload, eid):
+    resource = events.plant_resource(plant)
+    if "retrain" in payload:  # a monitoring alert: retrain triggers match this label
+        resource[events.SIGNIFICANT] = str(bool(payload["retrain"])).lower()
+    if not events.post_event(settings.prefect_api_url, event, resource, payload, eid):
         sys.stderr.write(f"note: {event} not delivered (Prefect at {settings.prefect_api_url} did not answer)\n")
 
 
@@ -1019,6 +1023,69 @@ def gateway(
             bridge.stop()
         if gw.forwarder:
             gw.forwarder.stop()
+
+
+deployments_app = typer.Typer(help="The plants' Prefect deployments (deployments/prefect.yaml, from configs/).")
+app.add_typer(deployments_app, name="deployments")
+DEPLOYMENTS_FILE = Path("deployments") / "prefect.yaml"
+
+
+@deployments_app.command("render")
+def deployments_render(
+    check: Annotated[bool, typer.Option(help="only check that the file is up to date (exit 1 if not)")] = False,
+) -> None:
+    """Write deployments/prefect.yaml from configs/: per plant score, validate, monitor (every
+    window), monitor-hourly, drift-nightly and retrain with its event triggers.
+
+    Example: andon deployments render
+    """
+    from andon.config import list_plants, load_plant
+    from andon.deployments import render_yaml
+    from andon.settings import REPO_ROOT
+
+    text = render_yaml([load_plant(p) for p in list_plants()])
+    path = REPO_ROOT / DEPLOYMENTS_FILE
+    if check:
+        if not path.exists() or path.read_text() != text:
+            sys.stderr.write(f"{path} is out of date: run `andon deployments render`\n")
+            raise typer.Exit(1)
+        sys.stdout.write(f"{path} is up to date\n")
+        return
+    path.write_text(text)
+    sys.stdout.write(f"wrote {path} ({text.count('- name: ')} deployments)\n")
+
+
+@app.command()
+def deploy(
+    prefect_api_url: Annotated[str | None, typer.Option(help="default ANDON_PREFECT_API_URL")] = None,
+) -> None:
+    """Apply deployments/prefect.yaml to the Prefect server: renders it, creates each plant's
+    process work pool (andon-<plant>), then `prefect deploy --all`. Start a worker per plant with
+    `prefect worker start --pool andon-<plant>`.
+
+    Example: andon deploy
+    """
+    import os
+    import subprocess
+
+    from andon.config import list_plants
+    from andon.deployments import work_pool
+    from andon.errors import ServiceError
+    from andon.settings import REPO_ROOT
+
+    deployments_render(check=False)
+    env = os.environ | {
+        "PREFECT_API_URL": prefect_api_url or _settings().prefect_api_url,
+        "ANDON_REPO_ROOT": str(REPO_ROOT),
+    }
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    steps = [[prefect, "work-pool", "create", work_pool(p), "--type", "process", "--overwrite"] for p in list_plants()]
+    steps.append([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(DEPLOYMENTS_FILE)])
+    for cmd in steps:
+        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"{' '.join(cmd[1:4])} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    sys.stdout.write(f"deployed {DEPLOYMENTS_FILE} to {env['PREFECT_API_URL']}\n")
 
 
 mes_app = typer.Typer(help="MES events: send a signed one to a gateway (for testing and integration).")

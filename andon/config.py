@@ -203,6 +203,49 @@ class MonitoringSpec(_Strict):
     drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class MaintenanceWindow(_Strict):
+    """A weekly time span (plant's local time) in which no retraining starts."""
+
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = DAYS
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM (after start)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start} (split a window across midnight)")
+        return self
+
+
+class RetrainSpec(_Strict):
+    """When an event may start a retraining (the retrain flow's policy step)."""
+
+    cooldown_hours: float = Field(default=6.0, ge=0, le=24 * 30, description="since the last retrain started")
+    min_new_labels: int = Field(
+        default=200, ge=0, description="labels since the champion was trained; MES-driven retrains need 0"
+    )
+    accuracy_drop_pct: float = Field(
+        default=15.0, gt=0, le=100, description="andon.performance.degraded retrains at this drop (points) or more"
+    )
+    drift_severity: Literal["medium", "high"] = Field(
+        default="high", description="andon.drift.detected retrains at this severity or above"
+    )
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    fine_tune_epochs: int | None = Field(
+        default=None, ge=1, le=1000, description="epochs of a fine-tune from the champion (default: the recipe's)"
+    )
+
+
+class ScheduleSpec(_Strict):
+    """Cron schedules of the plant's deployments, in the plant's timezone."""
+
+    monitor_hourly: str = "5 * * * *"
+    drift_nightly: str = "30 2 * * *"
+
+
 class PlantConfig(_Strict):
     """A plant after merging the base recipe with its overrides."""
 
@@ -218,6 +261,8 @@ class PlantConfig(_Strict):
     data: DataSpec = DataSpec()
     mes: MesSpec = MesSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    retrain: RetrainSpec = RetrainSpec()
+    schedules: ScheduleSpec = ScheduleSpec()
     recipe: Recipe
 
     @field_validator("id")

@@ -17,6 +17,7 @@ DRIFT_DETECTED = "andon.drift.detected"
 PERFORMANCE_DEGRADED = "andon.performance.degraded"
 MODEL_PROMOTED = "andon.model.promoted"
 MODEL_ROLLED_BACK = "andon.model.rolled_back"
+RETRAIN_FINISHED = "andon.retrain.finished"
 
 
 def plant_resource(plant: str, line: str | None = None) -> dict[str, str]:

@@ -14,6 +14,8 @@ flip reviewed outcomes. Every window goes through the monitor's own series and `
 Detectors: Shewhart, EWMA, CUSUM (any series), the label-free estimate (estimated accuracy)
 plus data drift (no labels at all), the common plant rule (24 h mean accuracy 1 sd below the
 historical mean, sd of daily means over 7 stable days), and Evidently's drift share (hourly).
+``data_charts``: the image-statistics and embedding charts alone (the ones the augmentation
+tolerance band governs; prediction and performance charts react to what the model does).
 
 Run: .venv/bin/python benchmarks/drift_detection.py [--runs 10] [--stable-days 30]
 (the two label-only accuracy drops run 4x --runs: their medians sit on a window boundary)
@@ -151,7 +153,7 @@ LABEL_FREE = None  # every series that does not need a reviewed label
 
 
 def detectors(verdicts) -> dict[str, bool]:  # type: ignore[no-untyped-def]
-    hit = {"shewhart": False, "ewma": False, "cusum": False, "label_free": False}
+    hit = {"shewhart": False, "ewma": False, "cusum": False, "label_free": False, "data_charts": False}
     for v in verdicts:
         if v.status != "breach":
             continue
@@ -160,6 +162,8 @@ def detectors(verdicts) -> dict[str, bool]:  # type: ignore[no-untyped-def]
                 hit[r] = True
         if v.series != "accuracy":
             hit["label_free"] = True
+        if v.kind == "data":  # the image statistics and embedding only (no prediction, no performance)
+            hit["data_charts"] = True
     hit["any_chart"] = hit["shewhart"] or hit["ewma"] or hit["cusum"]
     return hit
 
@@ -227,7 +231,7 @@ def main() -> None:
             for d, h in hit.items():
                 if h and d not in found:
                     found[d] = (w - pre + 1) * WINDOW_MIN
-            if len(found) >= 6:
+            if len(found) >= 7:
                 break
         return found
 
@@ -250,7 +254,7 @@ def main() -> None:
         label_only = name.startswith("accuracy_drop")
         n_runs = args.runs * (4 if label_only else 1)
         runs = [run(pool, flip, labels, 100 + i, 288 if label_only else cap) for i in range(n_runs)]
-        for d in ("shewhart", "ewma", "cusum", "label_free", "rule_24h_1sd"):
+        for d in ("shewhart", "ewma", "cusum", "label_free", "data_charts", "rule_24h_1sd"):
             delays = [r[d] for r in runs if d in r]
             row = {"detected_runs": len(delays), "runs": len(runs)}
             if delays:

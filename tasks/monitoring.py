@@ -17,9 +17,10 @@ WINDOWS = {"incremental": None, "hourly": timedelta(hours=1), "nightly": timedel
 def _emit(event: str, payload: dict[str, Any], key: str) -> None:
     from prefect.events import emit_event
 
-    from andon.events import event_id, plant_resource
+    from andon.events import SIGNIFICANT, event_id, plant_resource
 
-    emit_event(event=event, resource=plant_resource(payload["plant"]), payload=payload, id=event_id(event, key))
+    resource = plant_resource(payload["plant"]) | {SIGNIFICANT: str(bool(payload.get("retrain"))).lower()}
+    emit_event(event=event, resource=resource, payload=payload, id=event_id(event, key))
 
 
 @task(name="run-monitor", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)

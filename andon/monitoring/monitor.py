@@ -43,7 +43,7 @@ class Verdict:
     series: str
     kind: str
     value: float
-    reference: float
+    reference: float  # what the window was charted against (Phase II: the production baseline)
     n: int
     z: float
     rules: list[str]
@@ -242,8 +242,9 @@ def chart_series(
             base.append(s.value)
         return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), ["shewhart"] if gross else [],
                        "breach" if gross else "baseline")  # fmt: skip
+    reference = s.ref_mean
     if s.baseline:
-        mu0 = float(np.mean(base))
+        mu0 = reference = float(np.mean(base))
         spread = float(np.std(base, ddof=1)) if len(base) > 1 else 0.0
         # the window's own sampling noise is the floor: for a share, at the baseline's mean
         floor = bernoulli_sd(mu0) if s.binary else s.ref_sd
@@ -261,7 +262,7 @@ def chart_series(
         state["charts"][s.name] = asdict(cs)
     else:  # the window was charted already: read the verdict, change nothing
         v = update(ChartState(**asdict(cs)), z, limits)
-    return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), v.rules, "breach" if v.alarm else "ok")
+    return Verdict(s.name, s.kind, s.value, reference, s.n, round(z, 3), v.rules, "breach" if v.alarm else "ok")
 
 
 def _rule_24h_verdict(
@@ -321,10 +322,17 @@ def _open_alert(
 ) -> dict[str, Any]:
     performance = v.kind == "performance"
     event = PERFORMANCE_DEGRADED if performance else DRIFT_DETECTED
-    drop_pct = (
-        (ref.accuracy - v.value) * 100 if v.series in ("accuracy", "estimated_accuracy", "accuracy_24h_rule") else None
-    )
-    severity = "critical" if performance and (drop_pct or 0) >= 10 else ("high" if performance else "medium")
+    accuracy_like = ("accuracy", "estimated_accuracy", "accuracy_24h_rule")
+    drop_pct = (v.reference - v.value) * 100 if v.series in accuracy_like else None  # from what was charted against
+    if performance:
+        severity = "critical" if (drop_pct or 0) >= 10 else "high"
+        retrain = drop_pct is not None and drop_pct >= cfg.retrain.accuracy_drop_pct
+    else:  # broad drift (Evidently says most features moved, or several charted features did) is high
+        broad = (result.drift_share or 0) >= 0.5 or sum(
+            x.kind == "data" and x.status == "breach" for x in result.verdicts
+        ) >= 3
+        severity = "high" if broad else "medium"
+        retrain = severity == "high" or cfg.retrain.drift_severity == "medium"
     aid = f"{result.end:%Y%m%dT%H%M%S}-{v.series}-{uuid.uuid4().hex[:6]}"
     payload = {
         "plant": cfg.id,
@@ -342,6 +350,7 @@ def _open_alert(
         "severity": severity,
         "accuracy_drop_pct": None if drop_pct is None else round(drop_pct, 2),
         "report_key": result.drift_report_key,
+        "retrain": retrain,  # clears the plant's retrain threshold: the event carries andon.significant
     }
     record = {
         "id": aid,

@@ -1,0 +1,162 @@
+"""``deployments/prefect.yaml``, generated from ``configs/``: per plant, ``score``, ``validate``,
+``monitor`` (every ``monitoring.window_minutes``), ``monitor-hourly`` and ``drift-nightly``
+(cron in the plant's timezone) and ``retrain`` with one event trigger per cause. Plain data
+(no Prefect import); ``andon deploy`` hands the file to ``prefect deploy``.
+
+Every trigger matches on the plant's resource id, so an event of plant A never starts plant B's
+retrain (Prefect does not scope triggers to the deployment by itself), and on the label
+``andon.significant = "true"`` that the gateway and the monitor set when the event clears the
+plant's own threshold (a product-mix shift over ``mes.product_mix_threshold``, an accuracy drop
+of ``retrain.accuracy_drop_pct`` or more, drift of ``retrain.drift_severity``): a trigger can
+match labels, not compare numbers. The event's id, name and payload become the retrain flow's
+typed parameters; one retrain per plant runs at a time (``concurrency_limit`` 1, ENQUEUE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from andon.config import PlantConfig
+from andon.events import (
+    DRIFT_DETECTED,
+    MES_FAILURE_TYPE_LOGGED,
+    MES_LINE_RECONFIGURED,
+    MES_PRODUCT_MIX_CHANGED,
+    MES_SKU_INTRODUCED,
+    PERFORMANCE_DEGRADED,
+    SIGNIFICANT,
+)
+from andon.registry import SENSOR_TASK
+
+VISION = "vision"
+# what each cause retrains: the sensor model learns a new failure type, everything else the camera's
+RETRAIN_CAUSES: dict[str, str] = {
+    MES_SKU_INTRODUCED: VISION,
+    MES_LINE_RECONFIGURED: VISION,
+    MES_PRODUCT_MIX_CHANGED: VISION,
+    MES_FAILURE_TYPE_LOGGED: SENSOR_TASK,
+    PERFORMANCE_DEGRADED: VISION,
+    DRIFT_DETECTED: VISION,
+}
+ENTRYPOINTS = {
+    "score": "flows/score.py:score_batch_flow",
+    "validate": "flows/validate.py:validate_batch_flow",
+    "monitor": "flows/monitor.py:monitor_flow",
+    "retrain": "flows/retrain.py:retrain_flow",
+}
+PAYLOAD_AS_JSON = {
+    "__prefect_kind": "json",
+    "value": {"__prefect_kind": "jinja", "template": "{{ event.payload | tojson }}"},
+}
+
+
+def _jinja(template: str) -> dict[str, str]:
+    """An explicit Jinja parameter: rendered as a plain string. (A bare "{{ ... }}" string is
+    upgraded by Prefect >= 3.6.24 to "{{ ... | tojson }}", which fails on the event's UUID id.)"""
+    return {"__prefect_kind": "jinja", "template": template}
+
+
+def work_pool(plant: str) -> str:
+    return f"andon-{plant}"
+
+
+def retrain_triggers(cfg: PlantConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "event",
+            "enabled": True,
+            "name": f"{cfg.id}: {event} retrains {task}",
+            "match": {"prefect.resource.id": f"andon.plant.{cfg.id}", SIGNIFICANT: "true"},
+            "expect": [event],
+            "posture": "Reactive",
+            "threshold": 1,
+            "within": 0,
+            "parameters": {
+                "plant": cfg.id,
+                "task": task,
+                "trigger": _jinja("{{ event.event }}"),
+                "event_id": _jinja("{{ event.id }}"),
+                "details": PAYLOAD_AS_JSON,
+            },
+        }
+        for event, task in RETRAIN_CAUSES.items()
+    ]
+
+
+def plant_deployments(cfg: PlantConfig) -> list[dict[str, Any]]:
+    pool = {"name": work_pool(cfg.id)}
+    tags = [f"plant:{cfg.id}", "andon"]
+
+    def dep(name: str, flow: str, description: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": f"{name}-{cfg.id}",
+            "entrypoint": ENTRYPOINTS[flow],
+            "description": description,
+            "tags": tags,
+            "work_pool": pool,
+            "parameters": {"plant": cfg.id} | extra.pop("parameters", {}),
+            **extra,
+        }
+
+    tz = cfg.timezone
+    minutes = cfg.monitoring.window_minutes
+    return [
+        dep("score", "score", f"{cfg.name}: score a raw batch with the champion"),
+        dep("validate", "validate", f"{cfg.name}: the data gate on a raw batch (bad batches quarantined)"),
+        dep(
+            "monitor",
+            "monitor",
+            f"{cfg.name}: charts over the last {minutes} minutes",
+            parameters={"kind": "incremental"},
+            schedules=[{"interval": minutes * 60, "timezone": tz, "slug": f"{cfg.id}-monitor"}],
+        ),
+        dep(
+            "monitor-hourly",
+            "monitor",
+            f"{cfg.name}: the last hour with the Evidently summary",
+            parameters={"kind": "hourly"},
+            schedules=[{"cron": cfg.schedules.monitor_hourly, "timezone": tz, "slug": f"{cfg.id}-monitor-hourly"}],
+        ),
+        dep(
+            "drift-nightly",
+            "monitor",
+            f"{cfg.name}: the last 24 hours with the full drift report",
+            parameters={"kind": "nightly"},
+            schedules=[{"cron": cfg.schedules.drift_nightly, "timezone": tz, "slug": f"{cfg.id}-drift-nightly"}],
+        ),
+        dep(
+            "retrain",
+            "retrain",
+            f"{cfg.name}: policy, dataset + new labels, fine-tune from the champion, promotion gate",
+            parameters={"task": VISION, "trigger": "manual"},
+            concurrency_limit={"limit": 1, "collision_strategy": "ENQUEUE"},
+            triggers=retrain_triggers(cfg),
+        ),
+    ]
+
+
+def render(plants: list[PlantConfig]) -> dict[str, Any]:
+    """The whole ``prefect.yaml`` document."""
+    return {
+        "name": "andon",
+        "prefect-version": "3.9.1",
+        # the flows run from the repository the file is deployed from (``andon deploy`` sets it)
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $ANDON_REPO_ROOT }}"}}],
+        "deployments": [d for cfg in plants for d in plant_deployments(cfg)],
+    }
+
+
+HEADER = """\
+# GENERATED by `andon deployments render` from configs/ -- do not edit; change configs/ and render.
+# Apply with `andon deploy` (creates the plants' work pools, then `prefect deploy --all`).
+"""
+
+
+def render_yaml(plants: list[PlantConfig]) -> str:
+    import yaml
+
+    class Plain(yaml.SafeDumper):  # every deployment spelled out, no &anchors
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return HEADER + yaml.dump(render(plants), Dumper=Plain, sort_keys=False, width=120, allow_unicode=True)
