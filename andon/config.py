@@ -203,13 +203,14 @@ class MonitoringSpec(_Strict):
     drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
 
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class MaintenanceWindow(_Strict):
     """A weekly time span (plant's local time) in which no retraining starts."""
 
-    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = DAYS
+    days: tuple[Day, ...] = DAYS
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
     end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM (after start)")
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from andon.config import PlantConfig
+from andon.config import DAYS, PlantConfig
 from andon.errors import DataError, ObjectNotFoundError
 from andon.events import (
     DRIFT_DETECTED,
@@ -81,7 +81,7 @@ def load_state(store: ObjectStore, plant: str) -> dict[str, Any]:
 def in_maintenance(cfg: PlantConfig, now: datetime) -> str | None:
     """The maintenance window ``now`` falls in (plant's local time), or None."""
     local = now.astimezone(ZoneInfo(cfg.timezone))
-    day, hhmm = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()], local.strftime("%H:%M")
+    day, hhmm = DAYS[local.weekday()], local.strftime("%H:%M")
     for w in cfg.retrain.maintenance_windows:
         if day in w.days and w.start <= hhmm < w.end:
             return f"{','.join(w.days)} {w.start}-{w.end} {cfg.timezone}"

@@ -81,7 +81,7 @@ class ProductMixChanged(_Message):
 
 class LineReconfigured(_Message):
     type: Literal["line.reconfigured"]
-    line: str = Field(min_length=1, max_length=64)  # type: ignore[assignment]
+    line: str = Field(min_length=1, max_length=64)
     change: str = Field(min_length=1, max_length=500)
 
 
@@ -100,7 +100,7 @@ def parse_message(raw: Any) -> SkuIntroduced | FailureTypeLogged | ProductMixCha
     if kind not in MESSAGE_TYPES:
         raise DataError(f"type: unknown event type {kind!r}; known: {', '.join(MESSAGE_TYPES)}")
     try:
-        return _ADAPTER.validate_python(raw)  # type: ignore[no-any-return]
+        return _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"][1:]) or "body"  # drop the union tag
