@@ -240,6 +240,14 @@ class RetrainSpec(_Strict):
     )
 
 
+class LabelingSpec(_Strict):
+    """Active learning: how many parts a plant asks people to label."""
+
+    per_window: int = Field(default=20, ge=0, le=10_000, description="parts queued after each scoring window")
+    daily_budget: int = Field(default=200, ge=0, le=100_000, description="uncertain parts queued per day at most")
+    shortlist: int = Field(default=5, ge=1, le=100, description="k-center picks among shortlist x per_window uncertain")
+
+
 class ScheduleSpec(_Strict):
     """Cron schedules of the plant's deployments, in the plant's timezone."""
 
@@ -263,6 +271,7 @@ class PlantConfig(_Strict):
     mes: MesSpec = MesSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     retrain: RetrainSpec = RetrainSpec()
+    labeling: LabelingSpec = LabelingSpec()
     schedules: ScheduleSpec = ScheduleSpec()
     recipe: Recipe
 

@@ -241,6 +241,7 @@ class CollectedData:
     new_items: int
     rejected: list[dict[str, str]]  # {part_id, object_key, reason}: failed the gate, kept in a record
     counts: dict[str, int]
+    part_ids: list[str] = field(default_factory=list)  # the reviewed parts it adds (label queue: "used")
 
 
 def collect_dataset(store: ObjectStore, cfg: PlantConfig, now: datetime | None = None) -> CollectedData:
@@ -282,7 +283,7 @@ def collect_dataset(store: ObjectStore, cfg: PlantConfig, now: datetime | None =
     if not ids:
         raise DataError(f"nothing to train {cfg.id} on: the champion has no dataset tag and no part was reviewed")
     merged = combine(store, cfg.id, ids)
-    return CollectedData(merged.id, base, len(objects), rejected, merged.counts())
+    return CollectedData(merged.id, base, len(objects), rejected, merged.counts(), [o["part_id"] for o in objects])
 
 
 # ------------------------------------------------------------------ the sensor model learns a failure type

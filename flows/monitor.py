@@ -1,7 +1,8 @@
 """Monitor a plant's champion: every 5 minutes the cheap statistics and control charts
 (``incremental``), hourly with the Evidently drift report (``hourly``), nightly over 24 h
 (``nightly``). Breaches emit andon.drift.detected / andon.performance.degraded. ``task``
-picks the model: the plant's vision champion (default) or its sensor model (machine-failure)."""
+picks the model: the plant's vision champion (default) or its sensor model (machine-failure).
+The incremental run also queues the window's most informative parts for labeling."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.monitoring import publish_monitoring, run_monitor
+from tasks.monitoring import publish_monitoring, queue_for_labeling, run_monitor
 
 
 @flow(name="monitor")
@@ -18,4 +19,6 @@ def monitor_flow(
 ) -> dict[str, Any]:
     result = run_monitor(plant, kind, at, task)
     publish_monitoring(result)
+    if kind == "incremental" and task is None:  # after each scoring window: parts worth a person's look
+        result["labeling"] = queue_for_labeling(plant, result["start"], result["end"])
     return result

@@ -14,6 +14,7 @@ from tasks.retraining import (
     collect_training_data,
     fine_tune,
     publish_policy,
+    record_labels_used,
     retrain_policy,
     retrain_sensor_model,
 )
@@ -41,6 +42,7 @@ def retrain_flow(
         data = collect_training_data(plant)
         outcome = fine_tune(plant, data["dataset_id"], trigger, event_id)
         publish_training(outcome)
+        record_labels_used(plant, data["part_ids"], outcome["model_name"], outcome["version"])
         promotion = promote_challenger(plant, False, f"retrain on {trigger}")
         publish_promotion(plant, promotion)
         result |= {"dataset": data, "version": outcome["version"], "promoted": promotion["passed"]}

@@ -44,6 +44,16 @@ def run_monitor(plant: str, kind: str, at: str | None = None, task: str | None =
     return {**asdict(result), "start": result.start.isoformat(), "end": result.end.isoformat()}
 
 
+@task(name="queue-for-labeling", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
+def queue_for_labeling(plant: str, start: str, end: str) -> dict[str, int]:
+    """Active learning after each scoring window: the uncertain, diverse parts and the reviewed-wrong ones."""
+    from andon.config import load_plant
+    from andon.labeling import queue_window
+    from andon.storage import open_store
+
+    return queue_window(open_store(), load_plant(plant), datetime.fromisoformat(start), datetime.fromisoformat(end))
+
+
 @task(name="publish-monitoring")
 def publish_monitoring(result: dict[str, Any]) -> None:
     plant = result["plant"]

@@ -74,6 +74,15 @@ def fine_tune(plant: str, dataset_id: str, trigger: str, event_id: str | None) -
     return asdict(outcome)
 
 
+@task(name="record-labels-used")
+def record_labels_used(plant: str, part_ids: list[str], model: str, version: int) -> None:
+    from andon.labeling import LabelQueue
+    from andon.storage import open_store
+
+    if part_ids:
+        LabelQueue(open_store(), plant).mark_used(part_ids, model, version)
+
+
 @task(name="retrain-sensor", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def retrain_sensor_model(plant: str, failure_type: str) -> dict[str, Any]:
     from andon.config import load_plant

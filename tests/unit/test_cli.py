@@ -22,6 +22,9 @@ COMMANDS = [
     "serve",
     "gateway",
     "mes",
+    "label",
+    "deployments",
+    "deploy",
     "explain",
     "audit",
     "demo",
@@ -33,7 +36,9 @@ def test_help_lists_every_command_with_an_example() -> None:
     assert result.exit_code == 0
     for cmd in COMMANDS:
         assert f"andon {cmd}" in result.output, f"no worked example for {cmd}"
-    for cmd in [c for c in COMMANDS if c not in ("config", "store", "mes")]:  # groups: their subcommands have one
+    for cmd in [
+        c for c in COMMANDS if c not in ("config", "store", "mes", "label", "deployments")
+    ]:  # groups: their subcommands have one
         sub = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "120"})
         assert sub.exit_code == 0 and "Example: andon" in sub.output
 
