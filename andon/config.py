@@ -253,6 +253,9 @@ class ScheduleSpec(_Strict):
 
     monitor_hourly: str = "5 * * * *"
     drift_nightly: str = "30 2 * * *"
+    retrain_every_days: int = Field(
+        default=14, ge=0, le=365, description="a scheduled retrain (trigger 'schedule'); 0 = only on events"
+    )
 
 
 class PlantConfig(_Strict):

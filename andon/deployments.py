@@ -1,6 +1,7 @@
 """``deployments/prefect.yaml``, generated from ``configs/``: per plant, ``score``, ``validate``,
 ``monitor`` (every ``monitoring.window_minutes``), ``monitor-hourly`` and ``drift-nightly``
-(cron in the plant's timezone) and ``retrain`` with one event trigger per cause. Plain data
+(cron in the plant's timezone) and ``retrain`` with one event trigger per cause and a schedule
+every ``schedules.retrain_every_days`` (trigger ``schedule``: it still needs new labels). Plain data
 (no Prefect import); ``andon deploy`` hands the file to ``prefect deploy``.
 
 Every trigger matches on the plant's resource id, so an event of plant A never starts plant B's
@@ -131,6 +132,16 @@ def plant_deployments(cfg: PlantConfig) -> list[dict[str, Any]]:
             parameters={"task": VISION, "trigger": "manual"},
             concurrency_limit={"limit": 1, "collision_strategy": "ENQUEUE"},
             triggers=retrain_triggers(cfg),
+            schedules=[
+                {
+                    "interval": cfg.schedules.retrain_every_days * 86400,
+                    "timezone": tz,
+                    "slug": f"{cfg.id}-retrain-scheduled",
+                    "parameters": {"trigger": "schedule"},
+                }
+            ]
+            if cfg.schedules.retrain_every_days
+            else [],
         ),
     ]
 

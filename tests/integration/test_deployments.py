@@ -68,6 +68,8 @@ def test_deploy_applies_every_plants_schedules_and_limits(deployed: dict[str, An
     assert nightly.schedule.cron == "30 2 * * *" and nightly.schedule.timezone == "Asia/Kolkata"
     retrain = deployed["retrain/retrain-plant-a"]
     assert retrain.work_pool_name == "andon-plant-a"
+    (every14,) = retrain.schedules  # the scheduled retrain, which still needs new labels
+    assert every14.schedule.interval == timedelta(days=14) and every14.parameters == {"trigger": "schedule"}
     assert retrain.global_concurrency_limit.limit == 1
     assert str(retrain.concurrency_options.collision_strategy).endswith("ENQUEUE")
     # typed parameter forms in the UI: the flow's signature became the schema

@@ -14,7 +14,7 @@ def _compose() -> dict:  # type: ignore[type-arg]
 
 def test_services_reference_each_other_correctly() -> None:
     services = _compose()["services"]
-    assert {"postgres", "redis", "minio", "prefect-server", "mlflow"} <= set(services)
+    assert {"postgres", "redis", "minio", "prefect-server", "mlflow", "gateway"} <= set(services)
     assert {s for s in services if s.startswith("worker-")} == {
         "worker-plant-a",
         "worker-plant-b",
@@ -28,7 +28,10 @@ def test_services_reference_each_other_correctly() -> None:
                 assert "healthcheck" in services[dep], f"{name} waits for {dep}, which has no healthcheck"
     for plant in ("plant-a", "plant-b", "plant-c"):
         assert (INFRA.parent / "configs" / "plants" / f"{plant}.yaml").exists()
-        assert f"--pool', '{plant}'" in str(services[f"worker-{plant}"]["command"]).replace('"', "'")
+        # the pool `andon deploy` creates and the plant's deployments use
+        from andon.deployments import work_pool
+
+        assert f"--pool', '{work_pool(plant)}'" in str(services[f"worker-{plant}"]["command"]).replace('"', "'")
 
 
 def test_no_literal_secrets_and_ports_on_loopback() -> None:
