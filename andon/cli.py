@@ -49,6 +49,7 @@ EXAMPLES = """\
   label them in the terminal:         andon label review --plant plant-a --reviewer me
   Label Studio round trip:            andon label export --plant plant-a tasks.json | andon label import ...
   the plants' Prefect deployments:    andon deployments render  |  andon deploy
+  the center's policy on all plants:  andon governance check
   the main job, end to end:           andon demo
 """
 
@@ -1077,10 +1078,8 @@ def deploy(
     from andon.settings import REPO_ROOT
 
     deployments_render(check=False)
-    env = os.environ | {
-        "PREFECT_API_URL": prefect_api_url or _settings().prefect_api_url,
-        "ANDON_REPO_ROOT": str(REPO_ROOT),
-    }
+    api = prefect_api_url or _settings().prefect_api_url
+    env = os.environ | {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
     prefect = str(Path(sys.executable).with_name("prefect"))
     steps = [[prefect, "work-pool", "create", work_pool(p), "--type", "process", "--overwrite"] for p in list_plants()]
     steps.append([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(DEPLOYMENTS_FILE)])
@@ -1088,7 +1087,15 @@ def deploy(
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ServiceError(f"{' '.join(cmd[1:4])} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
-    sys.stdout.write(f"deployed {DEPLOYMENTS_FILE} to {env['PREFECT_API_URL']}\n")
+    import getpass
+
+    from andon.config import load_plant
+    from andon.deployments import log_deploy, render
+    from andon.storage import open_store
+
+    record = log_deploy(open_store(), render([load_plant(p) for p in list_plants()]), api, getpass.getuser())
+    summary = ", ".join(f"{len(record[k])} {k}" for k in ("added", "removed", "changed"))
+    sys.stdout.write(f"deployed {DEPLOYMENTS_FILE} to {api} ({summary}; logged under governance/deployments/)\n")
 
 
 mes_app = typer.Typer(help="MES events: send a signed one to a gateway (for testing and integration).")
@@ -1309,6 +1316,46 @@ def monitor(
         for a in result.alerts:
             con.print(f"[red]alert[/] {a['id']}: {a['event']} {a['payload']['series']} ({a['payload']['severity']})")
     raise typer.Exit(1 if result.alerts else 0)
+
+
+governance_app = typer.Typer(help="Federated governance: policy checks and cross-plant reports.", no_args_is_help=True)
+app.add_typer(governance_app, name="governance")
+
+
+@governance_app.command("check")
+def governance_check(
+    plant: Annotated[list[str] | None, typer.Option(help="only these plants (repeatable); default all")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the findings as JSON on stdout")] = False,
+) -> None:
+    """The center's policy on every plant: champion lineage, data checksum, held-out metrics,
+    validation, monitoring within 24 h, recipe overrides within the allowed ranges, code changed
+    since the champion's commit. Prints the findings per plant; exit 1 on any violation.
+
+    Example: andon governance check
+    """
+    import json
+
+    from rich.markup import escape
+
+    from andon.config import list_plants, load_plant
+    from andon.governance.policy import VIOLATION, check_all
+    from andon.storage import open_store
+
+    plants = [load_plant(p) for p in (plant or list_plants())]
+    findings = check_all(open_store(), plants)
+    if as_json:
+        sys.stdout.write(json.dumps([f.as_dict() for f in findings], indent=1) + "\n")
+    else:
+        con = _console()
+        for cfg in plants:
+            mine = [f for f in findings if f.plant == cfg.id]
+            status = "[red]FAIL[/]" if any(f.severity == VIOLATION for f in mine) else "[green]ok[/]"
+            con.print(f"{cfg.id}: {status}")
+            for f in mine:
+                colour = "red" if f.severity == VIOLATION else "yellow"
+                con.print(f"  [{colour}]{f.severity}[/] {f.rule}: {escape(f.message)}")
+    if any(f.severity == VIOLATION for f in findings):
+        raise typer.Exit(1)
 
 
 label_app = typer.Typer(

@@ -171,3 +171,33 @@ def render_yaml(plants: list[PlantConfig]) -> str:
             return True
 
     return HEADER + yaml.dump(render(plants), Dumper=Plain, sort_keys=False, width=120, allow_unicode=True)
+
+
+def changes(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, list[str]]:
+    """Deployments added, removed and changed (with the top-level fields that changed)."""
+    before = {d["name"]: d for d in (old or {}).get("deployments", [])}
+    after = {d["name"]: d for d in new.get("deployments", [])}
+    changed = []
+    for name in sorted(set(before) & set(after)):
+        fields = sorted(k for k in set(before[name]) | set(after[name]) if before[name].get(k) != after[name].get(k))
+        if fields:
+            changed.append(f"{name}: {', '.join(fields)}")
+    return {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)), "changed": changed}
+
+
+def log_deploy(store: Any, doc: dict[str, Any], api_url: str, who: str) -> dict[str, Any]:
+    """Record an ``andon deploy``: what changed since the last one, by whom, where
+    (``governance/deployments/<time>.json``; the last applied document at ``.../last.json``)."""
+    import json
+    from datetime import UTC, datetime
+
+    from andon.errors import ObjectNotFoundError
+
+    try:
+        previous = json.loads(store.get("governance/deployments/last.json"))
+    except ObjectNotFoundError:
+        previous = None
+    record = {"at": datetime.now(UTC).isoformat(), "by": who, "api": api_url, **changes(previous, doc)}
+    store.put(f"governance/deployments/{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json", json.dumps(record, indent=1).encode())
+    store.put("governance/deployments/last.json", json.dumps(doc).encode())
+    return record

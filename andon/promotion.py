@@ -106,6 +106,16 @@ def evaluate_version(
     return metrics
 
 
+def policy_violations(store: ObjectStore, cfg: PlantConfig, challenger: int) -> list[str]:
+    """The center's policy on the challenger before it can serve (andon/governance/policy.py):
+    lineage, checksum, held-out metrics, validation, recipe ranges. Notices do not block."""
+    from andon.governance.policy import VIOLATION, check_recipe, check_version, load_policy
+
+    findings = check_version(store, cfg, model_name(cfg.id, cfg.recipe.task), challenger, "challenger")
+    findings += check_recipe(cfg, load_policy())
+    return [f"policy ({f.rule}): {f.message}" for f in findings if f.severity == VIOLATION]
+
+
 def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: str = "") -> GateDecision:
     """Challenger vs champion on the same data; pass moves the aliases, fail records why."""
     name = model_name(cfg.id, cfg.recipe.task)
@@ -120,7 +130,7 @@ def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: s
         raise DataError(f"{what} is empty: nothing to compare the versions on")
     ch_metrics = evaluate_version(store, cfg, challenger, objects)
     cp_metrics = evaluate_version(store, cfg, champion, objects) if champion is not None else None
-    violations = check_rules(ch_metrics, cp_metrics, cfg.recipe.promotion)
+    violations = check_rules(ch_metrics, cp_metrics, cfg.recipe.promotion) + policy_violations(store, cfg, challenger)
     decision = GateDecision(
         passed=not violations or force,
         violations=violations,

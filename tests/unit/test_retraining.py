@@ -167,3 +167,33 @@ def test_the_committed_prefect_yaml_is_rendered_from_the_configs() -> None:
 
     rendered = render_yaml([load_plant(p) for p in list_plants()])
     assert (REPO_ROOT / "deployments" / "prefect.yaml").read_text() == rendered, "run `andon deployments render`"
+
+
+def test_deploy_changes_are_listed() -> None:
+    from andon.deployments import changes, render
+
+    a = render([load_plant("plant-a"), load_plant("plant-b")])
+    cfg = load_plant("plant-a")
+    moved = cfg.model_copy(update={"schedules": cfg.schedules.model_copy(update={"drift_nightly": "0 4 * * *"})})
+    b = render([moved, load_plant("plant-c")])
+    diff = changes(a, b)
+    assert "monitor-plant-c" in diff["added"] and "retrain-plant-b" in diff["removed"]
+    assert diff["changed"] == ["drift-nightly-plant-a: schedules"]
+    assert changes(None, a)["added"] == sorted(d["name"] for d in a["deployments"])
+
+
+def test_recipe_overrides_outside_the_centers_ranges() -> None:
+    from andon.governance.policy import Policy, check_recipe, load_policy
+
+    assert check_recipe(load_plant("plant-b"), load_policy()) == []  # the shipped plants comply
+    cfg = load_plant("plant-b")
+    recipe = cfg.recipe.model_copy(
+        update={"model": cfg.recipe.model.model_copy(update={"name": "resnet18"}),
+                "image": cfg.recipe.image.model_copy(update={"size": 32})}
+    )  # fmt: skip
+    policy = Policy({"model.name": ["small_cnn"], "image.size": [64, 512]}, 24, ())
+    found = [f.message for f in check_recipe(cfg.model_copy(update={"recipe": recipe}), policy)]
+    assert found == [
+        "recipe.model.name = 'resnet18': the center allows ['small_cnn']",
+        "recipe.image.size = 32: outside the center's range [64, 512]",
+    ]
