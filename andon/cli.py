@@ -50,6 +50,8 @@ EXAMPLES = """\
   Label Studio round trip:            andon label export --plant plant-a tasks.json | andon label import ...
   the plants' Prefect deployments:    andon deployments render  |  andon deploy
   the center's policy on all plants:  andon governance check
+  central baseline, plant fine-tune:  andon governance central --dataset plant-b:ID | governance fine-tune ...
+  the cross-plant report (HTML):      andon governance report
   the main job, end to end:           andon demo
 """
 
@@ -1356,6 +1358,135 @@ def governance_check(
                 con.print(f"  [{colour}]{f.severity}[/] {f.rule}: {escape(f.message)}")
     if any(f.severity == VIOLATION for f in findings):
         raise typer.Exit(1)
+
+
+def _contributions(items: list[str]) -> dict[str, list[str]]:
+    from andon.datasets import resolve_manifest_id
+    from andon.errors import ConfigError
+    from andon.storage import open_store
+
+    store = open_store()
+    out: dict[str, list[str]] = {}
+    for item in items:
+        plant, sep, prefix = item.partition(":")
+        if not sep or not prefix:
+            raise ConfigError(f"--dataset {item!r}: expected PLANT:DATASET_ID (a prefix of the id is enough)")
+        out.setdefault(plant, []).append(resolve_manifest_id(store, plant, prefix))
+    return out
+
+
+@governance_app.command("central")
+def governance_central(
+    dataset: Annotated[list[str], typer.Option(help="PLANT:DATASET_ID a plant contributes (repeatable)")],
+) -> None:
+    """Train the central baseline central.<task> with the standard recipe on the plants' pooled
+    dataset versions (referenced, not copied; each contribution recorded and summarized anonymously).
+
+    Example: andon governance central --dataset plant-b:2e0abe65 --dataset plant-c:9c41d7aa
+    """
+    from andon.config import load_plant
+    from andon.governance.central import pool, publish_summary, train_central
+    from andon.storage import open_store
+
+    store = open_store()
+    contributions = _contributions(dataset)
+    for plant, ids in contributions.items():
+        for mid in ids:
+            publish_summary(store, load_plant(plant), mid)
+    out = train_central(store, pool(store, contributions))
+    verdict = "champion" if out.champion else f"not promoted (champion v{out.previous} at {out.previous_accuracy})"
+    sys.stdout.write(f"{out.model} v{out.version}: held-out accuracy {out.accuracy:.4f}, {verdict}\n")
+
+
+@governance_app.command("fine-tune")
+def governance_fine_tune(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    dataset: Annotated[list[str], typer.Option(help="the plant's dataset version id(s)")],
+) -> None:
+    """Fine-tune the plant's challenger from the central champion on its own data and overrides,
+    run the plant's promotion gate, and report the metrics back to the central experiment.
+
+    Example: andon governance fine-tune --plant plant-b --dataset 2e0abe65
+    """
+    from andon.config import load_plant
+    from andon.datasets import resolve_manifest_id
+    from andon.governance.central import fine_tune, report_back
+    from andon.promotion import promote
+    from andon.storage import open_store
+
+    cfg, store = load_plant(plant), open_store()
+    out = fine_tune(store, cfg, [resolve_manifest_id(store, cfg.id, d) for d in dataset])
+    decision = promote(store, cfg, reason="fine-tuned from the central baseline")
+    report_back(cfg, out, decision.passed)
+    verdict = "promoted" if decision.passed else "refused: " + "; ".join(decision.violations)
+    sys.stdout.write(f"{out.model_name} v{out.version}: accuracy {out.metrics['accuracy']:.4f}; {verdict}\n")
+
+
+@governance_app.command("report")
+def governance_report(
+    plant: Annotated[list[str] | None, typer.Option(help="only these plants (repeatable); default all")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the HTML here")] = None,
+    matrix: Annotated[bool, typer.Option(help="score every champion on every plant's golden set")] = True,
+) -> None:
+    """The cross-plant report: champions, lineage, age, golden-set metrics, drift, open alerts, the
+    generalization matrix and which recipe settings travel; HTML under reports/central/governance/.
+
+    Example: andon governance report --out governance.html
+    """
+    from rich.table import Table
+
+    from andon.config import list_plants, load_plant
+    from andon.governance.report import build_report, render_html, save_report
+    from andon.storage import open_store
+
+    store = open_store()
+    report = build_report(store, [load_plant(p) for p in (plant or list_plants())], matrix=matrix)
+    key = save_report(store, report)
+    if out:
+        out.write_text(render_html(report))
+    rows = report.table()
+    table = Table(title=f"governance: {len(rows)} plants ({report.seconds:.1f} s)")
+    for col in rows[0] if rows else []:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r.values()))
+    con = _console()
+    con.print(table)
+    con.print(f"report: {store.uri(key)}")
+
+
+@governance_app.command("trial")
+def governance_trial(
+    recipe: Annotated[Path, typer.Argument(help="YAML of recipe overrides: one plant's innovation")],
+    plant: Annotated[list[str], typer.Option(help="plants to try it at (repeatable)")],
+    dataset: Annotated[list[str], typer.Option(help="PLANT:DATASET_ID to train each trial on (repeatable)")],
+) -> None:
+    """Train a candidate recipe at the selected plants (unregistered) and compare it with each
+    plant's champion on the plant's own golden set: where it helps and where it hurts.
+
+    Example: andon governance trial wider.yaml --plant plant-b --dataset plant-b:2e0a
+    """
+    import yaml
+    from rich.table import Table
+
+    from andon.config import load_plant
+    from andon.errors import ConfigError
+    from andon.governance.report import trial
+    from andon.storage import open_store
+
+    try:
+        overrides = yaml.safe_load(recipe.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{recipe}: {exc}") from None
+    rows = trial(open_store(), [load_plant(p) for p in plant], overrides, _contributions(dataset))
+    table = Table(title=f"trial of {recipe.name}")
+    for col in ("plant", "champion", "champion_accuracy", "trial_accuracy", "delta", "verdict"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            *(str(r[c]) for c in ("plant", "champion", "champion_accuracy", "trial_accuracy", "delta", "verdict"))
+        )
+    _console().print(table)
 
 
 label_app = typer.Typer(

@@ -92,13 +92,21 @@ def golden_objects(store: ObjectStore, cfg: PlantConfig, challenger: int) -> tup
 def evaluate_version(
     store: ObjectStore, cfg: PlantConfig, version: int, objects: list[dict[str, Any]]
 ) -> dict[str, float]:
+    from andon.training.run import load_version
+
+    return evaluate_model(store, *load_version(model_name(cfg.id, cfg.recipe.task), version), objects)
+
+
+def evaluate_model(
+    store: ObjectStore, model: Any, arch: dict[str, Any], prep: dict[str, Any], objects: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Classification metrics and single-part latency of ``model`` on ``objects`` (any plant's)."""
     from andon.settings import get_settings
     from andon.training.data import ImageCache, load_split
     from andon.training.evaluate import classification_metrics
     from andon.training.loop import predict
-    from andon.training.run import latency_p95_ms, load_version
+    from andon.training.run import latency_p95_ms
 
-    model, arch, prep = load_version(model_name(cfg.id, cfg.recipe.task), version)
     classes = tuple(arch["classes"])
     data = load_split(store, objects, classes, int(prep["size"]), ImageCache(get_settings().home / "cache" / "images"))
     metrics = classification_metrics(predict(model, data.images), data.labels, classes)

@@ -275,17 +275,22 @@ def load_state_dict(name: str, version: int) -> dict[str, Any]:
 
 def load_version(name: str, version: int) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(model in eval mode, architecture spec, preprocessing spec) of a registered version."""
-    import mlflow
-
-    from andon.models import build_model
     from andon.registry import version_info
 
-    info = version_info(name, version)
-    root = Path(mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="andon"))
-    arch = json.loads((root / "architecture.json").read_text())
-    prep = json.loads((root / "preprocessing.json").read_text())
+    return load_run(version_info(name, version).run_id)
+
+
+def load_run(run_id: str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(model in eval mode, architecture spec, preprocessing spec) of a training run, registered
+    or not (a governance trial is not)."""
+    import mlflow
     import torch
 
+    from andon.models import build_model
+
+    root = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="andon"))
+    arch = json.loads((root / "architecture.json").read_text())
+    prep = json.loads((root / "preprocessing.json").read_text())
     model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
     model.load_state_dict(torch.load(root / "state_dict.pt", map_location="cpu", weights_only=True))
     model.eval()

@@ -1,0 +1,281 @@
+"""The cross-plant report (``andon governance report``, flow ``governance-report``) and recipe
+trials (``andon governance trial``).
+
+Per plant: the champion's version, lineage (dataset, parent, commit), age, metrics on its own
+golden set (``datasets/<plant>/golden.json``, else the champion's held-out split), drift status
+(active monitoring conditions) and open alerts. The **generalization matrix**: every plant's
+champion scored on every other plant's golden set. **Settings**: each recipe value a plant sets
+differently from the standard recipe, next to how well that plant's champion does on the other
+plants (its off-diagonal mean): a setting held by the plants whose models travel is a candidate
+for the standard; one held only by plants whose models do not is a local quirk. HTML with charts
+at ``reports/central/governance/<time>.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from andon.config import PlantConfig
+from andon.errors import ObjectNotFoundError
+from andon.storage import ObjectStore, join_key
+
+
+@dataclass
+class PlantStatus:
+    plant: str
+    model: str
+    version: int | None = None
+    age_days: float | None = None
+    dataset: str = ""
+    parent: str = ""
+    commit: str = ""
+    evaluated_on: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    drift: list[str] = field(default_factory=list)
+    open_alerts: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GovernanceReport:
+    at: str
+    plants: list[PlantStatus]
+    matrix: dict[str, dict[str, float]]  # champion's plant -> golden set's plant -> accuracy
+    settings: list[dict[str, Any]]
+    key: str = ""
+    seconds: float = 0.0
+
+    def table(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "plant": p.plant,
+                "version": p.version,
+                "age_days": p.age_days,
+                "accuracy": p.metrics.get("accuracy"),
+                "defect_recall": p.metrics.get("defect_recall"),
+                "drift": ", ".join(p.drift) or "-",
+                "open_alerts": p.open_alerts,
+                "generalizes": _offdiag(self.matrix, p.plant),
+            }
+            for p in self.plants
+        ]
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else k, v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def overrides(cfg: PlantConfig, standard: dict[str, Any]) -> dict[str, Any]:
+    """Recipe values of ``cfg`` that differ from the standard recipe (dotted paths)."""
+    mine = _flat("", cfg.recipe.model_dump(mode="json"), {})
+    return {k: v for k, v in mine.items() if standard.get(k) != v}
+
+
+def _offdiag(matrix: dict[str, dict[str, float]], plant: str) -> float | None:
+    row = [v for k, v in matrix.get(plant, {}).items() if k != plant]
+    return round(sum(row) / len(row), 4) if row else None
+
+
+def _score(store: ObjectStore, loaded: Any, objects: list[dict[str, Any]]) -> dict[str, float]:
+    from andon.promotion import evaluate_model
+
+    model, arch, prep = loaded
+    return evaluate_model(store, model, arch, prep, objects)
+
+
+def _golden(store: ObjectStore, cfg: PlantConfig, version: int) -> tuple[str, list[dict[str, Any]]]:
+    from andon.promotion import golden_objects
+
+    return golden_objects(store, cfg, version)
+
+
+def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool = True) -> GovernanceReport:
+    from andon.governance.central import central_config
+    from andon.monitoring.monitor import list_alerts
+    from andon.registry import CHAMPION, alias_version, model_name, version_info
+    from andon.training.run import load_version
+
+    t0 = time.perf_counter()
+    now = datetime.now(UTC)
+    standard = _flat("", central_config().recipe.model_dump(mode="json"), {})
+    statuses: list[PlantStatus] = []
+    models: dict[str, Any] = {}
+    golden: dict[str, list[dict[str, Any]]] = {}
+    for cfg in plants:
+        name = model_name(cfg.id, cfg.recipe.task)
+        st = PlantStatus(cfg.id, name, overrides=overrides(cfg, standard))
+        st.open_alerts = len(list_alerts(store, cfg.id, "open"))
+        try:
+            state = json.loads(store.get(join_key("monitoring", cfg.id, "state.json")))
+            st.drift = sorted(state.get("active", {}))
+        except ObjectNotFoundError:
+            pass
+        version = alias_version(name, CHAMPION)
+        if version is not None:
+            info = version_info(name, version)
+            st.version, st.commit = version, info.tags.get("code.commit", "")[:10]
+            st.dataset, st.parent = info.tags.get("data.manifest_sha256", "")[:12], info.tags.get("parent_version", "")
+            if info.created:
+                st.age_days = round((now - datetime.fromisoformat(info.created)).total_seconds() / 86400, 2)
+            st.evaluated_on, objects = _golden(store, cfg, version)
+            golden[cfg.id] = objects
+            models[cfg.id] = load_version(name, version)
+            st.metrics = {k: round(v, 4) for k, v in _score(store, models[cfg.id], objects).items()}
+        statuses.append(st)
+    grid: dict[str, dict[str, float]] = {}
+    for src in models:
+        grid[src] = {}
+        for dst, objects in golden.items():
+            if src == dst:
+                grid[src][dst] = next(s for s in statuses if s.plant == src).metrics.get("accuracy", float("nan"))
+            elif matrix and objects:
+                grid[src][dst] = round(_score(store, models[src], objects)["accuracy"], 4)
+    report = GovernanceReport(now.isoformat(), statuses, grid, [])
+    report.settings = settings_table(report)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def settings_table(report: GovernanceReport) -> list[dict[str, Any]]:
+    """Each non-standard setting: which plants hold it, and how far their champions travel."""
+    by_setting: dict[tuple[str, str], list[str]] = {}
+    for p in report.plants:
+        for k, v in p.overrides.items():
+            by_setting.setdefault((k, json.dumps(v)), []).append(p.plant)
+    rows = []
+    for (k, v), holders in sorted(by_setting.items()):
+        travel = [g for h in holders if (g := _offdiag(report.matrix, h)) is not None]
+        others = [
+            g for p in report.plants if p.plant not in holders and (g := _offdiag(report.matrix, p.plant)) is not None
+        ]
+        mean = round(sum(travel) / len(travel), 4) if travel else None
+        rest = round(sum(others) / len(others), 4) if others else None
+        verdict = "unknown (no cross-plant scores)"
+        if mean is not None and rest is not None:
+            verdict = "generalizes: candidate for the standard" if mean >= rest else "local quirk"
+        rows.append({"setting": k, "value": json.loads(v), "plants": holders, "cross_plant_accuracy": mean,
+                     "others": rest, "verdict": verdict})  # fmt: skip
+    return rows
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_html(report: GovernanceReport) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    charts = []
+    plants = [p for p in report.plants if p.plant in report.matrix]
+    if plants:
+        names = [p.plant for p in plants]
+        grid = np.array([[report.matrix[a].get(b, np.nan) for b in names] for a in names])
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
+        im = ax.imshow(grid, vmin=0.5, vmax=1.0, cmap="RdYlGn")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("golden set of")
+        ax.set_ylabel("champion of")
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+        fig.colorbar(im, ax=ax, label="accuracy")
+        ax.set_title("generalization matrix")
+        charts.append(_png(fig))
+    table = report.table()
+    plants_html = _table(list(table[0]) if table else [], [list(r.values()) for r in table])
+    lineage_html = _table(
+        ["plant", "champion", "dataset", "parent", "commit", "metrics on"],
+        [[p.plant, f"{p.model} v{p.version}", p.dataset, p.parent or "-", p.commit, p.evaluated_on]
+         for p in report.plants if p.version is not None],
+    )  # fmt: skip
+    settings_html = _table(
+        ["setting", "value", "plants", "their cross-plant accuracy", "other plants", "verdict"],
+        [[r["setting"], json.dumps(r["value"]), ", ".join(r["plants"]), r["cross_plant_accuracy"], r["others"],
+          r["verdict"]] for r in report.settings],
+    )  # fmt: skip
+    imgs = "".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)
+    title = f"{report.at[:19]} UTC, {len(report.plants)} plants, built in {report.seconds:.1f} s"
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>Andon governance {report.at[:19]}</title>'
+        f"<style>{STYLE}</style></head><body><h1>Andon governance report</h1><p>{title}</p>"
+        f"<h2>Plants</h2>{plants_html}<h2>Lineage</h2>{lineage_html}<h2>Generalization</h2>{imgs}"
+        f"<h2>Recipe settings: standard or local?</h2>{settings_html}</body></html>"
+    )
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#eee}"
+)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def save_report(store: ObjectStore, report: GovernanceReport) -> str:
+    key = join_key("reports", "central", "governance", f"{datetime.now(UTC):%Y%m%dT%H%M%S}.html")
+    store.put(key, render_html(report).encode(), "text/html")
+    report.key = key
+    return key
+
+
+def trial(
+    store: ObjectStore, plants: list[PlantConfig], overrides_: dict[str, Any], dataset_ids: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """Train a candidate recipe (the plant's recipe with ``overrides_`` merged in: one plant's
+    innovation) at each plant on ``dataset_ids[plant]``, unregistered, and compare it with the
+    plant's champion on the plant's own golden set: where it helps, where it hurts."""
+    from andon.config import Recipe, deep_merge
+    from andon.errors import DataError
+    from andon.registry import CHAMPION, alias_version, model_name
+    from andon.training.run import load_run, load_version, train_plant
+
+    rows = []
+    for cfg in plants:
+        recipe = Recipe.model_validate(deep_merge(cfg.recipe.model_dump(mode="json"), overrides_))
+        name = model_name(cfg.id, cfg.recipe.task)
+        champion = alias_version(name, CHAMPION)
+        if champion is None:
+            raise DataError(f"{cfg.id} has no champion to compare a trial against")
+        if not dataset_ids.get(cfg.id):
+            raise DataError(f"no dataset given for {cfg.id}")
+        tags = {"andon.kind": "governance-trial", "trial.overrides": json.dumps(overrides_)}
+        out = train_plant(store, cfg, dataset_ids[cfg.id], recipe=recipe, register=False, extra_tags=tags)
+        what, objects = _golden(store, cfg, champion)
+        base = _score(store, load_version(name, champion), objects)
+        cand = _score(store, load_run(out.run_id), objects)
+        delta = cand["accuracy"] - base["accuracy"]
+        rows.append({
+            "plant": cfg.id, "evaluated_on": what, "champion": f"v{champion}",
+            "champion_accuracy": round(base["accuracy"], 4), "trial_accuracy": round(cand["accuracy"], 4),
+            "delta": round(delta, 4), "trial_defect_recall": round(cand.get("defect_recall", float("nan")), 4),
+            "verdict": "helps" if delta > 0.005 else "hurts" if delta < -0.005 else "no difference",
+            "run_id": out.run_id,
+        })  # fmt: skip
+    return rows
