@@ -250,6 +250,23 @@ def config_validate() -> None:
     _console().print(f"[green]ok[/]: {len(plants)} plant config(s) valid: {', '.join(plants)}")
 
 
+@config_app.command("generate")
+def config_generate(
+    plants: Annotated[int, typer.Option(min=1, max=1000, help="how many plants")],
+    out: Annotated[Path, typer.Option(help="a new configs folder (use it with ANDON_CONFIGS_DIR)")],
+    seed: Annotated[int, typer.Option(help="same seed, same plants")] = 0,
+) -> None:
+    """Generate a configs folder with N plants that differ in camera, lighting, lines, SKUs and
+    timezone (scale tests: deployments, governance report).
+
+    Example: andon config generate --plants 47 --out /tmp/fleet && ANDON_CONFIGS_DIR=/tmp/fleet andon config list
+    """
+    from andon.governance.fleet import generate_plants
+
+    ids = generate_plants(plants, out, seed)
+    sys.stdout.write(f"wrote {len(ids)} plants to {out}/plants (base.yaml and governance.yaml copied)\n")
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -1039,9 +1056,10 @@ DEPLOYMENTS_FILE = Path("deployments") / "prefect.yaml"
 @deployments_app.command("render")
 def deployments_render(
     check: Annotated[bool, typer.Option(help="only check that the file is up to date (exit 1 if not)")] = False,
+    out: Annotated[Path | None, typer.Option(help="where to write (default deployments/prefect.yaml)")] = None,
 ) -> None:
     """Write deployments/prefect.yaml from configs/: per plant score, validate, monitor (every
-    window), monitor-hourly, drift-nightly and retrain with its event triggers.
+    window), monitor-hourly, drift-nightly and retrain with its event triggers and schedule.
 
     Example: andon deployments render
     """
@@ -1050,7 +1068,7 @@ def deployments_render(
     from andon.settings import REPO_ROOT
 
     text = render_yaml([load_plant(p) for p in list_plants()])
-    path = REPO_ROOT / DEPLOYMENTS_FILE
+    path = out or REPO_ROOT / DEPLOYMENTS_FILE
     if check:
         if not path.exists() or path.read_text() != text:
             sys.stderr.write(f"{path} is out of date: run `andon deployments render`\n")
@@ -1061,43 +1079,65 @@ def deployments_render(
     sys.stdout.write(f"wrote {path} ({text.count('- name: ')} deployments)\n")
 
 
+@deployments_app.command("k8s")
+def deployments_k8s(
+    out: Annotated[Path, typer.Option(help="folder for the templates")] = Path("infra/k8s"),
+) -> None:
+    """Write one Kubernetes work-pool base job template per plant (work-pool-<plant>.json), for
+    `prefect work-pool create andon-<plant> --type kubernetes --base-job-template FILE`.
+
+    Example: andon deployments k8s --out infra/k8s
+    """
+    import json
+
+    from andon.config import list_plants, load_plant
+    from andon.deployments import k8s_base_job_template
+
+    out.mkdir(parents=True, exist_ok=True)
+    plants = list_plants()
+    for p in plants:
+        (out / f"work-pool-{p}.json").write_text(json.dumps(k8s_base_job_template(load_plant(p)), indent=1) + "\n")
+    sys.stdout.write(f"wrote {len(plants)} work-pool templates to {out}\n")
+
+
 @app.command()
 def deploy(
     prefect_api_url: Annotated[str | None, typer.Option(help="default ANDON_PREFECT_API_URL")] = None,
+    file: Annotated[Path | None, typer.Option(help="the rendered file (default deployments/prefect.yaml)")] = None,
 ) -> None:
     """Apply deployments/prefect.yaml to the Prefect server: renders it, creates each plant's
-    process work pool (andon-<plant>), then `prefect deploy --all`. Start a worker per plant with
-    `prefect worker start --pool andon-<plant>`.
+    process work pool (andon-<plant>), then `prefect deploy --all`; logs what changed. Start a
+    worker per plant with `prefect worker start --pool andon-<plant>`.
 
     Example: andon deploy
     """
+    import getpass
     import os
     import subprocess
 
-    from andon.config import list_plants
-    from andon.deployments import work_pool
+    from andon.config import list_plants, load_plant
+    from andon.deployments import log_deploy, render, work_pool
     from andon.errors import ServiceError
     from andon.settings import REPO_ROOT
+    from andon.storage import open_store
 
-    deployments_render(check=False)
+    path = (file or REPO_ROOT / DEPLOYMENTS_FILE).resolve()
+    deployments_render(check=False, out=path)
     api = prefect_api_url or _settings().prefect_api_url
     env = os.environ | {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
     prefect = str(Path(sys.executable).with_name("prefect"))
-    steps = [[prefect, "work-pool", "create", work_pool(p), "--type", "process", "--overwrite"] for p in list_plants()]
-    steps.append([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(DEPLOYMENTS_FILE)])
+    plants = list_plants()
+    steps = [
+        [sys.executable, "-m", "tasks.work_pools", *(work_pool(p) for p in plants)],
+        [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(path)],
+    ]
     for cmd in steps:
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ServiceError(f"{' '.join(cmd[1:4])} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
-    import getpass
-
-    from andon.config import load_plant
-    from andon.deployments import log_deploy, render
-    from andon.storage import open_store
-
-    record = log_deploy(open_store(), render([load_plant(p) for p in list_plants()]), api, getpass.getuser())
+    record = log_deploy(open_store(), render([load_plant(p) for p in plants]), api, getpass.getuser())
     summary = ", ".join(f"{len(record[k])} {k}" for k in ("added", "removed", "changed"))
-    sys.stdout.write(f"deployed {DEPLOYMENTS_FILE} to {api} ({summary}; logged under governance/deployments/)\n")
+    sys.stdout.write(f"deployed {path.name} to {api} ({summary}; logged under governance/deployments/)\n")
 
 
 mes_app = typer.Typer(help="MES events: send a signed one to a gateway (for testing and integration).")

@@ -201,3 +201,74 @@ def log_deploy(store: Any, doc: dict[str, Any], api_url: str, who: str) -> dict[
     store.put(f"governance/deployments/{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json", json.dumps(record, indent=1).encode())
     store.put("governance/deployments/last.json", json.dumps(doc).encode())
     return record
+
+
+# ------------------------------------------------------------------ Kubernetes work pools
+
+K8S_VARIABLES: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "title": "Name", "default": None},
+    "namespace": {"type": "string", "title": "Namespace", "default": "andon"},
+    "image": {"type": "string", "title": "Image", "default": "andon:0.1.0"},
+    "image_pull_policy": {"type": "string", "enum": ["IfNotPresent", "Always", "Never"], "default": "IfNotPresent"},
+    "service_account_name": {"type": "string", "default": "andon-flows"},
+    "cpu_request": {"type": "string", "default": "1"},
+    "memory_request": {"type": "string", "default": "4Gi"},
+    "finished_job_ttl": {"type": "integer", "default": 3600},
+    "job_watch_timeout_seconds": {"type": "integer", "default": None},
+    "pod_watch_timeout_seconds": {"type": "integer", "default": 300},
+    "stream_output": {"type": "boolean", "default": True},
+    "command": {"type": "string", "default": None},
+    "env": {"type": "object", "default": {}},
+    "labels": {"type": "object", "default": {}},
+    "cluster_config": {"type": "object", "default": None},
+}
+
+
+def k8s_base_job_template(cfg: PlantConfig) -> dict[str, Any]:
+    """The base job template of the plant's Kubernetes work pool (``andon-<plant>``): the Andon
+    image, the shared ConfigMap ``andon-config`` and Secret ``andon-secrets``, the plant label and
+    node placement, resource requests as variables a deployment may override."""
+    variables = {k: dict(v) for k, v in K8S_VARIABLES.items()}
+    variables["env"]["default"] = {"ANDON_PLANT": cfg.id}
+    variables["labels"]["default"] = {"andon.io/plant": cfg.id}
+    container = {
+        "name": "prefect-job",
+        "image": "{{ image }}",
+        "imagePullPolicy": "{{ image_pull_policy }}",
+        "args": "{{ command }}",
+        "env": "{{ env }}",
+        "envFrom": [{"configMapRef": {"name": "andon-config"}}, {"secretRef": {"name": "andon-secrets"}}],
+        "resources": {"requests": {"cpu": "{{ cpu_request }}", "memory": "{{ memory_request }}"}},
+    }
+    return {
+        "variables": {"type": "object", "properties": variables},
+        "job_configuration": {
+            "name": "{{ name }}",
+            "namespace": "{{ namespace }}",
+            "labels": "{{ labels }}",
+            "env": "{{ env }}",
+            "command": "{{ command }}",
+            "cluster_config": "{{ cluster_config }}",
+            "job_watch_timeout_seconds": "{{ job_watch_timeout_seconds }}",
+            "pod_watch_timeout_seconds": "{{ pod_watch_timeout_seconds }}",
+            "stream_output": "{{ stream_output }}",
+            "job_manifest": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"generateName": "{{ name }}-", "namespace": "{{ namespace }}", "labels": "{{ labels }}"},
+                "spec": {
+                    "backoffLimit": 0,
+                    "ttlSecondsAfterFinished": "{{ finished_job_ttl }}",
+                    "template": {
+                        "metadata": {"labels": {"andon.io/plant": cfg.id}},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "serviceAccountName": "{{ service_account_name }}",
+                            "nodeSelector": {"andon.io/pool": work_pool(cfg.id)},
+                            "containers": [container],
+                        },
+                    },
+                },
+            },
+        },
+    }

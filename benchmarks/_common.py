@@ -99,3 +99,52 @@ def casting_champion(store: Any, cfg: Any, flips_only: bool) -> Any:
     out = train_plant(store, cfg, [train_id], recipe=cfg.recipe.model_copy(update=update))
     promote(store, cfg, force=True, reason="benchmark")
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_prefect_server(home: Path, port: int) -> Any:
+    """A real ``prefect server start`` (SQLite under ``home``) in its own process group; waits for
+    /api/health."""
+    import os
+    import subprocess
+    import time
+
+    import httpx
+
+    env = os.environ | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    exe = str(Path(sys.executable).with_name("prefect"))
+    proc = subprocess.Popen(
+        [exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("the Prefect server did not start")
+
+
+def kill(proc: Any) -> None:
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)

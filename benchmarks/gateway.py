@@ -15,60 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-from _common import Recorder, isolated_home, peak_rss_mb
+from _common import Recorder, free_port, isolated_home, kill, peak_rss_mb, start_prefect_server
 
 SECRET = "bench-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
-    import httpx
-
-    env = os.environ | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-    }
-    exe = str(Path(sys.executable).with_name("prefect"))
-    proc = subprocess.Popen(
-        [exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    proc.kill()
-    raise SystemExit("the Prefect server did not start")
-
-
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def main() -> None:
@@ -92,7 +45,7 @@ def main() -> None:
     port = free_port()
     home = tmp / "prefect"
     home.mkdir()
-    server = start_server(home, port)
+    server = start_prefect_server(home, port)
     api = f"http://127.0.0.1:{port}/api"
     plants = {p: load_plant(p) for p in ("plant-a", "plant-b", "plant-c")}
     box = Outbox(f"sqlite:///{tmp / 'outbox.db'}")
@@ -144,7 +97,7 @@ def main() -> None:
         kill(server)
         killed_at = time.perf_counter()
         time.sleep(5)
-        server = start_server(home, port)
+        server = start_prefect_server(home, port)
         restarted_at = time.perf_counter()
         for t in threads:
             t.join()

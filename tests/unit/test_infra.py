@@ -54,3 +54,32 @@ def test_production_services_use_postgres_s3_and_redis() -> None:
     assert "--artifacts-destination=s3://" in mlflow_cmd
     init = (INFRA / "postgres-init.sql").read_text()
     assert "CREATE DATABASE prefect" in init and "pg_trgm" in init
+
+
+def test_kubernetes_work_pool_templates_are_complete_and_current() -> None:
+    import json
+    import re as _re
+
+    from andon.config import list_plants, load_plant
+    from andon.deployments import k8s_base_job_template, work_pool
+
+    k8s = INFRA / "k8s"
+    for plant in list_plants():
+        path = k8s / f"work-pool-{plant}.json"
+        doc = json.loads(path.read_text())
+        assert doc == k8s_base_job_template(load_plant(plant)), f"{path} is stale: andon deployments k8s"
+        declared = set(doc["variables"]["properties"])
+        used = set(_re.findall(r"\{\{\s*(\w+)\s*\}\}", json.dumps(doc["job_configuration"])))
+        assert used <= declared, f"{path}: undeclared template variables {used - declared}"
+        manifest = doc["job_configuration"]["job_manifest"]
+        assert manifest["kind"] == "Job" and manifest["apiVersion"] == "batch/v1"
+        spec = manifest["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert {r.get("configMapRef", r.get("secretRef", {})).get("name") for r in container["envFrom"]} == {
+            "andon-config",
+            "andon-secrets",
+        }
+        assert spec["nodeSelector"] == {"andon.io/pool": work_pool(plant)} and spec["restartPolicy"] == "Never"
+    config = yaml.safe_load((k8s / "andon-config.yaml").read_text())
+    assert config["kind"] == "ConfigMap" and config["metadata"]["name"] == "andon-config"
+    assert not any("SECRET" in k or "PASSWORD" in k for k in config["data"])  # secrets live in the Secret
