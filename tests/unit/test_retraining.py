@@ -197,3 +197,28 @@ def test_recipe_overrides_outside_the_centers_ranges() -> None:
         "recipe.model.name = 'resnet18': the center allows ['small_cnn']",
         "recipe.image.size = 32: outside the center's range [64, 512]",
     ]
+
+
+def test_generated_fleet_is_valid_varied_and_within_policy(tmp_path: Path) -> None:
+    from andon.config import load_all_plants
+    from andon.governance.fleet import generate_plants
+    from andon.governance.policy import check_recipe, load_policy
+
+    ids = generate_plants(12, tmp_path / "fleet")
+    plants = load_all_plants(tmp_path / "fleet")
+    assert sorted(plants) == ids == [f"plant-{i:03d}" for i in range(1, 13)]
+    assert len({p.timezone for p in plants.values()}) >= 5 and len({p.camera.model for p in plants.values()}) == 4
+    assert len({p.lighting.brightness for p in plants.values()}) > 6
+    assert plants["plant-005"].recipe.training.epochs == 10  # a local override ...
+    policy = load_policy(tmp_path / "fleet")
+    assert all(check_recipe(p, policy) == [] for p in plants.values())  # ... inside the center's ranges
+
+
+def test_central_config_is_the_standard_recipe() -> None:
+    from andon.config import _read_yaml, configs_dir
+    from andon.governance.central import central_config
+
+    cfg = central_config()
+    base = _read_yaml(configs_dir() / "base.yaml")
+    assert cfg.id == "central" and cfg.recipe.model_dump(mode="json")["training"] == base["recipe"]["training"]
+    assert {s.code for s in cfg.skus} >= {"IMP-300", "DSC-100", "PLT-200"}  # every plant's products
