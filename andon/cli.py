@@ -1106,8 +1106,9 @@ def deploy(
     file: Annotated[Path | None, typer.Option(help="the rendered file (default deployments/prefect.yaml)")] = None,
 ) -> None:
     """Apply deployments/prefect.yaml to the Prefect server: renders it, creates each plant's
-    process work pool (andon-<plant>), then `prefect deploy --all`; logs what changed. Start a
-    worker per plant with `prefect worker start --pool andon-<plant>`.
+    process work pool (andon-<plant>), then applies every deployment with its schedules and
+    triggers (what `prefect deploy --all` does, concurrently); logs what changed. Start a worker
+    per plant with `prefect worker start --pool andon-<plant>`.
 
     Example: andon deploy
     """
@@ -1125,11 +1126,10 @@ def deploy(
     deployments_render(check=False, out=path)
     api = prefect_api_url or _settings().prefect_api_url
     env = os.environ | {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
-    prefect = str(Path(sys.executable).with_name("prefect"))
     plants = list_plants()
     steps = [
         [sys.executable, "-m", "tasks.work_pools", *(work_pool(p) for p in plants)],
-        [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(path)],
+        [sys.executable, "-m", "tasks.apply_deployments", str(path)],  # = `prefect deploy --all`, faster
     ]
     for cmd in steps:
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)

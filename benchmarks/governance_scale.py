@@ -55,7 +55,7 @@ def main() -> None:
         deploy_s = time.perf_counter() - t0
         assert done.returncode == 0, done.stderr + done.stdout
         count = httpx.post(f"{api}/deployments/count", json={}).json()
-        automations = len(httpx.post(f"{api}/automations/filter", json={}).json())
+        automations = httpx.post(f"{api}/automations/count", json={}).json()
         rec.figure("render_deployments_seconds", render_s, "s", plants=args.plants, deployments=6 * args.plants)
         rec.figure("render_and_apply_deployments_seconds", render_s + deploy_s, "s", target="< 60",
                    deployments_on_server=count, automations_on_server=automations)  # fmt: skip

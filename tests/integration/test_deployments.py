@@ -68,6 +68,9 @@ def test_deploy_applies_every_plants_schedules_and_limits(deployed: dict[str, An
     assert nightly.schedule.cron == "30 2 * * *" and nightly.schedule.timezone == "Asia/Kolkata"
     retrain = deployed["retrain/retrain-plant-a"]
     assert retrain.work_pool_name == "andon-plant-a"
+    from andon.settings import REPO_ROOT  # workers run the flows from this checkout
+
+    assert retrain.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}]
     (every14,) = retrain.schedules  # the scheduled retrain, which still needs new labels
     assert every14.schedule.interval == timedelta(days=14) and every14.parameters == {"trigger": "schedule"}
     assert retrain.global_concurrency_limit.limit == 1
@@ -75,6 +78,19 @@ def test_deploy_applies_every_plants_schedules_and_limits(deployed: dict[str, An
     # typed parameter forms in the UI: the flow's signature became the schema
     props = retrain.parameter_openapi_schema["properties"]
     assert set(props) == {"plant", "task", "trigger", "event_id", "details"}
+
+    # deploying again replaces the triggers' automations, never duplicates them
+    from prefect import get_client
+
+    def automations_of(deployment_id: Any) -> int:
+        with get_client(sync_client=True) as client:
+            every = client.read_automations(limit=200)  # the server's page; 3 plants x 6 triggers here
+        return sum(any(getattr(a, "deployment_id", None) == deployment_id for a in x.actions) for x in every)
+
+    assert automations_of(retrain.id) == 6
+    again = CliRunner().invoke(app, ["deploy", "--prefect-api-url", _api_url()])
+    assert again.exit_code == 0 and "0 added, 0 removed, 0 changed" in again.stdout, again.output
+    assert automations_of(retrain.id) == 6
 
 
 def _post(client: Any, msg: dict[str, Any]) -> dict[str, Any]:
