@@ -216,11 +216,9 @@ def export_tasks(store: ObjectStore, cfg: PlantConfig, queue: pd.DataFrame) -> l
     tasks = []
     for r in queue[queue["status"] == QUEUED].itertuples():
         url = store.presigned_url(r.object_key, expires_s=7 * 24 * 3600)
-        prediction = {
-            "model_version": r.model,
-            "score": None if r.confidence is None else float(r.confidence),
-            "result": [_choice(r.predicted_class)],
-        }
+        known = r.confidence is not None and r.confidence == r.confidence  # not None, not NaN (JSON has no NaN)
+        prediction = {"model_version": r.model, "score": float(r.confidence) if known else None,
+                      "result": [_choice(r.predicted_class)]}  # fmt: skip
         tasks.append({
             "data": {"image": url, "part_id": r.part_id, "plant": cfg.id, "line": r.line, "reason": r.reason},
             "predictions": [prediction],

@@ -53,7 +53,7 @@ class Gateway:
         self.rejected: Counter[str] = Counter()  # by reason
         self._lock = threading.Lock()
 
-    def _reject(self, reason: str, status: int, detail: str) -> Rejected:
+    def reject(self, reason: str, status: int, detail: str) -> Rejected:
         with self._lock:
             self.rejected[reason] += 1
         return Rejected(status, detail)
@@ -62,11 +62,11 @@ class Gateway:
         try:
             sig = verify(body, timestamp, signature, self.secret)
         except SignatureError as exc:
-            raise self._reject(exc.reason, 401, str(exc)) from None
+            raise self.reject(exc.reason, 401, str(exc)) from None
         try:
             raw = json.loads(body)
         except ValueError as exc:
-            raise self._reject("malformed", 400, f"malformed JSON: {exc}") from None
+            raise self.reject("malformed", 400, f"malformed JSON: {exc}") from None
         return self.receive(raw, "http", sig)
 
     def receive(self, raw: Any, source: str, signature: str | None = None) -> dict[str, Any]:
@@ -75,19 +75,19 @@ class Gateway:
             msg = parse_message(raw)
         except DataError as exc:
             reason = "unknown_type" if str(exc).startswith("type:") else "schema"
-            raise self._reject(reason, 400, str(exc)) from None
+            raise self.reject(reason, 400, str(exc)) from None
         cfg = self.plants.get(msg.plant)
         if cfg is None:
             known = ", ".join(sorted(self.plants))
-            raise self._reject("unknown_plant", 400, f"plant: unknown plant {msg.plant!r} (known: {known})")
+            raise self.reject("unknown_plant", 400, f"plant: unknown plant {msg.plant!r} (known: {known})")
         try:
             event = to_event(msg, cfg)
         except DataError as exc:
-            raise self._reject("schema", 400, str(exc)) from None
+            raise self.reject("schema", 400, str(exc)) from None
         try:
             new = self.outbox.put(event, source, signature)
         except ReplayError as exc:
-            raise self._reject("replayed", 401, str(exc)) from None
+            raise self.reject("replayed", 401, str(exc)) from None
         with self._lock:
             if new:
                 self.accepted[source] += 1
@@ -161,7 +161,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         try:
             body = await read_capped(request, gateway.max_bytes)
         except Rejected as exc:
-            raise gateway._reject("too_large", exc.status, exc.detail) from None
+            raise gateway.reject("too_large", exc.status, exc.detail) from None
         answer = await run_in_threadpool(
             gateway.receive_http, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
         )

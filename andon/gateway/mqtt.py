@@ -68,9 +68,9 @@ class MqttBridge:
             try:
                 raw = json.loads(message.payload)
             except ValueError as exc:
-                raise self.gateway._reject("malformed", 400, f"malformed JSON: {exc}") from None
+                raise self.gateway.reject("malformed", 400, f"malformed JSON: {exc}") from None
             if isinstance(raw, dict) and raw.get("plant") != plant:
-                raise self.gateway._reject(
+                raise self.gateway.reject(
                     "unknown_plant", 400, f"plant: {raw.get('plant')!r} published on {plant}'s topic {topic}"
                 )
             self.gateway.receive(raw, "mqtt")
