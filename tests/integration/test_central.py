@@ -102,6 +102,17 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
     with pytest.raises(DataError, match="cannot start from it"):
         fine_tune(store, cfg, [ids["plant-b"]], recipe=wide)
 
+    # a trial of one plant's innovation at another plant: trained unregistered, compared on its golden set
+    from andon.governance.report import trial
+    from andon.registry import list_versions
+
+    before = len(list_versions("plant-c.surface-defects"))
+    (row,) = trial(
+        store, [load_plant("plant-c")], {"training": {"learning_rate": 0.001}}, {"plant-c": [ids["plant-c"]]}
+    )
+    assert row["plant"] == "plant-c" and row["verdict"] in ("helps", "hurts", "no difference")
+    assert abs(row["delta"] - (row["trial_accuracy"] - row["champion_accuracy"])) < 1e-3
+    assert len(list_versions("plant-c.surface-defects")) == before  # a trial registers nothing
     report = governance_report_flow(["plant-b", "plant-c"])
     assert set(report["matrix"]) == {"plant-b", "plant-c"}
     for src, row in report["matrix"].items():
