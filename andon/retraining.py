@@ -106,9 +106,8 @@ def decide(
     details: dict[str, Any] | None = None,
     *,
     now: datetime | None = None,
-    record: bool = True,
 ) -> PolicyDecision:
-    """Whether to retrain now, and why (not); recorded unless ``record=False``."""
+    """Whether to retrain now, and why (not); every decision is recorded."""
     model_task(cfg, task)  # a clear error for a wrong task before anything else
     now = now or datetime.now(UTC)
     details = details or {}
@@ -142,8 +141,7 @@ def decide(
     decision = PolicyDecision(
         cfg.id, task, trigger, event_id, not reasons, reasons, now.isoformat(), details, new_labels
     )
-    if record:
-        _record(store, cfg.id, state, decision, now, count=not seen)
+    _record(store, cfg.id, state, decision, now, count=not seen)
     return decision
 
 

@@ -148,3 +148,34 @@ def kill(proc: Any) -> None:
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def train_small_cnn(x: Any, y: Any, steps: int, seed: int, lr: float = 3e-3, init: Any = None) -> Any:
+    """small_cnn on uint8 grey images ``x`` (N, H, W) and class ids ``y``: a fixed number of
+    AdamW one-cycle steps of 64 (horizontal flips), optionally from ``init`` weights. The same
+    loop for every strategy a benchmark compares, so only the data or the start differs."""
+    import numpy as np
+    import torch
+
+    from andon.models import build_model
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model("small_cnn", 1, 2)
+    if init is not None:
+        model.load_state_dict(init)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    xt = torch.from_numpy(x).float().div(255).unsqueeze(1)
+    yt = torch.from_numpy(y).long()
+    model.train()
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(xt), min(64, len(xt))))
+        xb = xt[idx]
+        flip = torch.rand(len(xb)) < 0.5
+        xb[flip] = xb[flip].flip(-1)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xb), yt[idx]).backward()
+        opt.step()
+        sched.step()
+    return model.eval()

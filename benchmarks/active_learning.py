@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import CASTING, Recorder
+from _common import CASTING, Recorder, train_small_cnn
 
 SIZE = 64
 BUDGETS = (100, 200, 400, 800, 1600)
@@ -38,30 +38,7 @@ def load(split: str):  # type: ignore[no-untyped-def]
 
 
 def train(x, y, steps: int, seed: int):  # type: ignore[no-untyped-def]
-    import numpy as np
-    import torch
-
-    from andon.models import build_model
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_model("small_cnn", 1, 2)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    xt = torch.from_numpy(x).float().div(255).unsqueeze(1)
-    yt = torch.from_numpy(y).long()
-    model.train()
-    for _ in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(xt), min(64, len(xt))))
-        xb = xt[idx]
-        flip = torch.rand(len(xb)) < 0.5
-        xb[flip] = xb[flip].flip(-1)
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(xb), yt[idx])
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
+    return train_small_cnn(x, y, steps, seed)
 
 
 def infer(model, x):  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ import shutil
 import time
 from datetime import UTC, datetime
 
-from _common import Recorder, isolated_home
+from _common import Recorder, isolated_home, train_small_cnn
 
 SIZE = 64
 BUDGETS = (25, 50, 100, 200, 400, 800)
@@ -62,32 +62,8 @@ def plant_images(plant: str, parts: int, seed: int):  # type: ignore[no-untyped-
 
 
 def train(x, y, steps: int, seed: int, init=None):  # type: ignore[no-untyped-def]
-    import numpy as np
-    import torch
-
-    from andon.models import build_model
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_model("small_cnn", 1, 2)
-    if init is not None:
-        model.load_state_dict(init)
-    lr = 1e-3 if init is not None else 3e-3  # a fine-tune moves gently from where it starts
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    xt = torch.from_numpy(x).float().div(255).unsqueeze(1)
-    yt = torch.from_numpy(y).long()
-    model.train()
-    for _ in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(xt), min(64, len(xt))))
-        xb = xt[idx]
-        flip = torch.rand(len(xb)) < 0.5
-        xb[flip] = xb[flip].flip(-1)
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xb), yt[idx]).backward()
-        opt.step()
-        sched.step()
-    return model.eval()
+    # a fine-tune moves gently from where it starts
+    return train_small_cnn(x, y, steps, seed, lr=1e-3 if init is not None else 3e-3, init=init)
 
 
 def accuracy(model, x, y) -> float:  # type: ignore[no-untyped-def]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,20 +89,15 @@ class Outbox:
 
         return make_url(self.url).render_as_string(hide_password=True)
 
-    def _write(self) -> Any:
-        """A transaction (serialized on SQLite)."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def tx() -> Any:
-            if self._lock:
-                with self._lock, self.engine.begin() as conn:
-                    yield conn
-            else:
-                with self.engine.begin() as conn:
-                    yield conn
-
-        return tx()
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """A transaction (serialized on SQLite: one writer at a time, no busy retries)."""
+        if self._lock:
+            with self._lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     def put(self, event: dict[str, Any], source: str, signature: str | None = None, replay_window: float = 600) -> bool:
         """Persist ``event`` (committed when this returns). Returns False when an event with its id

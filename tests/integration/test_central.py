@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from test_training_lifecycle import _dataset
 
-from andon.storage import ObjectStore, open_store
+from andon.storage import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -34,25 +34,6 @@ def small_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def _dataset(store: ObjectStore, plant: str, seed: int, parts: int = 300) -> str:
-    from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
-    from andon.synth.plant import synthesize_plant
-
-    cfg = load_plant(plant)
-    start = datetime(2026, 11, 10, seed, tzinfo=UTC)
-    batches = synthesize_plant(cfg, store, parts, seed=seed, defect_rate=0.35, start=start, lines=[cfg.line_ids[0]],
-                               batch_size=10_000, workers=1)  # fmt: skip
-    objects = []
-    for b in batches:
-        meta = parquet_to_frame(store.get(b.metadata_key))
-        objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
-    m = build_manifest(cfg.id, objects, sources=[b.prefix for b in batches])
-    save_manifest(store, m)
-    return m.id
-
-
 def test_central_baseline_fine_tune_and_cross_plant_report(
     prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str, small_recipe: Path
 ) -> None:
@@ -64,7 +45,7 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
     from flows.governance import central_baseline_flow, fine_tune_flow, governance_report_flow
 
     store = open_store()
-    ids = {"plant-b": _dataset(store, "plant-b", 3), "plant-c": _dataset(store, "plant-c", 4)}
+    ids = {p: _dataset(store, seed, parts=300, cfg=load_plant(p)) for p, seed in (("plant-b", 3), ("plant-c", 4))}
     central = central_baseline_flow({p: [i] for p, i in ids.items()})
     assert central["model"] == "central.surface-defects" and central["version"] == 1
     info = version_info("central.surface-defects", 1)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from andon.cli import app
-from andon.config import load_plant
+from andon.config import PlantConfig, load_plant
 from andon.data import parquet_to_frame
 from andon.datasets import build_manifest, save_manifest
 from andon.errors import DataError, ServiceError, UnknownPlantError
@@ -39,16 +39,20 @@ SMALL = CFG.recipe.model_copy(
 )
 
 
-def _dataset(store: ObjectStore, seed: int, parts: int = 360, rate: float = 0.35) -> str:
-    """A dataset version straight from synthetic metadata (rich in defects, so 2 epochs learn)."""
+def _dataset(
+    store: ObjectStore, seed: int, parts: int = 360, rate: float = 0.35, cfg: PlantConfig | None = None
+) -> str:
+    """A dataset version straight from synthetic metadata (rich in defects, so 2 epochs learn);
+    plant-b unless ``cfg`` says otherwise."""
+    cfg = cfg or CFG
     batches = synthesize_plant(
-        CFG,
+        cfg,
         store,
         parts,
         seed=seed,
         defect_rate=rate,
         start=datetime(2026, 11, 10, seed, tzinfo=UTC),
-        lines=["line-1"],
+        lines=[cfg.line_ids[0]],
         batch_size=10_000,
         workers=1,
     )
@@ -58,7 +62,7 @@ def _dataset(store: ObjectStore, seed: int, parts: int = 360, rate: float = 0.35
         objects += [
             {"key": r.image_key, "sha256": r.sha256, "label": r.label, "part_id": r.part_id} for r in meta.itertuples()
         ]
-    manifest = build_manifest("plant-b", objects, sources=[b.prefix for b in batches])
+    manifest = build_manifest(cfg.id, objects, sources=[b.prefix for b in batches])
     save_manifest(store, manifest)
     return manifest.id
 
