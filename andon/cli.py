@@ -761,8 +761,8 @@ def _post_event(event: str, plant: str, payload: dict[str, Any]) -> None:
     settings = _settings()
     eid = events.event_id(event, plant, *payload.values())
     resource = events.plant_resource(plant)
-    if "retrain" in payload:  # a monitoring alert: retrain triggers match this label
-        resource[events.SIGNIFICANT] = str(bool(payload["retrain"])).lower()
+    if "retrain" in payload:  # a monitoring alert: retrain triggers match this label (one per monitor run)
+        resource[events.SIGNIFICANT] = str(bool(payload.get("starts_retrain"))).lower()
     if not events.post_event(settings.prefect_api_url, event, resource, payload, eid):
         sys.stderr.write(f"note: {event} not delivered (Prefect at {settings.prefect_api_url} did not answer)\n")
 
@@ -1751,18 +1751,22 @@ def demo(
     casting: Annotated[
         Path | None, typer.Option(help="the casting image set (default: ../shared/data/casting beside the checkout)")
     ] = None,
-    parts: Annotated[int, typer.Option(min=10, help="synthetic parts for plant-a")] = 2000,
-    casting_images: Annotated[int, typer.Option(min=1, help="real casting images to ingest")] = 300,
+    quick: Annotated[bool, typer.Option("--quick", help="the same story on less data (under 3 minutes)")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="forget the progress of an earlier run; start over")] = False,
 ) -> None:
-    """Run Andon's main job on the embedded defaults (idempotent: re-running reuses what exists).
+    """A day in the life of three plants, end to end, on the embedded defaults: data through the
+    gate, central baseline, fine-tuned champions, scored production with explanations, a drift
+    alert whose event retrains through Prefect, an MES event through the signed gateway, a bad
+    version rolled back, an explanation, the governance report. Resumable: a re-run skips the
+    chapters already done and prints the summary.
 
-    Example: andon demo
+    Example: andon demo --quick
     """
-    from andon.demo import run_demo
     from andon.settings import REPO_ROOT
+    from flows.demo import run_demo
 
     casting = casting or REPO_ROOT.parent / "shared" / "data" / "casting"
-    run_demo(_console(), casting=casting, parts=parts, casting_images=casting_images)
+    run_demo(_console(), casting=casting, quick=quick, fresh=fresh)
 
 
 def main() -> None:

@@ -131,8 +131,11 @@ class VersionInfo:
     created: str
 
 
-def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> int:
-    """Register ``model_uri`` as a new version of ``name``; refuses a version without lineage."""
+def register_version(
+    name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None
+) -> int:
+    """Register ``model_uri`` as a new version of ``name``; refuses a version without lineage.
+    ``model_id``: the logged model's id; a tracking *server* refuses a ``models:/`` source without it."""
     missing = [t for t in LINEAGE_TAGS if not tags.get(t)]
     if missing:
         raise RegistryError(f"refusing to register {name}: lineage tags missing: {', '.join(missing)}")
@@ -145,7 +148,7 @@ def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str
             c.get_registered_model(name)
         except MlflowException:
             c.create_registered_model(name, description=f"Andon model {name}")
-        mv = c.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        mv = c.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
         return int(mv.version)
 
     return with_retries(create, f"register {name}")

@@ -6,10 +6,11 @@ focus; plant-c: bright, rotated, shifted camera, another steel; plant-x: a gener
 its own camera and lighting). Leave one plant out: the central baseline (small_cnn, the standard
 recipe's network, 64 px) trains on the other two plants' pooled parts; the held-out plant then
 trains on N of its own labelled parts, once from the baseline's weights and once from scratch,
-same steps, same seeds, and both are scored on 600 of its parts neither saw. A plant's target
-accuracy is what training from scratch reaches with all its labels (the largest budget) minus
-one point. Figures: accuracy per budget and start, labels each start needs to reach the target,
-and their ratio (target: fine-tuning needs 5x fewer).
+same steps, same seeds, same learning rate (the recipe's, as the fine_tune flow trains), and both
+are scored on 600 of its parts neither saw. A plant's target accuracy is the floor its promotion
+gate demands of a champion (recipe.promotion.min_accuracy); a stricter second figure asks for
+what scratch reaches with all 800 labels minus one point. Figures: accuracy per budget and
+start, labels each start needs to reach the target, and their ratio (target: 5x fewer).
 
 The loop is the same network Andon trains (``andon.models.build_model``) with plain torch, so the
 figure measures the starting point, not MLflow logging (the fine-tune flow itself is tested in
@@ -62,8 +63,9 @@ def plant_images(plant: str, parts: int, seed: int):  # type: ignore[no-untyped-
 
 
 def train(x, y, steps: int, seed: int, init=None):  # type: ignore[no-untyped-def]
-    # a fine-tune moves gently from where it starts
-    return train_small_cnn(x, y, steps, seed, lr=1e-3 if init is not None else 3e-3, init=init)
+    # the recipe's learning rate for both starts, as Andon's fine_tune flow trains (train_plant with
+    # the plant's recipe); the one-cycle warm-up is the only gentleness a fine-tune gets
+    return train_small_cnn(x, y, steps, seed, lr=3e-3, init=init)
 
 
 def accuracy(model, x, y) -> float:  # type: ignore[no-untyped-def]
@@ -85,9 +87,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--central-steps", type=int, default=800)
+    parser.add_argument("--plants", default="plant-b,plant-c,plant-x", help="held-out plants to measure")
     args = parser.parse_args()
     tmp = isolated_home()
     torch.set_num_threads(2)
+    from andon.config import load_plant
     from andon.governance.fleet import plant_doc
     from andon.settings import REPO_ROOT, reset_settings
 
@@ -104,8 +108,8 @@ def main() -> None:
     plants = ("plant-b", "plant-c", "plant-x")
     data = {p: plant_images(p, POOL + TEST, seed=11 + i) for i, p in enumerate(plants)}
     rec.figure("synthesized_seconds", time.perf_counter() - t0, "s", parts=3 * (POOL + TEST))
-    ratios = []
-    for target in plants:
+    ratios: dict[str, list[float]] = {"target": [], "scratch_best": []}
+    for target in args.plants.split(","):
         x, y = data[target]
         train_x, train_y, test_x, test_y = x[:POOL], y[:POOL], x[POOL:], y[POOL:]
         others = [p for p in plants if p != target]
@@ -124,18 +128,26 @@ def main() -> None:
                     runs.append(accuracy(train(train_x[pick], train_y[pick], args.steps, s, init), test_x, test_y))
                 acc[start][n] = float(np.mean(runs))
                 rec.figure(f"{target}__{start}__{n}_labels_accuracy", acc[start][n], "ratio", seeds=args.seeds)
-        goal = acc["scratch"][BUDGETS[-1]] - 0.01
+        # the plant's target: the accuracy its promotion gate demands of a champion; and, stricter,
+        # what scratch reaches with every label (minus one point)
+        goals = {
+            "target": load_plant(target).recipe.promotion.min_accuracy,
+            "scratch_best": acc["scratch"][BUDGETS[-1]] - 0.01,
+        }
+        for what, goal in goals.items():
 
-        def needed(start: str, goal: float = goal, acc: dict[str, dict[int, float]] = acc) -> int | None:
-            return next((n for n in BUDGETS if acc[start][n] >= goal), None)
+            def needed(start: str, goal: float = goal, acc: dict[str, dict[int, float]] = acc) -> int | None:
+                return next((n for n in BUDGETS if acc[start][n] >= goal), None)
 
-        ft, sc = needed("fine_tune"), needed("scratch")
-        ratio = (sc / ft) if ft and sc else -1.0
-        ratios.append(ratio)
-        rec.figure(f"{target}__labels_to_target", ft or -1, "labels", target_accuracy=round(goal, 4),
-                   scratch_labels=sc or -1, ratio=round(ratio, 2), target_ratio=">= 5")  # fmt: skip
-    why = "per plant: labels from scratch / labels from the baseline to reach the plant's target"
-    rec.figure("min_label_ratio_scratch_over_fine_tune", min(ratios), "ratio", target=">= 5", note=why)
+            ft, sc = needed("fine_tune"), needed("scratch")
+            ratio = (sc / ft) if ft and sc else -1.0
+            ratios[what].append(ratio)
+            rec.figure(f"{target}__labels_to_{what}", ft or -1, "labels", target_accuracy=round(goal, 4),
+                       scratch_labels=sc or -1, ratio=round(ratio, 2), target_ratio=">= 5")  # fmt: skip
+    why = "per plant: labels from scratch / labels from the baseline to reach the plant's gate floor (min_accuracy)"
+    rec.figure("min_label_ratio_scratch_over_fine_tune", min(ratios["target"]), "ratio", target=">= 5", note=why)
+    why = "the same to reach what scratch reaches with all 800 labels, minus one point"
+    rec.figure("min_label_ratio_to_scratch_best", min(ratios["scratch_best"]), "ratio", note=why)
     rec.figure("benchmark_seconds", time.perf_counter() - t0, "s")
     rec.save()
 

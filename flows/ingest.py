@@ -37,8 +37,9 @@ def synthesize_plant_flow(
 
 @flow(name="ingest-folder")
 def ingest_folder_flow(
-    plant: str, path: str, limit: int | None = None, start: datetime | None = None
+    plant: str, path: str, limit: int | None = None, start: datetime | None = None, batch_size: int | None = None
 ) -> list[dict[str, Any]]:
-    batches = ingest_images(plant, path, limit, start)
+    """``batch_size``: parts per raw batch (default: the plant's data.batch_size)."""
+    batches = ingest_images(plant, path, limit, start, batch_size)
     publish_batches(plant, batches, f"ingest of {path}")
     return batches

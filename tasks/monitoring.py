@@ -19,7 +19,7 @@ def _emit(event: str, payload: dict[str, Any], key: str) -> None:
 
     from andon.events import SIGNIFICANT, event_id, plant_resource
 
-    resource = plant_resource(payload["plant"]) | {SIGNIFICANT: str(bool(payload.get("retrain"))).lower()}
+    resource = plant_resource(payload["plant"]) | {SIGNIFICANT: str(bool(payload.get("starts_retrain"))).lower()}
     emit_event(event=event, resource=resource, payload=payload, id=event_id(event, key))
 
 

@@ -302,8 +302,6 @@ def _alerts(
             record = _open_alert(store, cfg, result, v, ref)
             state["active"][v.series] = record["id"]
             opened.append(record)
-            if emit:
-                emit(record["event"], record["payload"], record["id"])
         elif v.status in ("ok", "baseline") and active:
             state["active"].pop(v.series)
             v.status = "cleared"
@@ -314,6 +312,22 @@ def _alerts(
                 store.put(key, json.dumps(rec, indent=1).encode(), "application/json")
             except ObjectNotFoundError:
                 pass
+    # one excursion breaches many series at once: only the most severe alert that clears the retrain
+    # threshold starts a retrain (its event carries andon.significant), so one cause is one retrain run
+    rank = {"medium": 1, "high": 2, "critical": 3}
+    lead = max(
+        (r for r in opened if r["payload"]["retrain"]), key=lambda r: rank[r["payload"]["severity"]], default=None
+    )
+    for record in opened:
+        record["payload"]["starts_retrain"] = record is lead
+        if record is lead:
+            store.put(
+                join_key("alerts", cfg.id, f"{record['id']}.json"),
+                json.dumps(record, indent=1).encode(),
+                "application/json",
+            )
+        if emit:
+            emit(record["event"], record["payload"], record["id"])
     return opened
 
 

@@ -230,7 +230,7 @@ def train_plant(
         )
         version = None
         if register:
-            version = register_version(name, info.model_uri, run.info.run_id, tags)
+            version = register_version(name, info.model_uri, run.info.run_id, tags, model_id=info.model_id)
             set_alias(name, CHALLENGER, version)
     epochs = len(result.history)
     return TrainOutcome(

@@ -248,7 +248,7 @@ def train_sensor(
         )
         version = None
         if register:
-            version = register_version(name, info.model_uri, run.info.run_id, tags)
+            version = register_version(name, info.model_uri, run.info.run_id, tags, model_id=info.model_id)
             set_alias(name, CHALLENGER, version)
     return TrainOutcome(
         name,
