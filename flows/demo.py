@@ -28,6 +28,7 @@ minutes): the integration test runs it, so the story cannot rot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -70,14 +71,14 @@ class Size:
 FULL = Size("full", casting_train=600, synth_train=900, hours=3, per_hour=100, dark_parts=240, sku_parts=80)
 QUICK = Size(
     "quick",
-    casting_train=400,
+    casting_train=160,
     synth_train=240,
     hours=2,
     per_hour=40,
     dark_parts=100,
     sku_parts=30,
     overrides={
-        "recipe": {"image": {"size": 64}, "training": {"epochs": 10}, "promotion": {"min_accuracy": 0.8}},
+        "recipe": {"image": {"size": 64}, "training": {"epochs": 4}, "promotion": {"min_accuracy": 0.8}},
         "retrain": {"min_new_labels": 60, "fine_tune_epochs": 1},
     },
     run_timeout_s=300.0,
@@ -109,8 +110,9 @@ class Demo:
         from andon.cli import app
 
         self.console.print(f"\n  [bold]$ andon {escape(' '.join(_quote(a) for a in args))}[/]")
-        try:
-            app(list(args), standalone_mode=False)
+        try:  # its output goes where the demo's does (a terminal, a log, a test's buffer)
+            with contextlib.redirect_stdout(self.console.file):
+                app(list(args), standalone_mode=False)
         except SystemExit as exc:  # typer.Exit: non-zero is worth showing, not fatal here
             if exc.code:
                 self.console.print(f"  [yellow](exit {exc.code})[/]")
@@ -309,23 +311,23 @@ def lighting_change(d: Demo) -> dict[str, Any]:
     reviewed = _review(d, plant, batches)
     d.say(f"QA at plant-b reviews {reviewed} parts of the dark shift (they become training labels)")
     t0 = datetime.now(UTC)
-    with _worker(d, plant), d.console.status("the hourly monitor runs at plant-b (monitor flow)..."):
-        m = monitor_flow(plant=plant, kind="hourly")
-    alerts = m.get("alerts", [])
-    if not alerts:
-        d.say(f"[yellow]no alert[/]: drift share {m.get('drift_share')}; the retrain is not triggered")
-        return {"alerts": 0, "drift_share": m.get("drift_share")}
-    by_event: dict[str, list[str]] = {}
-    for a in alerts:
-        by_event.setdefault(f"{a['event']} ({a['payload']['severity']})", []).append(a["payload"]["series"])
-    for what, series in by_event.items():
-        d.say(f"[red]ALERT[/] {what}: {', '.join(series)}")
-    lead = next((a for a in alerts if a["payload"].get("starts_retrain")), None)
-    if lead:
-        d.say(f"one cause, one retrain: the {lead['payload']['series']} alert's event carries andon.significant")
-    d.say(f"Evidently drift share {m.get('drift_share', 0):.2f}; report: {d.store.uri(m['drift_report_key'])}")
-    with _worker(d, plant):
-        run = _wait_for_run(d, f"retrain/retrain-{plant}", t0, "andon.drift.detected")
+    with _worker(d, plant):  # plant-b's worker polls its pool the whole time: the run starts at once
+        with d.console.status("the hourly monitor runs at plant-b (monitor flow)..."):
+            m = monitor_flow(plant=plant, kind="hourly")
+        alerts = m.get("alerts", [])
+        if not alerts:
+            d.say(f"[yellow]no alert[/]: drift share {m.get('drift_share')}; the retrain is not triggered")
+            return {"alerts": 0, "drift_share": m.get("drift_share")}
+        by_event: dict[str, list[str]] = {}
+        for a in alerts:
+            by_event.setdefault(f"{a['event']} ({a['payload']['severity']})", []).append(a["payload"]["series"])
+        for what, series in by_event.items():
+            d.say(f"[red]ALERT[/] {what}: {', '.join(series)}")
+        lead = next((a for a in alerts if a["payload"].get("starts_retrain")), None)
+        if lead:
+            d.say(f"one cause, one retrain: the {lead['payload']['series']} alert's event carries andon.significant")
+        d.say(f"Evidently drift share {m.get('drift_share', 0):.2f}; report: {d.store.uri(m['drift_report_key'])}")
+        run = _wait_for_run(d, plant, t0, "andon.drift.detected")
     return {"alerts": len(alerts), "drift_share": m.get("drift_share"), **_retrain_outcome(d, plant, before, run)}
 
 
@@ -373,7 +375,7 @@ def mes_new_sku(d: Demo) -> dict[str, Any]:
             if real.status_code >= 300:
                 raise AndonError(f"the gateway refused the demo's MES message: {answer}")
             with _worker(d, plant):
-                run = _wait_for_run(d, f"retrain/retrain-{plant}", t0, "mes.sku.introduced")
+                run = _wait_for_run(d, plant, t0, "mes.sku.introduced")
     finally:
         if gw.forwarder:
             gw.forwarder.stop()
@@ -640,12 +642,14 @@ def _schedules_off(plants: tuple[str, ...]) -> int:
     return count
 
 
-def _wait_for_run(d: Demo, deployment: str, since: datetime, trigger: str) -> dict[str, Any]:
-    """The run the automation created for ``deployment`` after ``since``, followed to its end."""
+def _wait_for_run(d: Demo, plant: str, since: datetime, trigger: str) -> dict[str, Any]:
+    """The run the automation created for the plant's retrain deployment after ``since``, followed
+    to its end."""
     from prefect import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
+    deployment = f"retrain/retrain-{plant}"
     deadline = time.monotonic() + d.size.run_timeout_s
     run = None
     with (
@@ -669,7 +673,8 @@ def _wait_for_run(d: Demo, deployment: str, since: datetime, trigger: str) -> di
                     break
             time.sleep(2)
     if run is None:
-        raise AndonError(f"no {deployment} run within {d.size.run_timeout_s:.0f} s of the event (automation?)")
+        log = d.settings.home / "logs" / f"worker-{plant}.log"
+        raise AndonError(f"no {deployment} run within {d.size.run_timeout_s:.0f} s of the event (the worker: {log})")
     state = run.state.name if run.state else "?"
     ui = d.settings.prefect_api_url.removesuffix("/api")
     d.say(f"Prefect ran {deployment} ({run.name}) from the {trigger} event: {state}; {ui}/runs/flow-run/{run.id}")

@@ -95,6 +95,25 @@ def _score(store: ObjectStore, loaded: Any, objects: list[dict[str, Any]]) -> di
     return evaluate_model(store, model, arch, prep, objects)
 
 
+def _accuracy_on(
+    store: ObjectStore, loaded: Any, plant: str, objects: list[dict[str, Any]], decoded: dict[Any, Any]
+) -> float:
+    """One cell of the generalization matrix: accuracy only (no latency), on golden images decoded
+    once per plant and input size and shared by every model scored on them."""
+    from andon.settings import get_settings
+    from andon.training.data import ImageCache, load_split
+    from andon.training.evaluate import classification_metrics
+    from andon.training.loop import predict
+
+    model, arch, prep = loaded
+    classes, size = tuple(arch["classes"]), int(prep["size"])
+    key = (plant, classes, size)
+    if key not in decoded:
+        decoded[key] = load_split(store, objects, classes, size, ImageCache(get_settings().home / "cache" / "images"))
+    data = decoded[key]
+    return float(classification_metrics(predict(model, data.images), data.labels, classes)["accuracy"])
+
+
 def _golden(store: ObjectStore, cfg: PlantConfig, version: int) -> tuple[str, list[dict[str, Any]]]:
     from andon.promotion import golden_objects
 
@@ -135,13 +154,14 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
             st.metrics = {k: round(v, 4) for k, v in _score(store, models[cfg.id], objects).items()}
         statuses.append(st)
     grid: dict[str, dict[str, float]] = {}
+    decoded: dict[tuple[str, tuple[str, ...], int], Any] = {}  # each golden set is read once, not once per model
     for src in models:
         grid[src] = {}
         for dst, objects in golden.items():
             if src == dst:
                 grid[src][dst] = next(s for s in statuses if s.plant == src).metrics.get("accuracy", float("nan"))
             elif matrix and objects:
-                grid[src][dst] = round(_score(store, models[src], objects)["accuracy"], 4)
+                grid[src][dst] = round(_accuracy_on(store, models[src], dst, objects, decoded), 4)
     report = GovernanceReport(now.isoformat(), statuses, grid, [])
     report.settings = settings_table(report)
     report.seconds = time.perf_counter() - t0

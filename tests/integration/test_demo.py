@@ -1,57 +1,113 @@
 """`andon demo --quick`: the whole story against its own embedded stack (Prefect and MLflow
-servers as processes, a plant worker, the signed gateway), so the story cannot rot; then a
-re-run resumes: every chapter is done, only the summary is printed again."""
+servers as processes, plant workers, the signed gateway), so the story cannot rot; a re-run
+resumes; and the browser check: the Prefect and MLflow UIs show what the demo made."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import free_port
 from rich.console import Console
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_quick_demo_tells_the_whole_story_and_resumes(
-    stack_env: Path, casting_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory, casting_dir: Path) -> Iterator[dict[str, Any]]:
+    """One quick demo in its own ANDON_HOME and ports; the stack is stopped afterwards."""
+    from andon import stack
+    from andon.settings import get_settings, reset_settings
+    from flows.demo import run_demo
+
+    home = tmp_path_factory.mktemp("demo") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANDON_HOME", str(home))
+        mp.setenv("ANDON_PREFECT_PORT", str(free_port()))
+        mp.setenv("ANDON_MLFLOW_PORT", str(free_port()))
+        for var in ("ANDON_CONFIGS_DIR", "ANDON_MES_SECRET", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)  # the demo sets them for its process; put back after
+        reset_settings()
+        out = io.StringIO()
+        try:
+            state = run_demo(Console(file=out, width=120), casting=casting_dir, quick=True)
+            yield {"home": home, "state": state, "text": out.getvalue(), "settings": get_settings()}
+        finally:
+            stack.down(get_settings())
+            os.environ.pop("ANDON_CONFIGS_DIR", None)
+    reset_settings()
+
+
+def test_the_quick_demo_tells_the_whole_story(quick_demo: dict[str, Any]) -> None:
     from andon.registry import CHAMPION, alias_version
     from andon.storage import open_store
-    from flows.demo import CHAPTERS, run_demo
+    from flows.demo import CHAPTERS
 
-    for var in ("ANDON_CONFIGS_DIR", "ANDON_MES_SECRET", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(var, raising=False)  # the demo sets them for its process; restored after
-    out = io.StringIO()
-    state = run_demo(Console(file=out, width=120), casting=casting_dir, quick=True)
-    text = out.getvalue()
-    done = state["done"]
+    done, text = quick_demo["state"]["done"], quick_demo["text"]
     assert list(done) == [key for key, _, _ in CHAPTERS], text
-
     data = done["data"]
     assert len(data["quarantined"]) == 1 and data["failed_rules"] >= 3
     assert all(data["datasets"][p] for p in ("plant-a", "plant-b", "plant-c"))
     assert done["central"]["version"] >= 1
-    # the light failure: an alert, its event ran plant-b's retrain deployment to completion
+    assert all(p["scored"] > 0 for p in done["production"]["scored"].values())
+    # the light failure: alerts; one event ran plant-b's retrain deployment, and it retrained
     light = done["lighting"]
-    assert light["alerts"] >= 1, text
-    assert light["run"]["state"] == "Completed" and light["champion_after"] is not None
-    # the MES event came through the signed gateway (the forged copy was refused)
+    assert light["alerts"] >= 1 and "one cause, one retrain" in text, text
+    assert light["run"]["state"] == "Completed"
+    assert "the retrain policy: retrain" in text, text
+    # the MES event came through the signed gateway (the forged copy was refused) and ran too
     mes = done["mes"]
     assert mes["forged_status"] == 401 and mes["run"]["state"] == "Completed"
-    # the bad version moved the defect rate and the rollback put the good one back
+    # the bad version moved the rejected share; the rollback put the good one back
     rb = done["rollback"]
     assert rb["after"] == rb["good"] != rb["bad"]
     assert abs(rb["rate_bad"] - rb["rate_before"]) > 0.05
+    assert "ROLLED BACK plant-a.surface-defects@champion" in text and "training.learning_rate" in text
     assert alias_version("plant-a.surface-defects", CHAMPION) == rb["good"]
-    assert done["explain"]["part"]
+    assert done["explain"]["part"] and done["explain"]["part"] in text
     assert open_store().exists(done["governance"]["report_key"])
-    for url in ("/runs", "/artifacts", "/automations", "/#/models"):
-        assert url in text
-    # a re-run resumes: nothing is trained again, the summary comes back
-    again = io.StringIO()
-    run_demo(Console(file=again, width=120), casting=casting_dir, quick=True)
-    assert again.getvalue().count("done earlier") == len(CHAPTERS) - 1
-    assert "the day, in numbers" in again.getvalue()
-    assert json.loads((stack_env / "demo" / "state.json").read_text())["done"].keys() == done.keys()
+    for where in ("/runs", "/artifacts", "/automations", "/#/models", "the day, in numbers"):
+        assert where in text
+
+
+def test_a_rerun_resumes_and_prints_the_summary(quick_demo: dict[str, Any], casting_dir: Path) -> None:
+    from flows.demo import CHAPTERS, run_demo
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANDON_HOME", str(quick_demo["home"]))
+        mp.setenv("ANDON_PREFECT_PORT", str(quick_demo["settings"].prefect_port))
+        mp.setenv("ANDON_MLFLOW_PORT", str(quick_demo["settings"].mlflow_port))
+        from andon.settings import reset_settings
+
+        reset_settings()
+        again = io.StringIO()
+        run_demo(Console(file=again, width=120), casting=casting_dir, quick=True)
+        text = again.getvalue()
+        assert text.count("done earlier") == len(CHAPTERS) - 1, text
+        assert "already running" in text and "the day, in numbers" in text
+        # a full demo does not mix into a quick one's home
+        from andon.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="holds a quick demo"):
+            run_demo(Console(file=io.StringIO()), casting=casting_dir, quick=False)
+        state = json.loads((quick_demo["home"] / "demo" / "state.json").read_text())
+        assert list(state["done"]) == [key for key, _, _ in CHAPTERS]
+
+
+@pytest.mark.browser
+def test_the_uis_show_deployments_artifacts_and_aliases(quick_demo: dict[str, Any], tmp_path: Path) -> None:
+    from ui_check import browser_missing, check_uis
+
+    why = browser_missing()
+    if why:
+        pytest.skip(why)
+    s = quick_demo["settings"]
+    run_id = quick_demo["state"]["done"]["lighting"]["run"]["run_id"]
+    out = Path(os.environ.get("ANDON_SCREENSHOTS", tmp_path))
+    shots = check_uis(f"http://{s.host}:{s.prefect_port}", f"http://{s.host}:{s.mlflow_port}", run_id, out)
+    assert len(shots) == 6 and all(p.stat().st_size > 10_000 for p in shots.values())
