@@ -131,9 +131,7 @@ class VersionInfo:
     created: str
 
 
-def register_version(
-    name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None
-) -> int:
+def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None) -> int:
     """Register ``model_uri`` as a new version of ``name``; refuses a version without lineage.
     ``model_id``: the logged model's id; a tracking *server* refuses a ``models:/`` source without it."""
     missing = [t for t in LINEAGE_TAGS if not tags.get(t)]

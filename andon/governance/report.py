@@ -95,6 +95,14 @@ def _score(store: ObjectStore, loaded: Any, objects: list[dict[str, Any]]) -> di
     return evaluate_model(store, model, arch, prep, objects)
 
 
+def _digest(objects: list[dict[str, Any]]) -> str:
+    """A golden set's identity: its images' checksums (labels travel with them)."""
+    import hashlib
+
+    text = "\n".join(sorted(f"{o['sha256']} {o.get('label', '')}" for o in objects))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def _accuracy_on(
     store: ObjectStore, loaded: Any, plant: str, objects: list[dict[str, Any]], decoded: dict[Any, Any]
 ) -> float:
@@ -132,6 +140,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
     statuses: list[PlantStatus] = []
     models: dict[str, Any] = {}
     golden: dict[str, list[dict[str, Any]]] = {}
+    versions: dict[str, tuple[str, int]] = {}
     for cfg in plants:
         name = model_name(cfg.id, cfg.recipe.task)
         st = PlantStatus(cfg.id, name, overrides=overrides(cfg, standard))
@@ -150,18 +159,28 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
                 st.age_days = round((now - datetime.fromisoformat(info.created)).total_seconds() / 86400, 2)
             st.evaluated_on, objects = _golden(store, cfg, version)
             golden[cfg.id] = objects
+            versions[cfg.id] = (name, version)
             models[cfg.id] = load_version(name, version)
             st.metrics = {k: round(v, 4) for k, v in _score(store, models[cfg.id], objects).items()}
         statuses.append(st)
     grid: dict[str, dict[str, float]] = {}
     decoded: dict[tuple[str, tuple[str, ...], int], Any] = {}  # each golden set is read once, not once per model
+    digests = {dst: _digest(objects) for dst, objects in golden.items()}
     for src in models:
         grid[src] = {}
+        # a version's weights and a golden set's images never change: a cell is computed once, ever
+        key = join_key("governance", "matrix", versions[src][0], f"v{versions[src][1]}.json")
+        cells = json.loads(store.get(key)) if matrix and store.exists(key) else {}
+        known = len(cells)
         for dst, objects in golden.items():
             if src == dst:
                 grid[src][dst] = next(s for s in statuses if s.plant == src).metrics.get("accuracy", float("nan"))
             elif matrix and objects:
-                grid[src][dst] = round(_accuracy_on(store, models[src], dst, objects, decoded), 4)
+                if digests[dst] not in cells:
+                    cells[digests[dst]] = round(_accuracy_on(store, models[src], dst, objects, decoded), 4)
+                grid[src][dst] = cells[digests[dst]]
+        if len(cells) > known:
+            store.put(key, json.dumps(cells, sort_keys=True).encode(), "application/json")
     report = GovernanceReport(now.isoformat(), statuses, grid, [])
     report.settings = settings_table(report)
     report.seconds = time.perf_counter() - t0

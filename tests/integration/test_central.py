@@ -35,7 +35,11 @@ def small_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_central_baseline_fine_tune_and_cross_plant_report(
-    prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str, small_recipe: Path
+    prefect_harness: None,
+    andon_home: Path,
+    mlflow_tracking_uri: str,
+    small_recipe: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from andon.config import load_plant
     from andon.errors import DataError
@@ -98,6 +102,16 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
     assert set(report["matrix"]) == {"plant-b", "plant-c"}
     for src, row in report["matrix"].items():
         assert set(row) == {"plant-b", "plant-c"} and all(0 <= v <= 1 for v in row.values()), (src, row)
+    # each cell is kept with the champion's version: the next report reads it instead of scoring again
+    from andon.governance import report as report_module
+
+    cached = list(store.list("governance/matrix/"))
+    assert len(cached) == 2, cached
+    calls: list[str] = []
+    real = report_module._accuracy_on
+    monkeypatch.setattr(report_module, "_accuracy_on", lambda *a: calls.append(a[2]) or real(*a))
+    again = report_module.build_report(store, [load_plant("plant-b"), load_plant("plant-c")])
+    assert calls == [] and again.matrix == report["matrix"]
     html = store.get(report["key"]).decode()
     assert "generalization matrix" in html or "Generalization" in html
     assert "data:image/png;base64," in html

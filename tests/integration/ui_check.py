@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,10 @@ def _driver() -> Any:
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
-_SCROLL_ALL = "document.querySelectorAll('*').forEach(e => { if (e.scrollHeight > e.clientHeight) e.scrollTop = e.scrollHeight; });"
+_SCROLL_ALL = (  # every scrollable box to its end
+    "document.querySelectorAll('*').forEach(e => {"
+    " if (e.scrollHeight > e.clientHeight) e.scrollTop = e.scrollHeight; });"
+)
 
 
 def _text(drv: Any) -> str:
@@ -127,7 +131,7 @@ def main() -> None:
     ui = settings.prefect_api_url.removesuffix("/api")
     mlflow = f"http://{settings.host}:{settings.mlflow_port}"
     for name, path in check_uis(ui, mlflow, run_id, args.out).items():
-        print(f"{name}: {path}")  # noqa: T201
+        sys.stdout.write(f"{name}: {path}\n")
 
 
 if __name__ == "__main__":
