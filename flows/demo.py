@@ -68,7 +68,7 @@ class Size:
     run_timeout_s: float = 600.0  # how long to wait for an event-started run
 
 
-FULL = Size("full", casting_train=600, synth_train=900, hours=3, per_hour=100, dark_parts=240, sku_parts=80)
+FULL = Size("full", casting_train=1000, synth_train=1500, hours=3, per_hour=100, dark_parts=240, sku_parts=80)
 QUICK = Size(
     "quick",
     casting_train=160,
@@ -323,11 +323,15 @@ def lighting_change(d: Demo) -> dict[str, Any]:
             by_event.setdefault(f"{a['event']} ({a['payload']['severity']})", []).append(a["payload"]["series"])
         for what, series in by_event.items():
             d.say(f"[red]ALERT[/] {what}: {', '.join(series)}")
-        lead = next((a for a in alerts if a["payload"].get("starts_retrain")), None)
-        if lead:
-            d.say(f"one cause, one retrain: the {lead['payload']['series']} alert's event carries andon.significant")
         d.say(f"Evidently drift share {m.get('drift_share', 0):.2f}; report: {d.store.uri(m['drift_report_key'])}")
-        run = _wait_for_run(d, plant, t0, "andon.drift.detected")
+        lead = next((a for a in alerts if a["payload"].get("starts_retrain")), None)
+        if lead is None:
+            d.say("[yellow]no alert clears plant-b's retrain threshold[/]: the retrain is not triggered")
+            return {"alerts": len(alerts), "drift_share": m.get("drift_share")}
+        d.say(
+            f"one cause, one retrain: the {lead['payload']['series']} alert's {lead['event']} carries andon.significant"
+        )
+        run = _wait_for_run(d, plant, t0, lead["event"])
     return {"alerts": len(alerts), "drift_share": m.get("drift_share"), **_retrain_outcome(d, plant, before, run)}
 
 
@@ -523,7 +527,8 @@ def _quiet() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # and if it was imported already
 
 
 def _save(d: Demo) -> None:
