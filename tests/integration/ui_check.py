@@ -52,6 +52,22 @@ _SCROLL_ALL = (  # every scrollable box to its end
 )
 
 
+def _dismiss(drv: Any) -> None:
+    """Close what a first visit pops up over the page (MLflow's announcement and assistant)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    time.sleep(1)
+    for button in drv.find_elements(By.CSS_SELECTOR, "button[aria-label='Close'], button[aria-label='close']"):
+        try:
+            if button.is_displayed():
+                button.click()
+        except Exception:  # gone, covered, detached: nothing to close then
+            pass
+    drv.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    time.sleep(1.5)  # the overlay fades out
+
+
 def _text(drv: Any) -> str:
     from selenium.webdriver.common.by import By
 
@@ -110,9 +126,11 @@ def check_uis(prefect_ui: str, mlflow_ui: str, run_id: str, out: Path) -> dict[s
 
         drv.get(f"{mlflow_ui}/#/models")
         _until(drv, "central.surface-defects", "plant-a.surface-defects", "plant-b.surface-defects", "champion")
+        _dismiss(drv)
         shot("mlflow-models")
         drv.get(f"{mlflow_ui}/#/models/plant-a.surface-defects")
         _until(drv, "@ champion", "previous-champion")
+        _dismiss(drv)
         shot("mlflow-plant-a-versions")
     finally:
         drv.quit()
