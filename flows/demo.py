@@ -68,7 +68,10 @@ class Size:
     run_timeout_s: float = 600.0  # how long to wait for an event-started run
 
 
-FULL = Size("full", casting_train=1000, synth_train=1500, hours=3, per_hour=100, dark_parts=240, sku_parts=80)
+# the day is compressed into minutes: the retrain policy's 6 h cooldown would stop a re-run's retrains
+COMPRESSED_DAY = {"retrain": {"cooldown_hours": 0}}
+FULL = Size("full", casting_train=1000, synth_train=1500, hours=3, per_hour=100, dark_parts=240, sku_parts=80,
+            overrides=COMPRESSED_DAY)  # fmt: skip
 QUICK = Size(
     "quick",
     casting_train=160,
@@ -79,7 +82,7 @@ QUICK = Size(
     sku_parts=30,
     overrides={
         "recipe": {"image": {"size": 64}, "training": {"epochs": 4}, "promotion": {"min_accuracy": 0.8}},
-        "retrain": {"min_new_labels": 60, "fine_tune_epochs": 1},
+        "retrain": {"min_new_labels": 60, "fine_tune_epochs": 1, "cooldown_hours": 0},
     },
     run_timeout_s=300.0,
 )
@@ -110,12 +113,14 @@ class Demo:
         from andon.cli import app
 
         self.console.print(f"\n  [bold]$ andon {escape(' '.join(_quote(a) for a in args))}[/]")
+        code: Any = 0
         try:  # its output goes where the demo's does (a terminal, a log, a test's buffer)
             with contextlib.redirect_stdout(self.console.file):
-                app(list(args), standalone_mode=False)
-        except SystemExit as exc:  # typer.Exit: non-zero is worth showing, not fatal here
-            if exc.code:
-                self.console.print(f"  [yellow](exit {exc.code})[/]")
+                code = app(list(args), standalone_mode=False)
+        except SystemExit as exc:
+            code = exc.code
+        if isinstance(code, int) and code:  # non-zero is worth showing, not fatal here
+            self.console.print(f"  [yellow](exit {code})[/]")
 
 
 def _quote(arg: str) -> str:
@@ -145,10 +150,11 @@ def stack_and_deployments(d: Demo) -> dict[str, Any]:
         if out.returncode:
             raise AndonError(f"andon deploy failed:\n{out.stdout}{out.stderr}")
         d.say(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "deployments applied")
-        off = _schedules_off(PLANTS)
-        d.say(f"{off} schedules of the demo plants switched off: the demo drives the clock (andon deploy: on again)")
         d.state["deployed"] = True
         _save(d)
+    off = _schedules_off(PLANTS)  # every run: a later `andon deploy` switches them on again
+    if off:
+        d.say(f"{off} schedules of the demo plants switched off: the demo drives the clock (andon deploy: on again)")
     return {"services": d.urls}
 
 
@@ -163,8 +169,6 @@ def ingest_and_validate(d: Demo) -> dict[str, Any]:
     start = d.day.replace(hour=6)
     batches: dict[str, list[dict[str, Any]]] = {}
     train_dir = d.casting / "train"
-    if not train_dir.is_dir():
-        raise ConfigError(f"{train_dir} not found: the public casting image set (see ../shared/data/README.md)")
     with d.console.status(f"plant-a: {d.size.casting_train} real casting images (ingest-folder flow)..."):
         batches["plant-a"] = ingest_folder_flow(
             plant="plant-a", path=str(train_dir), limit=d.size.casting_train, start=start
@@ -315,9 +319,11 @@ def lighting_change(d: Demo) -> dict[str, Any]:
         with d.console.status("the hourly monitor runs at plant-b (monitor flow)..."):
             m = monitor_flow(plant=plant, kind="hourly")
         alerts = m.get("alerts", [])
-        if not alerts:
-            d.say(f"[yellow]no alert[/]: drift share {m.get('drift_share')}; the retrain is not triggered")
-            return {"alerts": 0, "drift_share": m.get("drift_share")}
+        if not alerts:  # an error, not a finished chapter: a re-run tries again
+            raise AndonError(
+                f"no alert opened at plant-b (drift share {m.get('drift_share')}): its series may still be active "
+                "from an earlier try (`andon alerts list --plant plant-b`); run the demo in a fresh ANDON_HOME"
+            )
         by_event: dict[str, list[str]] = {}
         for a in alerts:
             by_event.setdefault(f"{a['event']} ({a['payload']['severity']})", []).append(a["payload"]["series"])
@@ -326,8 +332,7 @@ def lighting_change(d: Demo) -> dict[str, Any]:
         d.say(f"Evidently drift share {m.get('drift_share', 0):.2f}; report: {d.store.uri(m['drift_report_key'])}")
         lead = next((a for a in alerts if a["payload"].get("starts_retrain")), None)
         if lead is None:
-            d.say("[yellow]no alert clears plant-b's retrain threshold[/]: the retrain is not triggered")
-            return {"alerts": len(alerts), "drift_share": m.get("drift_share")}
+            raise AndonError("no alert cleared plant-b's retrain threshold: no retrain was triggered")
         d.say(
             f"one cause, one retrain: the {lead['payload']['series']} alert's {lead['event']} carries andon.significant"
         )
@@ -484,6 +489,11 @@ def run_demo(console: Console, casting: Path, quick: bool = False, fresh: bool =
     from andon.storage import open_store
 
     size = QUICK if quick else FULL
+    if not (casting / "train").is_dir() or not (casting / "test").is_dir():
+        raise ConfigError(
+            f"{casting}: no train/ and test/ folders of the casting image set (see ../shared/data/README.md); "
+            "point to it with `andon demo --casting PATH`"
+        )
     settings = get_settings()
     state_path = settings.home / "demo" / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() and not fresh else {}
@@ -540,7 +550,8 @@ def _save(d: Demo) -> None:
 
 
 def _use_configs(settings: AndonSettings, size: Size) -> None:
-    """The quick demo's smaller recipe: configs/ copied under the home with the overrides merged."""
+    """configs/ copied under the home with the demo's overrides merged (the quick demo's smaller
+    recipe; both: no retrain cooldown)."""
     if not size.overrides:
         return
     import shutil
@@ -604,12 +615,17 @@ def _worker(d: Demo, plant: str) -> Iterator[None]:
         )
     try:
         yield
-    finally:
-        proc.terminate()
+    finally:  # the worker and the flow-run processes it started (its own process group)
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _schedules_off(plants: tuple[str, ...]) -> int:
@@ -677,11 +693,23 @@ def _wait_for_run(d: Demo, plant: str, since: datetime, trigger: str) -> dict[st
                 if run.state and run.state.is_final():
                     break
             time.sleep(2)
-    if run is None:
-        log = d.settings.home / "logs" / f"worker-{plant}.log"
-        raise AndonError(f"no {deployment} run within {d.size.run_timeout_s:.0f} s of the event (the worker: {log})")
-    state = run.state.name if run.state else "?"
     ui = d.settings.prefect_api_url.removesuffix("/api")
+    if run is None:
+        raise AndonError(
+            f"no {deployment} run within {d.size.run_timeout_s:.0f} s of the {trigger} event: see the event "
+            f"({ui}/events) and the automation ({ui}/automations)"
+        )
+    state = run.state.name if run.state else "?"
+    if not (run.state and run.state.is_final()):
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as client:  # it holds the deployment's one concurrency slot
+            client.set_flow_run_state(run.id, Cancelled(message="the demo stopped waiting"), force=True)
+        log = d.settings.home / "logs" / f"worker-{plant}.log"
+        raise AndonError(
+            f"{deployment} run {run.name} still {state} after {d.size.run_timeout_s:.0f} s (cancelled); "
+            f"its worker's log: {log}"
+        )
     d.say(f"Prefect ran {deployment} ({run.name}) from the {trigger} event: {state}; {ui}/runs/flow-run/{run.id}")
     if not (run.state and run.state.is_completed()):
         raise AndonError(f"{deployment} ended {state}: see {ui}/runs/flow-run/{run.id} and the worker log")
@@ -695,7 +723,8 @@ def _retrain_outcome(d: Demo, plant: str, before: int | None, run: dict[str, Any
 
     decisions = load_state(d.store, plant)
     last: dict[str, Any] = max(decisions["events"].values(), key=lambda e: e["at"], default={})
-    d.say(f"the retrain policy: {last.get('summary', '?')}")
+    policy = str(last.get("summary", "?"))
+    d.say(f"the retrain policy: {policy}")
     after = _champion(plant)
     newest = list_versions(model_name(plant, TASK))[-1]
     if after != before:
@@ -705,7 +734,13 @@ def _retrain_outcome(d: Demo, plant: str, before: int | None, run: dict[str, Any
         d.say(
             f"[yellow]the gate kept v{before}[/]: v{newest.version} {newest.tags.get('promotion_refused.reason', '')}"
         )
-    return {"run": run, "champion_before": before, "champion_after": after, "promoted": after != before}
+    return {
+        "run": run,
+        "policy": policy,
+        "champion_before": before,
+        "champion_after": after,
+        "promoted": after != before,
+    }
 
 
 def _champion(plant: str) -> int | None:

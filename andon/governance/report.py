@@ -140,7 +140,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
     statuses: list[PlantStatus] = []
     models: dict[str, Any] = {}
     golden: dict[str, list[dict[str, Any]]] = {}
-    versions: dict[str, tuple[str, int]] = {}
+    versions: dict[str, tuple[str, int, str]] = {}
     for cfg in plants:
         name = model_name(cfg.id, cfg.recipe.task)
         st = PlantStatus(cfg.id, name, overrides=overrides(cfg, standard))
@@ -159,7 +159,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
                 st.age_days = round((now - datetime.fromisoformat(info.created)).total_seconds() / 86400, 2)
             st.evaluated_on, objects = _golden(store, cfg, version)
             golden[cfg.id] = objects
-            versions[cfg.id] = (name, version)
+            versions[cfg.id] = (name, version, info.run_id)
             models[cfg.id] = load_version(name, version)
             st.metrics = {k: round(v, 4) for k, v in _score(store, models[cfg.id], objects).items()}
         statuses.append(st)
@@ -169,7 +169,8 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
     for src in models:
         grid[src] = {}
         # a version's weights and a golden set's images never change: a cell is computed once, ever
-        key = join_key("governance", "matrix", versions[src][0], f"v{versions[src][1]}.json")
+        name, version, run_id = versions[src]  # the run too: a reset registry reuses version numbers
+        key = join_key("governance", "matrix", name, f"v{version}-{run_id[:12]}.json")
         cells = json.loads(store.get(key)) if matrix and store.exists(key) else {}
         known = len(cells)
         for dst, objects in golden.items():

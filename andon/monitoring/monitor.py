@@ -319,13 +319,9 @@ def _alerts(
         (r for r in opened if r["payload"]["retrain"]), key=lambda r: rank[r["payload"]["severity"]], default=None
     )
     for record in opened:
-        record["payload"]["starts_retrain"] = record is lead
-        if record is lead:
-            store.put(
-                join_key("alerts", cfg.id, f"{record['id']}.json"),
-                json.dumps(record, indent=1).encode(),
-                "application/json",
-            )
+        record["payload"]["starts_retrain"] = record is lead  # every stored alert says whether it did
+        key = join_key("alerts", cfg.id, f"{record['id']}.json")
+        store.put(key, json.dumps(record, indent=1).encode(), "application/json")
         if emit:
             emit(record["event"], record["payload"], record["id"])
     return opened
