@@ -514,8 +514,14 @@ def run_demo(console: Console, casting: Path, quick: bool = False, fresh: bool =
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     t_start = time.perf_counter()
-    # the embedded server, even where another Prefect context is active (a test harness)
-    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.events.worker import EventsWorker
+
+    # the embedded server, even where another Prefect context is active (a test harness): the API
+    # client follows the settings, but the events worker is shared per client type, not per URL
+    previous = EventsWorker._client_override
+    EventsWorker.set_client_override(PrefectEventsClient, api_url=settings.prefect_api_url)
+    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}), _restore_events(previous):
         for i, (key, title, chapter) in enumerate(CHAPTERS, start=1):
             console.rule(f"[bold]{i}. {title}")
             if key in state["done"] and key != "stack":
@@ -529,6 +535,16 @@ def run_demo(console: Console, casting: Path, quick: bool = False, fresh: bool =
             _save(d)
     _summary(d, time.perf_counter() - t_start)
     return state
+
+
+@contextmanager
+def _restore_events(previous: Any) -> Iterator[None]:
+    from prefect.events.worker import EventsWorker
+
+    try:
+        yield
+    finally:
+        EventsWorker._client_override = previous
 
 
 def _quiet() -> None:
