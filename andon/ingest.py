@@ -63,8 +63,10 @@ def ingest_folder(
     batch_size: int | None = None,
     label_map: dict[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    mixed: bool = False,
 ) -> list[BatchInfo]:
-    """Upload every image under ``path`` (at most ``limit``, spread evenly over labels, in a fixed mixed order).
+    """Upload every image under ``path`` (sorted, at most ``limit`` spread evenly over labels;
+    ``mixed``: in a fixed mixed order instead, so every batch holds the folder's label mix).
 
     Timestamps are synthetic but monotonic (the folder has none): one part per
     ``1 / parts_per_second`` of the line from ``start``.
@@ -100,9 +102,10 @@ def ingest_folder(
         # take every k-th file so that a slice keeps the folder's label mix
         step = len(labelled) / limit
         labelled = [labelled[int(i * step)] for i in range(limit)]
-    # a line makes good and bad parts mixed, not sorted by folder: a fixed shuffle (a hash of each
-    # path) gives every batch the folder's label mix, and the same files land in the same batches
-    labelled.sort(key=lambda fl: hashlib.sha256(str(fl[0].relative_to(root)).encode()).digest())
+    if mixed:
+        # a line makes good and bad parts mixed, not sorted by folder: a fixed shuffle (a hash of each
+        # path) gives every batch the folder's label mix, and the same files land in the same batches
+        labelled.sort(key=lambda fl: hashlib.sha256(str(fl[0].relative_to(root)).encode()).digest())
 
     start = (start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)).astimezone(UTC)
     batch_size = batch_size or cfg.data.batch_size

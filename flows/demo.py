@@ -171,7 +171,7 @@ def ingest_and_validate(d: Demo) -> dict[str, Any]:
     train_dir = d.casting / "train"
     with d.console.status(f"plant-a: {d.size.casting_train} real casting images (ingest-folder flow)..."):
         batches["plant-a"] = ingest_folder_flow(
-            plant="plant-a", path=str(train_dir), limit=d.size.casting_train, start=start
+            plant="plant-a", path=str(train_dir), limit=d.size.casting_train, start=start, mixed=True
         )
     for i, plant in enumerate(PLANTS[1:], start=1):
         with d.console.status(f"{plant}: {d.size.synth_train} synthetic parts (synthesize-plant flow)..."):
@@ -265,6 +265,7 @@ def production(d: Demo) -> dict[str, Any]:
             limit=(hours + 1) * per_hour,
             start=start,
             batch_size=per_hour,
+            mixed=True,
         )
         todo += [("plant-a", str(b["prefix"])) for b in a[:hours]]
         for i, plant in enumerate(PLANTS[1:], start=1):

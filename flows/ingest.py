@@ -37,9 +37,15 @@ def synthesize_plant_flow(
 
 @flow(name="ingest-folder")
 def ingest_folder_flow(
-    plant: str, path: str, limit: int | None = None, start: datetime | None = None, batch_size: int | None = None
+    plant: str,
+    path: str,
+    limit: int | None = None,
+    start: datetime | None = None,
+    batch_size: int | None = None,
+    mixed: bool = False,
 ) -> list[dict[str, Any]]:
-    """``batch_size``: parts per raw batch (default: the plant's data.batch_size)."""
-    batches = ingest_images(plant, path, limit, start, batch_size)
+    """``batch_size``: parts per raw batch (default: the plant's data.batch_size); ``mixed``: labels
+    interleaved in a fixed order, as a line makes parts (default: sorted by folder)."""
+    batches = ingest_images(plant, path, limit, start, batch_size, mixed)
     publish_batches(plant, batches, f"ingest of {path}")
     return batches

@@ -29,13 +29,20 @@ def synthesize_parts(
 
 @task(name="ingest-folder", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def ingest_images(
-    plant: str, path: str, limit: int | None, start: datetime | None, batch_size: int | None = None
+    plant: str,
+    path: str,
+    limit: int | None,
+    start: datetime | None,
+    batch_size: int | None = None,
+    mixed: bool = False,
 ) -> list[dict[str, Any]]:
     from andon.config import load_plant
     from andon.ingest import ingest_folder
     from andon.storage import open_store
 
-    batches = ingest_folder(load_plant(plant), open_store(), path, limit=limit, start=start, batch_size=batch_size)
+    batches = ingest_folder(
+        load_plant(plant), open_store(), path, limit=limit, start=start, batch_size=batch_size, mixed=mixed
+    )
     return [asdict(b) for b in batches]
 
 

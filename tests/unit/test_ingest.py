@@ -52,8 +52,10 @@ def test_ingest_keeps_bytes_is_idempotent_and_slices_evenly(tmp_path: Path) -> N
     assert first.sha256 == sha256_bytes(original.read_bytes())
     assert first.line == "line-1" and first.sku == "IMP-300"
     assert first.label == ("defect" if "def_front" in first.source else "ok")
-    # parts come in a mixed order, as a line makes them: every full batch holds both labels
-    assert all(0 < b.defects < b.parts for b in batches[:2]), [b.defects for b in batches]
+    assert [b.defects for b in batches] == [20, 10, 0]  # sorted by folder by default
+    # mixed: in a fixed interleaved order, as a line makes parts; every full batch holds both labels
+    mixed = ingest_folder(cfg, LocalObjectStore(tmp_path / "o3"), src, start=START, batch_size=20, mixed=True)
+    assert all(0 < b.defects < b.parts for b in mixed[:2]) and sum(b.defects for b in mixed) == 30
     keys = sorted(o.key for o in store.list(""))
     again = ingest_folder(cfg, store, src, start=START, batch_size=20)
     assert again == batches and sorted(o.key for o in store.list("")) == keys, "ingest is idempotent"
