@@ -760,9 +760,8 @@ def _post_event(event: str, plant: str, payload: dict[str, Any]) -> None:
 
     settings = _settings()
     eid = events.event_id(event, plant, *payload.values())
-    resource = events.plant_resource(plant)
-    if "retrain" in payload:  # a monitoring alert: retrain triggers match this label (one per monitor run)
-        resource[events.SIGNIFICANT] = str(bool(payload.get("starts_retrain"))).lower()
+    # a monitoring alert carries the label retrain triggers match; other facts are just the plant
+    resource = events.alert_resource(payload) if "retrain" in payload else events.plant_resource(plant)
     if not events.post_event(settings.prefect_api_url, event, resource, payload, eid):
         sys.stderr.write(f"note: {event} not delivered (Prefect at {settings.prefect_api_url} did not answer)\n")
 

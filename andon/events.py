@@ -68,6 +68,12 @@ MES_EVENTS = (MES_SKU_INTRODUCED, MES_FAILURE_TYPE_LOGGED, MES_PRODUCT_MIX_CHANG
 SIGNIFICANT = "andon.significant"  # resource label: "true" when the event should retrain (triggers match it)
 
 
+def alert_resource(payload: dict[str, Any]) -> dict[str, str]:
+    """The resource of a monitoring alert's event: significant only for the lead alert of its
+    monitor run (``starts_retrain``), so one cause starts one retrain."""
+    return plant_resource(payload["plant"]) | {SIGNIFICANT: str(bool(payload.get("starts_retrain"))).lower()}
+
+
 def mes_event_id(plant: str, message_id: str) -> uuid.UUID:
     """The event id of an MES message: the same message, however often sent, is one event."""
     return event_id("mes", plant, message_id)

@@ -783,19 +783,13 @@ def _review(d: Demo, plant: str, batches: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
-@contextmanager
-def _progress(console: Console) -> Iterator[Any]:
+def _progress(console: Console) -> Any:
+    """A bar that stays in the story (the CLI's own bars are transient, on stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("  {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        yield bar
+    return Progress(
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
 
 
 def _summary(d: Demo, seconds: float) -> None:

@@ -17,10 +17,9 @@ WINDOWS = {"incremental": None, "hourly": timedelta(hours=1), "nightly": timedel
 def _emit(event: str, payload: dict[str, Any], key: str) -> None:
     from prefect.events import emit_event
 
-    from andon.events import SIGNIFICANT, event_id, plant_resource
+    from andon.events import alert_resource, event_id
 
-    resource = plant_resource(payload["plant"]) | {SIGNIFICANT: str(bool(payload.get("starts_retrain"))).lower()}
-    emit_event(event=event, resource=resource, payload=payload, id=event_id(event, key))
+    emit_event(event=event, resource=alert_resource(payload), payload=payload, id=event_id(event, key))
 
 
 @task(name="run-monitor", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)

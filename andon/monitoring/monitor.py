@@ -299,7 +299,7 @@ def _alerts(
             if active:
                 v.status = "active"  # hysteresis: alerted already, not cleared since
                 continue
-            record = _open_alert(store, cfg, result, v, ref)
+            record = _open_alert(cfg, result, v, ref)
             state["active"][v.series] = record["id"]
             opened.append(record)
         elif v.status in ("ok", "baseline") and active:
@@ -319,7 +319,7 @@ def _alerts(
         (r for r in opened if r["payload"]["retrain"]), key=lambda r: rank[r["payload"]["severity"]], default=None
     )
     for record in opened:
-        record["payload"]["starts_retrain"] = record is lead  # every stored alert says whether it did
+        record["payload"]["starts_retrain"] = record is lead  # every alert says whether it did
         key = join_key("alerts", cfg.id, f"{record['id']}.json")
         store.put(key, json.dumps(record, indent=1).encode(), "application/json")
         if emit:
@@ -327,9 +327,7 @@ def _alerts(
     return opened
 
 
-def _open_alert(
-    store: ObjectStore, cfg: PlantConfig, result: MonitorResult, v: Verdict, ref: Reference
-) -> dict[str, Any]:
+def _open_alert(cfg: PlantConfig, result: MonitorResult, v: Verdict, ref: Reference) -> dict[str, Any]:
     performance = v.kind == "performance"
     event = PERFORMANCE_DEGRADED if performance else DRIFT_DETECTED
     accuracy_like = ("accuracy", "estimated_accuracy", "accuracy_24h_rule")
@@ -372,8 +370,7 @@ def _open_alert(
         "cleared_at": None,
         "payload": payload,
     }
-    store.put(join_key("alerts", cfg.id, f"{aid}.json"), json.dumps(record, indent=1).encode(), "application/json")
-    return record
+    return record  # written by _alerts, once the run's lead alert is known
 
 
 def list_alerts(store: ObjectStore, plant: str, status: str | None = None) -> list[dict[str, Any]]:
