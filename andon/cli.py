@@ -287,10 +287,14 @@ def synth(
     material: Annotated[str | None, typer.Option(help="new supplier material: standard|supplier-b|cast")] = None,
     new_sku: Annotated[str | None, typer.Option(help="add a new SKU geometry: disc|plate|ring|impeller")] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="rendering processes")] = 2,
+    curated: Annotated[
+        bool, typer.Option("--curated", help="a training set made on purpose (with --defect-rate: enriched)")
+    ] = False,
 ) -> None:
     """Write synthetic parts (images, metadata, sensors, MES events) as raw batches.
 
     Example: andon synth --plant plant-a --parts 2000
+    Example: andon synth --plant plant-b --parts 1500 --defect-rate 0.3 --curated   (a defect-enriched training set)
     """
     from andon.config import Sku, load_plant
     from andon.errors import ConfigError
@@ -329,6 +333,7 @@ def synth(
             new_sku=sku,
             workers=workers,
             progress=lambda n: bar.advance(task, n),
+            purpose="curated" if curated else "production",
         )
     _print_batches(console, store, batches)
 
@@ -341,10 +346,20 @@ def ingest(
     sku: Annotated[str | None, typer.Option(help="SKU code (default: the plant's first SKU)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="upload an evenly spread slice of N images")] = None,
     start: Annotated[str | None, typer.Option(help="timestamp of the first part, ISO with timezone")] = None,
+    mixed: Annotated[
+        bool, typer.Option("--mixed", help="interleave the labels in a fixed order, as a line makes parts")
+    ] = False,
+    curated: Annotated[
+        bool, typer.Option("--curated", help="a training set put together on purpose (defect share not the line's)")
+    ] = False,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="parts per raw batch (default: the plant's)")] = None,
 ) -> None:
-    """Upload a real, labelled image folder into a plant's raw layout (idempotent).
+    """Upload a real, labelled image folder into a plant's raw layout (idempotent). A folder sorted by
+    class gives all-ok and all-defect batches: --mixed interleaves them; a labelled collection richer
+    in defects than the line is --curated (the gate records its defect share instead of refusing it).
 
     Example: andon ingest --plant plant-a ../shared/data/casting/test --limit 200
+    Example: andon ingest --plant plant-x ./labelled-parts --mixed --curated
     """
     from andon.config import load_plant
     from andon.ingest import IMAGE_SUFFIXES, ingest_folder
@@ -365,6 +380,9 @@ def ingest(
             limit=limit,
             start=_parse_time(start),
             progress=lambda n: bar.advance(task, n),
+            mixed=mixed,
+            purpose="curated" if curated else "production",
+            batch_size=batch_size,
         )
     _print_batches(console, store, batches)
 
@@ -373,10 +391,10 @@ def _print_batches(console: Console, store: Any, batches: list[Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(batches)} raw batch(es) in {store.url}")
-    for col in ("line", "batch", "parts", "defects", "prefix"):
+    for col in ("line", "batch", "purpose", "parts", "defects", "prefix"):
         table.add_column(col, overflow="fold")
     for b in batches:
-        table.add_row(b.line, b.batch_id, str(b.parts), str(b.defects), b.prefix + "/")
+        table.add_row(b.line, b.batch_id, b.purpose, str(b.parts), str(b.defects), b.prefix + "/")
     console.print(table)
 
 
@@ -645,6 +663,7 @@ def train(
     """
     from andon.config import load_plant
     from andon.datasets import resolve_manifest_id
+    from andon.promotion import verdict_line
     from andon.registry import model_name
     from andon.storage import open_store
     from andon.training.run import train_plant
@@ -662,17 +681,17 @@ def train(
     def show(log: Any) -> None:
         console.print(
             f"  epoch {log.epoch}: train loss {log.train_loss:.4f}, val loss {log.val_loss:.4f}, "
-            f"val acc {log.val_accuracy:.4f} ({log.seconds:.0f} s, {log.images_per_s:.0f} img/s)"
+            f"val overkill at the escape target {-log.val_objective:.1%}, val acc {log.val_accuracy:.4f} "
+            f"({log.seconds:.0f} s, {log.images_per_s:.0f} img/s)"
         )
 
     parent_ref = (model_name(cfg.id, recipe.task), parent) if parent else None
     out = train_plant(store, cfg, ids, recipe=recipe, parent=parent_ref, on_epoch=show)
     m = out.metrics
     console.print(
-        f"[green]{out.model_name} v{out.version}[/] (challenger): test accuracy {m['accuracy']:.4f}, "
-        f"defect recall {m.get('defect_recall', 0):.4f}, F1 {m.get('defect_f1', 0):.4f}, "
-        f"ROC-AUC {m.get('roc_auc', float('nan')):.4f}, ECE {m['ece']:.4f}; best epoch {out.best_epoch}; "
-        f"{out.seconds:.0f} s"
+        f"[green]{out.model_name} v{out.version}[/] (challenger), held-out test split at its operating point "
+        f"(defect score >= {out.operating_point['threshold']:.4g}): {verdict_line(m, cfg)}, "
+        f"ROC-AUC {m.get('roc_auc', float('nan')):.4f}; best epoch {out.best_epoch}; {out.seconds:.0f} s"
     )
 
 
@@ -744,15 +763,30 @@ def promote(
 def _print_gate_metrics(console: Console, d: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"evaluated on {d.evaluated_on}")
+    table = Table(title=f"evaluated on {d.evaluated_on}, each version at its own operating point")
     table.add_column("metric")
     table.add_column(f"challenger v{d.challenger}")
     table.add_column(f"champion v{d.champion}" if d.champion else "champion (none)")
-    for k in ("accuracy", "defect_recall", "defect_precision", "defect_f1", "roc_auc", "ece", "latency_p95_ms"):
+    for k in GATE_METRICS:
         if k in d.challenger_metrics:
             cp = d.champion_metrics.get(k) if d.champion_metrics else None
-            table.add_row(k, f"{d.challenger_metrics[k]:.4f}", "-" if cp is None else f"{cp:.4f}")
+            table.add_row(k, _fmt_metric(k, d.challenger_metrics[k]), "-" if cp is None else _fmt_metric(k, cp))
     console.print(table)
+
+
+# the order a model is judged in: the floor's numbers first, accuracy second
+GATE_METRICS = (
+    "escape_rate", "escape_rate_upper", "overkill_rate", "overkill_rate_upper", "defects", "goods", "threshold",
+    "accuracy", "defect_precision", "roc_auc", "ece", "latency_ms",
+)  # fmt: skip
+
+
+def _fmt_metric(key: str, value: float) -> str:
+    if key.startswith(("escape", "overkill")):
+        return f"{value * 100:.2f} %"
+    if key in ("defects", "goods"):
+        return f"{value:.0f}"
+    return f"{value:.4f}"
 
 
 def _post_event(event: str, plant: str, payload: dict[str, Any]) -> None:
@@ -801,21 +835,24 @@ def models_list(model: Annotated[str, typer.Argument(help="registered model, e.g
     """
     from rich.table import Table
 
+    from andon.quality import fmt_rate
     from andon.registry import list_versions
 
-    table = Table(title=model)
-    for col in ("version", "aliases", "created", "dataset", "commit", "recipe", "accuracy", "defect recall"):
+    table = Table(title=f"{model} (held-out test split, each at its operating point)")
+    for col in ("version", "aliases", "escape", "overkill", "defects", "threshold", "accuracy", "created"):
         table.add_column(col)
+    nan = float("nan")
     for v in list_versions(model):
+        m = v.metrics
         table.add_row(
             str(v.version),
             ", ".join(v.aliases),
+            fmt_rate(m.get("test_escape_rate", nan), m.get("test_escape_rate_upper")),
+            fmt_rate(m.get("test_overkill_rate", nan), m.get("test_overkill_rate_upper")),
+            f"{m.get('test_defects', nan):.0f}",
+            v.tags.get("operating_point.threshold", "-"),
+            f"{m.get('test_accuracy', nan):.4f}",
             v.created,
-            v.tags.get("data.manifest_sha256", "")[:12],
-            v.tags.get("code.commit", "")[:10] + ("*" if v.tags.get("code.dirty") == "true" else ""),
-            v.tags.get("recipe", ""),
-            f"{v.metrics.get('test_accuracy', float('nan')):.4f}",
-            f"{v.metrics.get('test_defect_recall', float('nan')):.4f}",
         )
     _console().print(table)
 
@@ -834,11 +871,23 @@ def models_show(
     v = version_info(model, version)
     console = _console()
     console.print(f"[bold]{model} v{v.version}[/] aliases: {', '.join(v.aliases) or '-'}; run {v.run_id}; {v.created}")
+    test = {k[5:]: score for k, score in v.metrics.items() if k.startswith("test_")}
+    if "escape_rate" in test:
+        from andon.config import load_plant
+        from andon.errors import AndonError
+        from andon.promotion import verdict_line
+        from andon.registry import plant_of
+
+        try:
+            cfg = load_plant(plant_of(model))
+            console.print(f"  [bold]held-out, at its operating point[/]: {verdict_line(test, cfg)}")
+        except AndonError:  # the central model or a plant without a config here: the numbers below say it
+            pass
     for k, val in sorted(v.tags.items()):
         console.print(f"  {k}: {val}")
-    for k, score in sorted(v.metrics.items()):
-        if k.startswith("test_"):
-            console.print(f"  {k}: {score:.4f}")
+    order = [k for k in GATE_METRICS if k in test] + sorted(k for k in test if k not in GATE_METRICS)
+    for k in order:
+        console.print(f"  test_{k}: {_fmt_metric(k, test[k])}")
 
 
 @models_app.command("diff")
@@ -860,10 +909,17 @@ def models_diff(
     d = diff_versions(open_store(), load_plant(plant_of(model)), a, b)
     console = _console()
     console.rule(f"{model}: v{a} -> v{b}")
-    console.print("[bold]metrics (held-out test split)[/]")
-    for k, (x, y, delta) in d["metrics"].items():
-        colour = "green" if delta > 0 else "red" if delta < 0 else "white"
-        console.print(f"  {k[5:]:<20} {x:.4f} -> {y:.4f}  [{colour}]{delta:+.4f}[/]")
+    console.print("[bold]metrics (held-out test split, each at its operating point)[/]")
+    lower_is_better = ("escape", "overkill", "ece", "latency")
+    metrics = {k[5:]: v for k, v in d["metrics"].items()}
+    for k in [k for k in GATE_METRICS if k in metrics] + sorted(k for k in metrics if k not in GATE_METRICS):
+        x, y, delta = metrics[k]
+        good = -delta if k.startswith(lower_is_better) else delta
+        colour = "green" if good > 0 else "red" if good < 0 else "white"
+        if k.startswith(("escape", "overkill")):
+            console.print(f"  {k:<20} {x * 100:.2f} % -> {y * 100:.2f} %  [{colour}]{delta * 100:+.2f} points[/]")
+        else:
+            console.print(f"  {k:<20} {x:.4f} -> {y:.4f}  [{colour}]{delta:+.4f}[/]")
     console.print("[bold]lineage[/]" + ("" if d["tags"] else ": identical"))
     for k, (x, y) in d["tags"].items():
         console.print(f"  {k}: {x} -> {y}")
@@ -1433,8 +1489,7 @@ def governance_central(
         for mid in ids:
             publish_summary(store, load_plant(plant), mid)
     out = train_central(store, pool(store, contributions))
-    verdict = "champion" if out.champion else f"not promoted (champion v{out.previous} at {out.previous_accuracy})"
-    sys.stdout.write(f"{out.model} v{out.version}: held-out accuracy {out.accuracy:.4f}, {verdict}\n")
+    sys.stdout.write(out.summary() + "\n")
 
 
 @governance_app.command("fine-tune")
@@ -1450,7 +1505,7 @@ def governance_fine_tune(
     from andon.config import load_plant
     from andon.datasets import resolve_manifest_id
     from andon.governance.central import fine_tune, report_back
-    from andon.promotion import promote
+    from andon.promotion import promote, verdict_line
     from andon.storage import open_store
 
     cfg, store = load_plant(plant), open_store()
@@ -1458,7 +1513,7 @@ def governance_fine_tune(
     decision = promote(store, cfg, reason="fine-tuned from the central baseline")
     report_back(cfg, out, decision.passed)
     verdict = "promoted" if decision.passed else "refused: " + "; ".join(decision.violations)
-    sys.stdout.write(f"{out.model_name} v{out.version}: accuracy {out.metrics['accuracy']:.4f}; {verdict}\n")
+    sys.stdout.write(f"{out.model_name} v{out.version}: {verdict_line(out.metrics, cfg)}; {verdict}\n")
 
 
 @governance_app.command("report")
@@ -1518,13 +1573,12 @@ def governance_trial(
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{recipe}: {exc}") from None
     rows = trial(open_store(), [load_plant(p) for p in plant], overrides, _contributions(dataset))
-    table = Table(title=f"trial of {recipe.name}")
-    for col in ("plant", "champion", "champion_accuracy", "trial_accuracy", "delta", "verdict"):
+    table = Table(title=f"trial of {recipe.name} (escape / overkill at each model's operating point)")
+    cols = ("plant", "champion", "champion_escape", "trial_escape", "champion_overkill", "trial_overkill", "verdict")
+    for col in cols:
         table.add_column(col)
     for r in rows:
-        table.add_row(
-            *(str(r[c]) for c in ("plant", "champion", "champion_accuracy", "trial_accuracy", "delta", "verdict"))
-        )
+        table.add_row(*(str(r[c]) for c in cols))
     _console().print(table)
 
 
@@ -1752,6 +1806,12 @@ def demo(
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="the same story on less data (under 3 minutes)")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="forget the progress of an earlier run; start over")] = False,
+    day: Annotated[
+        str, typer.Option(help="the day the story happens on (fixed: results never follow the calendar)")
+    ] = ("2026-11-26"),
+    seed: Annotated[
+        int, typer.Option(min=0, max=10_000, help="shifts every synthetic plant's and the training seed")
+    ] = 0,
 ) -> None:
     """A day in the life of three plants, end to end, on the embedded defaults: data through the
     gate, central baseline, fine-tuned champions, scored production with explanations, a drift
@@ -1765,7 +1825,7 @@ def demo(
     from flows.demo import run_demo
 
     casting = casting or REPO_ROOT.parent / "shared" / "data" / "casting"
-    run_demo(_console(), casting=casting, quick=quick, fresh=fresh)
+    run_demo(_console(), casting=casting, quick=quick, fresh=fresh, day=day, seed=seed)
 
 
 def main() -> None:

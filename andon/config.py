@@ -48,6 +48,9 @@ class ModelSpec(_Strict):
 class ImageSpec(_Strict):
     size: int = Field(default=128, ge=16, le=1024, description="square side the model sees, pixels")
     channels: Literal[1, 3] = 1
+    transform: Literal["resize", "letterbox", "center_crop"] = Field(
+        default="resize", description="how an image of any size becomes the model's square (andon/imaging.py)"
+    )
 
 
 class TrainingSpec(_Strict):
@@ -59,20 +62,41 @@ class TrainingSpec(_Strict):
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     seed: int = Field(default=42, ge=0)
+    sampling: Literal["weighted_loss", "balanced", "none"] = Field(
+        default="balanced", description="how rare defects are kept from being ignored (andon/training/loop.py)"
+    )
 
 
 class Thresholds(_Strict):
-    defect_probability: float = Field(default=0.5, gt=0, lt=1, description="score above which a part is rejected")
+    defect_probability: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "pins the operating point (reject at 1 - p(ok) >= this); unset: each version's threshold is chosen "
+            "on its validation split to meet quality.max_escape_rate with the least overkill"
+        ),
+    )
     uncertain_margin: float = Field(default=0.2, ge=0, le=1, description="margin under which a part is uncertain")
 
 
 class PromotionRules(_Strict):
-    """What a challenger must show on the golden set before it becomes champion."""
+    """How a challenger compares with the champion (each at its own operating point) on the golden
+    set; the absolute rules every champion must meet are the plant's ``quality`` section."""
 
-    max_defect_recall_drop: float = Field(default=0.01, ge=0, le=1, description="in points of recall (0.01 = 1 point)")
-    min_f1_delta: float = Field(default=0.0, ge=-1, le=1, description="F1 must not drop below champion + this")
-    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="absolute floor, with or without a champion")
-    max_latency_p95_ms: float = Field(default=50.0, gt=0, description="single-part inference budget")
+    max_escape_increase: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="the challenger's escape rate may exceed the champion's by this (0.01 = 1 point)",
+    )
+    max_overkill_increase: float = Field(
+        default=0.02, ge=0, le=1, description="the challenger's overkill rate may exceed the champion's by this"
+    )
+    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="an optional floor, second to escape and overkill")
+    max_latency_ms: float = Field(
+        default=50.0, gt=0, description="single-part inference, best of repeated runs on one thread (load-proof)"
+    )
 
 
 class ExplainSpec(_Strict):
@@ -85,12 +109,42 @@ class ExplainSpec(_Strict):
     top_regions: int = Field(default=3, ge=1, le=16, description="regions logged as numbers per part")
 
 
+class AnomalySpec(_Strict):
+    """The anomaly model (``recipe.kind: anomaly`` or ``both``): PatchCore over a backbone, fitted on
+    good parts only (andon/training/anomaly.py)."""
+
+    backbone: Literal["central", "file", "random"] = Field(
+        default="central",
+        description="central: the fleet's central champion; file: backbone_file from the object store; "
+        "random: untrained (a baseline); with kind both: always the classifier trained in the same run",
+    )
+    backbone_file: str | None = Field(default=None, description="object key of a state_dict of recipe.model")
+    backbone_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="checked at load")
+    memory_size: int = Field(default=4000, ge=10, le=200_000, description="patches kept in the memory bank")
+    max_train_images: int = Field(default=1000, ge=1, le=100_000, description="good parts the bank is built from")
+    overkill_share: float = Field(
+        default=0.5, gt=0, le=1, description="kind both: share of quality.max_overkill_rate the anomaly part may use"
+    )
+
+    @model_validator(mode="after")
+    def _file(self) -> AnomalySpec:
+        if self.backbone == "file" and not (self.backbone_file and self.backbone_sha256):
+            raise ValueError("backbone: file needs backbone_file (object key) and backbone_sha256")
+        return self
+
+
 class Recipe(_Strict):
     """The standard training recipe; plants override single fields."""
 
     name: str = Field(pattern=NAME_RE)
     task: str = Field(pattern=NAME_RE, description="registered model is <plant>.<task>")
     classes: tuple[str, ...] = Field(min_length=2)
+    kind: Literal["classifier", "anomaly", "both"] = Field(
+        default="classifier",
+        description="classifier: learns from labelled defects; anomaly: from good parts only (few or no defect "
+        "labels, defect types never seen); both: rejects when either rejects",
+    )
+    anomaly: AnomalySpec = AnomalySpec()
     model: ModelSpec
     image: ImageSpec = ImageSpec()
     augmentations: tuple[Augmentation, ...] = ()
@@ -106,17 +160,40 @@ class Recipe(_Strict):
             raise ValueError(f"classes must be unique, got {list(value)}")
         return value
 
+    @model_validator(mode="after")
+    def _anomaly_is_binary(self) -> Recipe:
+        if self.kind != "classifier" and len(self.classes) != 2:
+            raise ValueError(f"kind {self.kind} tells good from defective parts: 2 classes, got {list(self.classes)}")
+        if self.kind != "classifier" and self.model.name not in ("small_cnn", "resnet18"):
+            raise ValueError(f"kind {self.kind} needs a small_cnn or resnet18 backbone, got {self.model.name}")
+        return self
+
 
 class Camera(_Strict):
     """The inspection camera as installed: what makes one plant's images differ from another's."""
 
     model: str = "generic-mono"
     resolution: int = Field(default=128, ge=16, le=4096, description="square sensor crop, pixels")
+    size_range: tuple[int, int] | None = Field(
+        default=None,
+        description="smallest and largest side (pixels) of the images it sends, for cameras whose crops vary; "
+        "unset: exactly resolution x resolution",
+    )
     color_mode: Literal["L", "RGB"] = Field(default="L", description="what the camera writes (grey content)")
     rotation_deg: float = Field(default=0.0, ge=-180, le=180, description="mount rotation")
     shift_px: tuple[float, float] = (0.0, 0.0)
     focus_blur_sigma: float = Field(default=0.0, ge=0, le=10)
     noise_std: float = Field(default=4.0, ge=0, le=64, description="sensor noise, grey levels")
+
+    @model_validator(mode="after")
+    def _range(self) -> Camera:
+        if self.size_range is not None and not 1 <= self.size_range[0] <= self.size_range[1] <= 65_535:
+            raise ValueError(f"size_range must be [smallest, largest] side in pixels, got {list(self.size_range)}")
+        return self
+
+    def side_range(self) -> tuple[int, int]:
+        """The sides (pixels) an image from this camera may have."""
+        return self.size_range or (self.resolution, self.resolution)
 
 
 class Lighting(_Strict):
@@ -203,6 +280,27 @@ class MonitoringSpec(_Strict):
     drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
 
 
+class QualitySpec(_Strict):
+    """What the floor demands of every champion at its operating point (the promotion gate's absolute
+    rules, the first champion included). See andon/quality.py."""
+
+    max_escape_rate: float = Field(
+        default=0.03,
+        gt=0,
+        lt=0.5,
+        description="share of defective parts passed as ok (operating points are chosen to meet it)",
+    )
+    max_overkill_rate: float = Field(default=0.03, gt=0, lt=1, description="share of good parts rejected")
+    min_defects: int = Field(
+        default=20, ge=1, le=100_000, description="the gate judges escapes on at least this many evaluated defects"
+    )
+    confidence: float = Field(default=0.95, ge=0.5, lt=1, description="of the Clopper-Pearson bounds reported")
+    require_proven: bool = Field(
+        default=False,
+        description="the escape rate's upper confidence bound (not only the estimate) must meet max_escape_rate",
+    )
+
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -230,6 +328,9 @@ class RetrainSpec(_Strict):
     )
     accuracy_drop_pct: float = Field(
         default=15.0, gt=0, le=100, description="andon.performance.degraded retrains at this drop (points) or more"
+    )
+    escape_rise_pct: float = Field(
+        default=10.0, gt=0, le=100, description="an escape-rate alert retrains at this rise (points) or more"
     )
     drift_severity: Literal["medium", "high"] = Field(
         default="high", description="andon.drift.detected retrains at this severity or above"
@@ -272,6 +373,7 @@ class PlantConfig(_Strict):
     sensors: dict[str, SensorRange] = Field(default_factory=dict)
     data: DataSpec = DataSpec()
     mes: MesSpec = MesSpec()
+    quality: QualitySpec = QualitySpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     retrain: RetrainSpec = RetrainSpec()
     labeling: LabelingSpec = LabelingSpec()

@@ -42,6 +42,9 @@ METADATA_COLUMNS: tuple[str, ...] = (
 )
 
 
+PURPOSES = ("production", "curated")
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """What ``batch.json`` records about one raw batch."""
@@ -55,6 +58,9 @@ class BatchInfo:
     defects: int
     origin: str  # "synthetic" or "ingest"
     details: dict[str, Any]
+    # "production": parts as the line made them (the gate holds the defect rate to the plant's bounds);
+    # "curated": a training set put together on purpose, defects enriched (recorded, not refused)
+    purpose: str = "production"
 
     @property
     def metadata_key(self) -> str:
@@ -151,6 +157,9 @@ def read_plant_batch(store: ObjectStore, plant: str, prefix: str) -> BatchInfo:
 def read_batch_info(store: ObjectStore, key: str) -> BatchInfo:
     try:
         raw = json.loads(store.get(key))
-        return BatchInfo(**raw)
+        info = BatchInfo(**raw)
     except (json.JSONDecodeError, TypeError) as exc:
         raise DataError(f"{key}: not a valid batch.json: {exc}") from None
+    if info.purpose not in PURPOSES:
+        raise DataError(f"{key}: purpose {info.purpose!r} is not one of {', '.join(PURPOSES)}")
+    return info

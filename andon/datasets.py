@@ -33,6 +33,9 @@ class Manifest:
     sources: list[str]
     created: str = ""
     parents: list[str] = field(default_factory=list)
+    # "curated": a training set enriched on purpose (its defect share is not the line's); recorded so
+    # that no one mistakes its rates for production's
+    purpose: str = "production"
 
     @property
     def key(self) -> str:
@@ -48,6 +51,7 @@ class Manifest:
             "created": self.created,
             "sources": self.sources,
             "parents": self.parents,
+            "purpose": self.purpose,
             "counts": self.counts(),
             "objects": self.objects,
         }
@@ -80,7 +84,11 @@ def _plain(value: Any) -> Any:
 
 
 def build_manifest(
-    plant: str, objects: list[dict[str, Any]], sources: list[str], parents: list[str] | None = None
+    plant: str,
+    objects: list[dict[str, Any]],
+    sources: list[str],
+    parents: list[str] | None = None,
+    purpose: str = "production",
 ) -> Manifest:
     """The manifest of ``objects``; its id depends on the objects' content fields and metadata only."""
     canonical = _canonical(objects)
@@ -93,6 +101,7 @@ def build_manifest(
         sources=sorted(sources),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         parents=sorted(parents or []),
+        purpose=purpose,
     )
 
 
@@ -117,6 +126,7 @@ def load_manifest(store: ObjectStore, plant: str, manifest_id: str) -> Manifest:
         sources=raw.get("sources", []),
         created=raw.get("created", ""),
         parents=raw.get("parents", []),
+        purpose=raw.get("purpose", "production"),
     )
 
 
@@ -172,9 +182,11 @@ def combine(store: ObjectStore, plant: str, manifest_ids: list[str]) -> Manifest
         raise DataError("combine needs at least one dataset id")
     merged: dict[str, dict[str, Any]] = {}
     sources: set[str] = set()
+    purpose = "production"
     for mid in manifest_ids:
         m = require_usable(store, load_manifest(store, plant, mid))
         sources.update(m.sources)
+        purpose = "curated" if m.purpose == "curated" else purpose  # enrichment anywhere: the union is curated
         for obj in m.objects:
             prior = merged.get(obj["key"])
             if prior and (prior["sha256"], prior["label"]) != (obj["sha256"], obj["label"]):
@@ -182,7 +194,7 @@ def combine(store: ObjectStore, plant: str, manifest_ids: list[str]) -> Manifest
                     f"{obj['key']} differs between datasets ({prior['label']} vs {obj['label']}); relabel first"
                 )
             merged[obj["key"]] = obj
-    manifest = build_manifest(plant, list(merged.values()), sorted(sources), parents=manifest_ids)
+    manifest = build_manifest(plant, list(merged.values()), sorted(sources), parents=manifest_ids, purpose=purpose)
     save_manifest(store, manifest)
     return manifest
 

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Method = Literal["input_gradient", "gradcam", "shap"]
-METHODS: tuple[str, ...] = ("input_gradient", "gradcam", "shap")
+Method = Literal["input_gradient", "gradcam", "shap", "anomaly_map"]
+METHODS: tuple[str, ...] = ("input_gradient", "gradcam", "shap", "anomaly_map")
 GRID = 4
 
 
@@ -132,6 +132,20 @@ def gradient_shap(
     return _normalize(arr)
 
 
+def anomaly_map(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """An anomaly model's own explanation: each pixel's patch distance to the nearest patch of a
+    good part, ``(N, H, W)`` in ``[0, 1]`` per image."""
+    import torch
+
+    with torch.inference_mode():
+        return _normalize(getattr(model, "anomaly_map")(x))  # noqa: B009 (PatchCore and Either have it)
+
+
+def method_for(model: nn.Module, configured: str) -> str:
+    """Anomaly models explain themselves by their anomaly map; classifiers by the recipe's method."""
+    return "anomaly_map" if hasattr(model, "anomaly_map") else configured
+
+
 def saliency(
     model: nn.Module,
     x: torch.Tensor,
@@ -139,6 +153,8 @@ def saliency(
     method: str = "input_gradient",
     background: torch.Tensor | None = None,
 ) -> np.ndarray:
+    if method == "anomaly_map":
+        return anomaly_map(model, x)
     if method == "input_gradient":
         return input_gradient(model, x, target)
     if method == "gradcam":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import PlantConfig
-from andon.data import BatchInfo, ensure_new_or_same, raw_batch_prefix, write_batch_tables
+from andon.data import PURPOSES, BatchInfo, ensure_new_or_same, raw_batch_prefix, write_batch_tables
 from andon.errors import DataError
 from andon.storage import ObjectStore
 
@@ -64,13 +64,19 @@ def ingest_folder(
     label_map: dict[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
     mixed: bool = False,
+    purpose: str = "production",
 ) -> list[BatchInfo]:
     """Upload every image under ``path`` (sorted, at most ``limit`` spread evenly over labels;
-    ``mixed``: in a fixed mixed order instead, so every batch holds the folder's label mix).
+    ``mixed``: in a fixed mixed order instead, so every batch holds the folder's label mix: a folder
+    sorted by class would otherwise give all-ok and all-defect batches that trip the gate's rate
+    rule). ``purpose``: ``curated`` for a training set put together on purpose (defects enriched);
+    the gate records its defect share instead of holding it to the line's bounds.
 
     Timestamps are synthetic but monotonic (the folder has none): one part per
     ``1 / parts_per_second`` of the line from ``start``.
     """
+    if purpose not in PURPOSES:
+        raise DataError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (pass a folder of images, labels as sub-folder names)")
@@ -117,6 +123,7 @@ def ingest_folder(
         times = [start + timedelta(seconds=(lo + i) / line_cfg.parts_per_second) for i in range(len(chunk))]
         date = times[0].strftime("%Y-%m-%d")
         listing = "\n".join(f"{f.relative_to(root)}:{label}" for f, label in chunk) + f"\n{sku}"
+        listing += f"\n{purpose}" if purpose != "production" else ""  # production batch ids stay as they were
         digest = hashlib.sha256(listing.encode()).hexdigest()[:10]
         batch_id = f"{times[0]:%Y%m%dT%H%M%SZ}-ingest-{digest}"
         prefix = raw_batch_prefix(cfg, line, date, batch_id)
@@ -154,6 +161,7 @@ def ingest_folder(
             parts=len(chunk),
             defects=sum(1 for _, lab in chunk if lab == "defect"),
             origin="ingest",
+            purpose=purpose,
             details={
                 "source_folder": str(root.resolve()),
                 "run_digest": digest,

@@ -59,6 +59,8 @@ def schema() -> pa.Schema:
             ("model_alias", pa.string()),
             ("predicted_class", pa.string()),
             ("probabilities", pa.list_(pa.float32())),
+            ("defect_score", pa.float32()),  # what the operating point thresholds (1 - p(ok), or an anomaly score)
+            ("threshold", pa.float32()),  # the version's operating point: rejected when defect_score >= threshold
             ("entropy", pa.float32()),
             ("margin", pa.float32()),
             ("brightness", pa.float32()),

@@ -1,21 +1,29 @@
 """Champion / challenger: the promotion gate, rollback and the version diff.
 
 The gate evaluates both versions on the same data (the plant's golden set, else the
-challenger's held-out split), collects every violation of the recipe's promotion rules, then
-decides once. Every alias move is recorded on the version as tags (who, when, why, forced).
+challenger's held-out split), each at its own operating point, collects every violation, then
+decides once. Absolute rules hold for every champion, the first one included (the plant's
+``quality`` section): enough defects evaluated to judge escapes, the escape rate and the overkill
+rate within the plant's maxima; so a model that passes every part can never be champion, at any
+defect rate. Relative rules compare with the champion (``recipe.promotion``): escape and overkill
+may not rise by more than the allowances. Latency is the model's own cost (best of repeated
+single-part runs on one thread), so the decision does not depend on how busy the machine is.
+Every alias move is recorded on the version as tags (who, when, why, forced).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-from andon.config import PlantConfig, PromotionRules
+from andon.config import PlantConfig
 from andon.datasets import diff as dataset_diff
 from andon.datasets import load_manifest
 from andon.errors import DataError
+from andon.quality import fmt_rate
 from andon.registry import (
     CHALLENGER,
     CHAMPION,
@@ -47,28 +55,64 @@ class GateDecision:
         return self.__dict__.copy()
 
 
-def check_rules(challenger: dict[str, float], champion: dict[str, float] | None, rules: PromotionRules) -> list[str]:
-    """Every rule the challenger breaks (empty: it may be promoted)."""
+def check_rules(challenger: dict[str, float], champion: dict[str, float] | None, cfg: PlantConfig) -> list[str]:
+    """Every rule the challenger breaks (empty: it may be promoted). Metrics are each version's at
+    its own operating point on the same evaluation data (``evaluate_model``)."""
+    nan = float("nan")
+    q, rules = cfg.quality, cfg.recipe.promotion
     out: list[str] = []
+    defects, goods = int(challenger.get("defects", 0)), int(challenger.get("goods", 0))
+    esc, esc_up = float(challenger.get("escape_rate", nan)), float(challenger.get("escape_rate_upper", 1.0))
+    ovk, ovk_up = float(challenger.get("overkill_rate", nan)), float(challenger.get("overkill_rate_upper", 1.0))
+    if defects < q.min_defects:
+        out.append(
+            f"only {defects} defects evaluated: escapes are judged on at least {q.min_defects} "
+            "(add defects to the golden set, or curate a defect-enriched dataset)"
+        )
+    if math.isnan(esc) or esc > q.max_escape_rate:
+        out.append(f"escape rate {fmt_rate(esc, esc_up)} over the plant's maximum {q.max_escape_rate:.1%}")
+    elif q.require_proven and esc_up > q.max_escape_rate:
+        out.append(
+            f"escape rate {fmt_rate(esc, esc_up)} is not proven below {q.max_escape_rate:.1%} at "
+            f"{q.confidence:.0%} confidence ({defects} defects evaluated)"
+        )
+    if goods == 0:
+        out.append("no good parts evaluated: the overkill rate is unknown")
+    elif math.isnan(ovk) or ovk > q.max_overkill_rate:
+        out.append(f"overkill rate {fmt_rate(ovk, ovk_up)} over the plant's maximum {q.max_overkill_rate:.1%}")
     if challenger.get("accuracy", 0.0) < rules.min_accuracy:
         out.append(f"accuracy {challenger.get('accuracy', 0):.4f} below the floor {rules.min_accuracy:.4f}")
-    lat = challenger.get("latency_p95_ms", 0.0)
-    if lat > rules.max_latency_p95_ms:
-        out.append(f"p95 latency {lat:.1f} ms over the budget {rules.max_latency_p95_ms:.1f} ms")
+    lat = challenger.get("latency_ms", 0.0)
+    if lat > rules.max_latency_ms:
+        out.append(f"latency {lat:.1f} ms per part (best of repeated runs), budget {rules.max_latency_ms:.1f} ms")
     if champion is not None:
-        drop = champion.get("defect_recall", 0.0) - challenger.get("defect_recall", 0.0)
-        if drop > rules.max_defect_recall_drop:
+        c_esc, c_ovk = float(champion.get("escape_rate", nan)), float(champion.get("overkill_rate", nan))
+        if esc - c_esc > rules.max_escape_increase:  # False when either is NaN
             out.append(
-                f"defect recall drops {drop * 100:.2f} points ({champion['defect_recall']:.4f} -> "
-                f"{challenger.get('defect_recall', 0):.4f}); allowed {rules.max_defect_recall_drop * 100:.2f}"
+                f"escape rate rises {(esc - c_esc) * 100:.2f} points ({fmt_rate(c_esc)} -> {fmt_rate(esc)}); "
+                f"allowed {rules.max_escape_increase * 100:.2f}"
             )
-        f1_delta = challenger.get("defect_f1", 0.0) - champion.get("defect_f1", 0.0)
-        if f1_delta < rules.min_f1_delta:
+        if ovk - c_ovk > rules.max_overkill_increase:
             out.append(
-                f"defect F1 {champion.get('defect_f1', 0):.4f} -> {challenger.get('defect_f1', 0):.4f} "
-                f"({f1_delta:+.4f}; must be >= {rules.min_f1_delta:+.4f})"
+                f"overkill rate rises {(ovk - c_ovk) * 100:.2f} points ({fmt_rate(c_ovk)} -> {fmt_rate(ovk)}); "
+                f"allowed {rules.max_overkill_increase * 100:.2f}"
             )
     return out
+
+
+def verdict_line(m: dict[str, float], cfg: PlantConfig) -> str:
+    """``escape 1.2 % (<= 4.1 %), overkill 0.8 % (<= 2.0 %), 48 defects; accuracy 0.987`` plus
+    whether the escape target is proven."""
+    from andon.quality import Rates
+
+    rates = Rates(int(m.get("escapes", 0)), int(m.get("defects", 0)), int(m.get("overkills", 0)),
+                  int(m.get("goods", 0)), cfg.quality.confidence)  # fmt: skip
+    return (
+        f"escape {fmt_rate(m.get('escape_rate', float('nan')), m.get('escape_rate_upper'))}, "
+        f"overkill {fmt_rate(m.get('overkill_rate', float('nan')), m.get('overkill_rate_upper'))} "
+        f"on {rates.defects} defects / {rates.goods} good parts ({rates.escape_claim(cfg.quality.max_escape_rate)}); "
+        f"accuracy {m.get('accuracy', float('nan')):.3f}"
+    )
 
 
 def golden_objects(store: ObjectStore, cfg: PlantConfig, challenger: int) -> tuple[str, list[dict[str, Any]]]:
@@ -94,23 +138,27 @@ def evaluate_version(
 ) -> dict[str, float]:
     from andon.training.run import load_version
 
-    return evaluate_model(store, *load_version(model_name(cfg.id, cfg.recipe.task), version), objects)
+    return evaluate_model(
+        store, load_version(model_name(cfg.id, cfg.recipe.task), version), objects, cfg.quality.confidence
+    )
 
 
 def evaluate_model(
-    store: ObjectStore, model: Any, arch: dict[str, Any], prep: dict[str, Any], objects: list[dict[str, Any]]
+    store: ObjectStore, loaded: Any, objects: list[dict[str, Any]], confidence: float = 0.95
 ) -> dict[str, float]:
-    """Classification metrics and single-part latency of ``model`` on ``objects`` (any plant's)."""
+    """Escape / overkill at the version's own operating point, the other classification metrics of
+    the same decisions, and the single-part latency of ``loaded`` (a ``LoadedVersion``) on
+    ``objects`` (any plant's)."""
     from andon.settings import get_settings
     from andon.training.data import ImageCache, load_split
     from andon.training.evaluate import classification_metrics
-    from andon.training.loop import predict
-    from andon.training.run import latency_p95_ms
+    from andon.training.run import latency_ms
 
-    classes = tuple(arch["classes"])
-    data = load_split(store, objects, classes, int(prep["size"]), ImageCache(get_settings().home / "cache" / "images"))
-    metrics = classification_metrics(predict(model, data.images), data.labels, classes)
-    metrics["latency_p95_ms"] = latency_p95_ms(model, data.images)
+    cache = ImageCache(get_settings().home / "cache" / "images")
+    data = load_split(store, objects, loaded.classes, loaded.size, cache, transform=loaded.transform)
+    probs, _ = loaded.predict(data.images)
+    metrics = classification_metrics(probs, data.labels, loaded.classes, loaded.operating_point.threshold, confidence)
+    metrics["latency_ms"] = latency_ms(loaded.model, data.images)
     return metrics
 
 
@@ -138,7 +186,7 @@ def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: s
         raise DataError(f"{what} is empty: nothing to compare the versions on")
     ch_metrics = evaluate_version(store, cfg, challenger, objects)
     cp_metrics = evaluate_version(store, cfg, champion, objects) if champion is not None else None
-    violations = check_rules(ch_metrics, cp_metrics, cfg.recipe.promotion) + policy_violations(store, cfg, challenger)
+    violations = check_rules(ch_metrics, cp_metrics, cfg) + policy_violations(store, cfg, challenger)
     decision = GateDecision(
         passed=not violations or force,
         violations=violations,
@@ -313,7 +361,7 @@ def reproduce(
         extra_tags={"reproduces": f"{name}/{version}"},
     )
     rows: list[tuple[str, float, float, float, bool]] = []
-    for key in ("accuracy", "defect_recall", "defect_precision", "defect_f1", "roc_auc", "ece"):
+    for key in ("escape_rate", "overkill_rate", "threshold", "accuracy", "roc_auc", "ece"):
         if f"test_{key}" in info.metrics and key in out.metrics:
             a, b = info.metrics[f"test_{key}"], out.metrics[key]
             rows.append((key, a, b, b - a, abs(b - a) <= tolerance))

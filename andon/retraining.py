@@ -151,6 +151,11 @@ def _below_threshold(cfg: PlantConfig, trigger: str, details: dict[str, Any]) ->
         if shift < cfg.mes.product_mix_threshold:
             return [f"product-mix shift {shift:.3f} is below the plant's threshold {cfg.mes.product_mix_threshold}"]
     if trigger == PERFORMANCE_DEGRADED:
+        rise = details.get("rate_rise_pct") if details.get("series") == "escape_rate" else None
+        if rise is not None:
+            if float(rise) < cfg.retrain.escape_rise_pct:
+                return [f"escape rate rise {rise} points is below the plant's {cfg.retrain.escape_rise_pct:g}"]
+            return []
         drop = details.get("accuracy_drop_pct")
         if drop is None or float(drop) < cfg.retrain.accuracy_drop_pct:
             return [f"accuracy drop {drop} points is below the plant's {cfg.retrain.accuracy_drop_pct:g}"]

@@ -26,6 +26,9 @@ from andon.validation.images import image_stats_from_bytes
 if TYPE_CHECKING:
     import numpy as np
 
+    from andon.quality import OperatingPoint
+    from andon.training.run import LoadedVersion
+
 EMBEDDING_DIMS = 8
 
 
@@ -49,7 +52,7 @@ class ScoreSummary:
 
 
 @lru_cache(maxsize=8)
-def _load(name: str, version: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _load(name: str, version: int) -> LoadedVersion:
     """Registered versions are immutable: load each one once per process."""
     from andon.training.run import load_version
 
@@ -57,12 +60,14 @@ def _load(name: str, version: int) -> tuple[Any, dict[str, Any], dict[str, Any]]
 
 
 @lru_cache(maxsize=8)
-def _load_fast(name: str, version: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _load_fast(name: str, version: int) -> LoadedVersion:
     """The registered version folded for CPU inference (same function, about twice as fast)."""
+    from dataclasses import replace
+
     from andon.models import optimize_for_inference
 
-    model, arch, prep = _load(name, version)
-    return optimize_for_inference(model), arch, prep
+    loaded = _load(name, version)
+    return replace(loaded, model=optimize_for_inference(loaded.model))
 
 
 def resolve_champion(cfg: PlantConfig, task: str | None = None) -> tuple[str, int]:
@@ -87,12 +92,26 @@ class Champion:
     model: Any
     classes: list[str]
     size: int
+    operating_point: OperatingPoint
+    transform: str = "resize"
 
     @classmethod
     def load(cls, cfg: PlantConfig) -> Champion:
         name, version = resolve_champion(cfg)
-        model, arch, prep = _load_fast(name, version)
-        return cls(name, version, model, list(arch["classes"]), int(prep["size"]))
+        loaded = _load_fast(name, version)
+        return cls(
+            name, version, loaded.model, list(loaded.classes), loaded.size, loaded.operating_point, loaded.transform
+        )
+
+    def model_input(self, data: bytes) -> np.ndarray:
+        """The image as this version saw its training images (andon/imaging.py, the one transform)."""
+        from andon.imaging import model_input
+
+        return model_input(data, self.size, self.transform)
+
+    @property
+    def threshold(self) -> float:
+        return self.operating_point.threshold
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``uint8 (N, size, size)`` -> (probabilities ``(N, classes)``, embeddings ``(N, 8)``)."""
@@ -123,9 +142,10 @@ def check_image(key: str, data: bytes, cfg: PlantConfig, line: str) -> tuple[dic
     stats = image_stats_from_bytes(key, data)
     fields: dict[str, Any] = {"sha256": stats["sha256"]}
     problem = stats["error"]
-    camera = cfg.camera_for(line)
-    if not problem and (stats["width"], stats["height"]) != (camera.resolution, camera.resolution):
-        problem = f"size {stats['width']}x{stats['height']}, expected {camera.resolution}x{camera.resolution}"
+    if not problem:
+        from andon.imaging import size_problem
+
+        problem = size_problem(stats["width"], stats["height"], cfg.camera_for(line).side_range())
     if not problem:
         fields.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
     return fields, problem
@@ -135,13 +155,20 @@ def error_fields(problem: str) -> dict[str, Any]:
     return {"error": problem, "predicted_class": "error", "probabilities": []}
 
 
-def prediction_rows(classes: list[str], probs: np.ndarray, emb: np.ndarray) -> list[dict[str, Any]]:
-    """The prediction part of a log row, one per image."""
+def prediction_rows(classes: list[str], probs: np.ndarray, emb: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+    """The prediction part of a log row, one per image: the decision at the version's operating
+    point (``threshold`` on the defect score), never the argmax."""
+    from andon.quality import decide, defect_scores
+
     entropy, margin = uncertainty(probs)
+    decided = decide(probs, threshold, classes)
+    scores = defect_scores(probs)
     return [
         {
-            "predicted_class": classes[int(probs[j].argmax())],
+            "predicted_class": decided[j],
             "probabilities": probs[j].tolist(),
+            "defect_score": float(scores[j]),
+            "threshold": float(threshold),
             "entropy": float(entropy[j]),
             "margin": float(margin[j]),
             "embedding": emb[j].tolist(),
@@ -170,17 +197,18 @@ def explain_parts(
 
     import numpy as np
 
-    from andon.explain import explanation_key, overlay_png, saliency, top_regions
+    from andon.explain import explanation_key, method_for, overlay_png, saliency, top_regions
     from andon.training.loop import to_tensor
 
     if not rows:
         return
     spec = cfg.recipe.explain
+    method = method_for(champion.model, spec.method)
     targets = [champion.classes.index(r["predicted_class"]) for r in rows]
     maps = np.zeros((len(rows), champion.size, champion.size), np.float32)
     for t in sorted(set(targets)):
         idx = [i for i, tt in enumerate(targets) if tt == t]
-        maps[idx] = saliency(champion.model, to_tensor(images[idx]), t, spec.method)
+        maps[idx] = saliency(champion.model, to_tensor(images[idx]), t, method)
     for i, row in enumerate(rows):
         when = row.get("scored_at") or datetime.now(UTC)
         key = explanation_key(cfg.id, when, str(row["part_id"]))
@@ -189,7 +217,7 @@ def explain_parts(
         store.put(key, overlay_png(images[i], maps[i], caption=caption), "image/png")
         row.update(
             explanation_key=key,
-            explanation_method=spec.method,
+            explanation_method=method,
             explanation_top=json.dumps(top_regions(maps[i], k=spec.top_regions)),
         )
 
@@ -205,8 +233,6 @@ def score_batch(
 ) -> ScoreSummary:
     """Score one raw batch; with ``explain`` (the default) flagged parts get a saliency map."""
     import numpy as np
-
-    from andon.training.data import decode_grey
 
     t0 = time.perf_counter()
     info = read_plant_batch(store, cfg.id, batch_prefix)
@@ -240,9 +266,9 @@ def score_batch(
         if problem:
             rows.append({**base, **error_fields(problem)})
             continue
-        # decoded a second time on purpose: decode_grey is exactly the training preprocessing
+        # decoded a second time on purpose: model_input is exactly the training preprocessing
         # (JPEGs scaled in the DCT), so scoring sees the pixels the model was trained on
-        good.append((base, decode_grey(data, champion.size), (time.perf_counter() - t_part) * 1000))
+        good.append((base, champion.model_input(data), (time.perf_counter() - t_part) * 1000))
     explained = 0
     for lo in range(0, len(good), batch_size):
         chunk = good[lo : lo + batch_size]
@@ -253,7 +279,9 @@ def score_batch(
         scored_at = datetime.now(UTC)
         chunk_rows = [
             {**base, **pred, "scored_at": scored_at, "latency_ms": prep_ms + per_part_ms}
-            for (base, _, prep_ms), pred in zip(chunk, prediction_rows(champion.classes, probs, emb), strict=True)
+            for (base, _, prep_ms), pred in zip(
+                chunk, prediction_rows(champion.classes, probs, emb, champion.threshold), strict=True
+            )
         ]
         if explain:
             pick = [i for i, r in enumerate(chunk_rows) if wants_explanation(cfg, r["part_id"], r["predicted_class"])]

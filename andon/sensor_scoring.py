@@ -78,7 +78,8 @@ def score_sensor_table(
     if frame.empty:
         raise DataError("no readings to score")
     name, version = resolve_champion(cfg, TASK)
-    model, arch, prep = _load(name, version)
+    loaded = _load(name, version)
+    model, arch, prep = loaded.model, loaded.arch, loaded.prep
     targets = list(arch["classes"])
     thresholds = prep.get("thresholds") or [0.5] * len(targets)
     names = feature_names(prep)

@@ -169,8 +169,6 @@ class ScoringService:
     ) -> dict[str, Any]:
         """Score one part; returns the response body, or raises ``Rejected`` (the part is logged as
         an error row when the image itself is the problem)."""
-        from andon.training.data import decode_grey
-
         t0 = time.perf_counter()
         self.stats.requests += 1
         line = line or self.cfg.line_ids[0]
@@ -203,10 +201,10 @@ class ScoringService:
             self.stats.rejected += 1
             self._enqueue(_Job({**row, **error_fields(problem), "scored_at": datetime.now(UTC)}, upload=upload))
             raise Rejected(422, f"{part_id}: {problem}")
-        image = decode_grey(data, champion.size)
+        image = champion.model_input(data)
         with self._infer_lock:
             probs, emb = champion.predict(image[None])
-        (pred,) = prediction_rows(champion.classes, probs, emb)
+        (pred,) = prediction_rows(champion.classes, probs, emb, champion.threshold)
         latency_ms = (time.perf_counter() - t0) * 1000
         row.update(pred, scored_at=datetime.now(UTC), latency_ms=latency_ms)
         explain = self.explain and wants_explanation(self.cfg, part_id, pred["predicted_class"])
@@ -217,6 +215,8 @@ class ScoringService:
             "line": line,
             "predicted_class": pred["predicted_class"],
             "probabilities": dict(zip(champion.classes, pred["probabilities"], strict=True)),
+            "defect_score": round(pred["defect_score"], 6),
+            "threshold": champion.threshold,
             "uncertain": pred["margin"] < self.cfg.recipe.thresholds.uncertain_margin,
             "model_name": champion.name,
             "model_version": champion.version,

@@ -8,7 +8,8 @@ recipe's network, 64 px) trains on the other two plants' pooled parts; the held-
 trains on N of its own labelled parts, once from the baseline's weights and once from scratch,
 same steps, same seeds, same learning rate (the recipe's, as the fine_tune flow trains), and both
 are scored on 600 of its parts neither saw. A plant's target accuracy is the floor its promotion
-gate demands of a champion (recipe.promotion.min_accuracy); a stricter second figure asks for
+gate used to demand of a champion (an accuracy floor of 0.9; the gate now judges escape and overkill, see
+benchmarks/defects.py); a stricter second figure asks for
 what scratch reaches with all 800 labels minus one point. Figures: accuracy per budget and
 start, labels each start needs to reach the target, and their ratio (target: 5x fewer).
 
@@ -91,7 +92,6 @@ def main() -> None:
     args = parser.parse_args()
     tmp = isolated_home()
     torch.set_num_threads(2)
-    from andon.config import load_plant
     from andon.governance.fleet import plant_doc
     from andon.settings import REPO_ROOT, reset_settings
 
@@ -131,7 +131,7 @@ def main() -> None:
         # the plant's target: the accuracy its promotion gate demands of a champion; and, stricter,
         # what scratch reaches with every label (minus one point)
         goals = {
-            "target": load_plant(target).recipe.promotion.min_accuracy,
+            "target": 0.9,  # the accuracy floor these results were measured against (issue 8)
             "scratch_best": acc["scratch"][BUDGETS[-1]] - 0.01,
         }
         for what, goal in goals.items():
@@ -146,7 +146,7 @@ def main() -> None:
             rec.figure(f"{target}__labels_to_{what}", ft or -1, "labels", target_accuracy=round(goal, 4),
                        scratch_labels=sc or f"> {POOL}", ratio=round(ratio, 2),
                        ratio_is_lower_bound=bool(ft and not sc), target_ratio=">= 5")  # fmt: skip
-    why = "per plant: labels from scratch / labels from the baseline to reach the plant's gate floor (min_accuracy)"
+    why = "per plant: labels from scratch / labels from the baseline to reach an accuracy of 0.9 (the old gate floor)"
     rec.figure("min_label_ratio_scratch_over_fine_tune", min(ratios["target"]), "ratio", target=">= 5", note=why)
     why = "the same to reach what scratch reaches with all 800 labels, minus one point"
     rec.figure("min_label_ratio_to_scratch_best", min(ratios["scratch_best"]), "ratio", note=why)

@@ -159,15 +159,16 @@ def main() -> None:
     score_s = time.perf_counter() - t0
     rate = summary.scored / score_s
 
-    model, _, prep = _load(summary.model, summary.version)
-    imgs = np.stack([decode_grey(store.get(o.key), int(prep["size"])) for o in store.list(f"{batch.prefix}/images/")])
+    loaded = _load(summary.model, summary.version)
+    model = loaded.model
+    imgs = np.stack([decode_grey(store.get(o.key), loaded.size) for o in store.list(f"{batch.prefix}/images/")])
     x = to_tensor(imgs)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for lo in range(0, len(x), 64):
             torch.softmax(model(x[lo : lo + 64]), dim=1)
     bare = len(x) / (time.perf_counter() - t0)
-    fast, _, _ = _load_fast(summary.model, summary.version)
+    fast = _load_fast(summary.model, summary.version).model
     xc = x.contiguous(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -29,9 +29,16 @@ def synthesize_plant_flow(
     seed: int = 0,
     start: datetime | None = None,
     drift: DriftParams | None = None,
+    defect_rate: float | None = Field(default=None, ge=0, le=1),
+    curated: bool = False,
 ) -> list[dict[str, Any]]:
-    batches = synthesize_parts(plant, parts, seed, start, drift.model_dump() if drift else None)
-    publish_batches(plant, batches, "synthetic production")
+    """``defect_rate``: override the plant's rate; ``curated``: a training set made on purpose
+    (with a defect rate above the line's: defect-enriched), recorded as such by the gate."""
+    drift_knobs = drift.model_dump() if drift else None
+    batches = synthesize_parts(
+        plant, parts, seed, start, drift_knobs, defect_rate, "curated" if curated else "production"
+    )
+    publish_batches(plant, batches, "a curated training set" if curated else "synthetic production")
     return batches
 
 
@@ -43,9 +50,11 @@ def ingest_folder_flow(
     start: datetime | None = None,
     batch_size: int | None = None,
     mixed: bool = False,
+    curated: bool = False,
 ) -> list[dict[str, Any]]:
     """``batch_size``: parts per raw batch (default: the plant's data.batch_size); ``mixed``: labels
-    interleaved in a fixed order, as a line makes parts (default: sorted by folder)."""
-    batches = ingest_images(plant, path, limit, start, batch_size, mixed)
+    interleaved in a fixed order, as a line makes parts (default: sorted by folder); ``curated``: a
+    training set put together on purpose (its defect share is recorded, not held to the line's)."""
+    batches = ingest_images(plant, path, limit, start, batch_size, mixed, "curated" if curated else "production")
     publish_batches(plant, batches, f"ingest of {path}")
     return batches

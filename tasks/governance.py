@@ -36,12 +36,13 @@ def train_central_baseline(contributions: dict[str, list[str]]) -> dict[str, Any
     from andon.storage import open_store
 
     store = open_store()
-    outcome = asdict(train_central(store, pool(store, contributions)))
+    central = train_central(store, pool(store, contributions))
+    outcome = asdict(central)
     verdict = "champion" if outcome["champion"] else "kept as a candidate"
     create_markdown_artifact(
         key="central-baseline",
-        markdown=f"# {outcome['model']} v{outcome['version']}: {verdict}\n\nheld-out accuracy "
-        f"{outcome['accuracy']:.4f} (previous champion: {outcome['previous']} at {outcome['previous_accuracy']})",
+        markdown=f"# {outcome['model']} v{outcome['version']}: {verdict}\n\n{central.summary()} "
+        f"(previous champion: {outcome['previous']})",
     )
     return outcome
 

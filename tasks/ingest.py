@@ -14,7 +14,13 @@ from tasks import transient_only
 
 @task(name="synthesize-parts", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def synthesize_parts(
-    plant: str, parts: int, seed: int, start: datetime | None, drift: dict[str, Any] | None
+    plant: str,
+    parts: int,
+    seed: int,
+    start: datetime | None,
+    drift: dict[str, Any] | None,
+    defect_rate: float | None = None,
+    purpose: str = "production",
 ) -> list[dict[str, Any]]:
     from andon.config import load_plant
     from andon.storage import open_store
@@ -22,7 +28,14 @@ def synthesize_parts(
     from andon.synth.plant import synthesize_plant
 
     batches = synthesize_plant(
-        load_plant(plant), open_store(), parts, seed=seed, start=start, drift=Drift(**(drift or {}))
+        load_plant(plant),
+        open_store(),
+        parts,
+        seed=seed,
+        start=start,
+        drift=Drift(**(drift or {})),
+        defect_rate=defect_rate,
+        purpose=purpose,
     )
     return [asdict(b) for b in batches]
 
@@ -35,13 +48,21 @@ def ingest_images(
     start: datetime | None,
     batch_size: int | None = None,
     mixed: bool = False,
+    purpose: str = "production",
 ) -> list[dict[str, Any]]:
     from andon.config import load_plant
     from andon.ingest import ingest_folder
     from andon.storage import open_store
 
     batches = ingest_folder(
-        load_plant(plant), open_store(), path, limit=limit, start=start, batch_size=batch_size, mixed=mixed
+        load_plant(plant),
+        open_store(),
+        path,
+        limit=limit,
+        start=start,
+        batch_size=batch_size,
+        mixed=mixed,
+        purpose=purpose,
     )
     return [asdict(b) for b in batches]
 
@@ -53,6 +74,7 @@ def publish_batches(plant: str, batches: list[dict[str, Any]], what: str) -> Non
         {
             "line": b["line"],
             "batch": b["batch_id"],
+            "purpose": b.get("purpose", "production"),
             "parts": b["parts"],
             "defects": b["defects"],
             "prefix": b["prefix"],

@@ -25,13 +25,18 @@ def train_version(plant: str, dataset_ids: list[str], parent_version: int | None
 
 @task(name="publish-training")
 def publish_training(outcome: dict[str, Any]) -> None:
-    m = outcome["metrics"]
+    from andon.quality import fmt_rate
+
+    m, op = outcome["metrics"], outcome["operating_point"]
     lines = [
         f"# {outcome['model_name']} v{outcome['version']} (challenger)",
         "",
+        f"- held-out test split at its operating point (defect score >= {op.get('threshold', 0):.4g}, chosen on "
+        f"{op.get('chosen_on', '?')}): escape **{fmt_rate(m['escape_rate'], m['escape_rate_upper'])}**, overkill "
+        f"**{fmt_rate(m['overkill_rate'], m['overkill_rate_upper'])}** on {m['defects']:.0f} defects and "
+        f"{m['goods']:.0f} good parts (upper bounds at 95 %)",
+        f"- accuracy {m['accuracy']:.4f}, ROC-AUC {m.get('roc_auc', float('nan')):.4f}, ECE {m.get('ece', 0):.4f}",
         f"- dataset `{outcome['manifest_id'][:12]}`, best epoch {outcome['best_epoch']} of {outcome['epochs_run']}",
-        f"- test accuracy **{m['accuracy']:.4f}**, defect recall **{m.get('defect_recall', 0):.4f}**, "
-        f"defect F1 {m.get('defect_f1', 0):.4f}, ROC-AUC {m.get('roc_auc', float('nan')):.4f}, ECE {m['ece']:.4f}",
         f"- {outcome['images_per_s']:.0f} training images/s, {outcome['seconds']:.0f} s in all",
     ]
     plant = outcome["model_name"].split(".")[0]
@@ -72,11 +77,22 @@ def publish_promotion(plant: str, decision: dict[str, Any]) -> None:
     from andon import events
 
     verdict = "PROMOTED" + (" (forced)" if decision["forced"] else "") if decision["passed"] else "REFUSED"
+    from andon.quality import fmt_rate
+
     lines = [
         f"# {plant}: challenger v{decision['challenger']} {verdict}",
         "",
-        f"evaluated on {decision['evaluated_on']}",
+        f"evaluated on {decision['evaluated_on']}, each version at its own operating point",
+        "",
     ]
+    for who, m in (("challenger", decision["challenger_metrics"]), ("champion", decision["champion_metrics"])):
+        if m:
+            lines.append(
+                f"- {who}: escape {fmt_rate(m['escape_rate'], m.get('escape_rate_upper'))}, overkill "
+                f"{fmt_rate(m['overkill_rate'], m.get('overkill_rate_upper'))} on {m['defects']:.0f} defects; "
+                f"accuracy {m['accuracy']:.4f}"
+            )
+    lines.append("")
     lines += [f"- {v}" for v in decision["violations"]] or ["- all promotion rules passed"]
     create_markdown_artifact(key=f"{plant}-promotion", markdown="\n".join(lines))
     if decision["passed"]:

@@ -110,34 +110,51 @@ class CentralOutcome:
     model: str
     version: int
     champion: bool
+    escape_rate: float
+    overkill_rate: float
     accuracy: float
     previous: int | None
-    previous_accuracy: float | None
+    previous_escape_rate: float | None
     dataset: str
+    violations: list[str]
+
+    def summary(self) -> str:
+        from andon.quality import fmt_rate
+
+        head = f"{self.model} v{self.version}: held-out escape {fmt_rate(self.escape_rate)}, overkill "
+        head += f"{fmt_rate(self.overkill_rate)} (accuracy {self.accuracy:.3f})"
+        if self.champion:
+            return f"{head}, the central champion"
+        return f"{head}, not promoted: " + "; ".join(self.violations)
 
 
 def train_central(store: ObjectStore, manifest_id: str, *, recipe: Recipe | None = None) -> CentralOutcome:
-    """Train ``central.<task>`` on a pooled dataset version; champion when it beats the current."""
+    """Train ``central.<task>`` on a pooled dataset version; champion when it meets the standard
+    quality targets (``base.yaml``'s ``quality``) and does not do worse than the current one."""
+    from andon.promotion import check_rules
     from andon.registry import CHAMPION, PREVIOUS, alias_version, record_move, set_alias, version_info
     from andon.training.run import train_plant
 
     cfg = central_config()
     out = train_plant(store, cfg, [manifest_id], recipe=recipe)
     assert out.version is not None
-    acc = out.metrics["accuracy"]
     current = alias_version(out.model_name, CHAMPION)
-    current_acc = version_info(out.model_name, current).metrics.get("test_accuracy") if current else None
-    floor = cfg.recipe.promotion.min_accuracy
-    better = acc >= floor and (current_acc is None or acc > current_acc)
-    if better:
+    current_metrics = None
+    if current is not None:
+        m = version_info(out.model_name, current).metrics
+        current_metrics = {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
+    violations = check_rules(out.metrics, current_metrics, cfg)
+    if not violations:
         if current is not None:
             set_alias(out.model_name, PREVIOUS, current)
         set_alias(out.model_name, CHAMPION, out.version)
-        record_move(out.model_name, out.version, "promotion", f"central baseline: held-out accuracy {acc:.4f}")
+        record_move(out.model_name, out.version, "promotion", "central baseline: all quality rules passed")
     else:
-        why = f"held-out accuracy {acc:.4f} vs floor {floor} / champion {current_acc}"
-        record_move(out.model_name, out.version, "promotion_refused", why)
-    return CentralOutcome(out.model_name, out.version, better, acc, current, current_acc, manifest_id)
+        record_move(out.model_name, out.version, "promotion_refused", "; ".join(violations))
+    return CentralOutcome(
+        out.model_name, out.version, not violations, out.metrics["escape_rate"], out.metrics["overkill_rate"],
+        out.metrics["accuracy"], current, (current_metrics or {}).get("escape_rate"), manifest_id, violations,
+    )  # fmt: skip
 
 
 def central_champion(task: str) -> tuple[str, int]:
@@ -150,22 +167,30 @@ def central_champion(task: str) -> tuple[str, int]:
     return name, version
 
 
-def fine_tune(
-    store: ObjectStore, cfg: PlantConfig, manifest_ids: list[str], *, recipe: Recipe | None = None
-) -> TrainOutcome:
-    """A plant challenger fine-tuned from the central champion on the plant's data and recipe."""
+def compatible_central(recipe: Recipe, who: str) -> tuple[str, int]:
+    """The central champion, if its network is the one ``recipe`` builds (same name and width);
+    else a clear error (its weights cannot start ``who``)."""
     from andon.registry import version_info
-    from andon.training.run import train_plant
 
-    recipe = recipe or cfg.recipe
     parent = central_champion(recipe.task)
     params = version_info(*parent).params
     theirs = (params.get("model.name"), params.get("model.width"))
     if theirs != (recipe.model.name, str(recipe.model.width)):
         raise DataError(
-            f"{cfg.id}'s recipe uses {recipe.model.name} (width {recipe.model.width}); the central baseline "
+            f"{who} uses {recipe.model.name} (width {recipe.model.width}); the central baseline "
             f"{parent[0]} v{parent[1]} is {theirs[0]} (width {theirs[1]}): it cannot start from it"
         )
+    return parent
+
+
+def fine_tune(
+    store: ObjectStore, cfg: PlantConfig, manifest_ids: list[str], *, recipe: Recipe | None = None
+) -> TrainOutcome:
+    """A plant challenger fine-tuned from the central champion on the plant's data and recipe."""
+    from andon.training.run import train_plant
+
+    recipe = recipe or cfg.recipe
+    parent = compatible_central(recipe, f"{cfg.id}'s recipe")
     tags = {"central.parent": f"{parent[0]}/{parent[1]}"}
     return train_plant(store, cfg, manifest_ids, recipe=recipe, parent=parent, extra_tags=tags)
 

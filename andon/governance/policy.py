@@ -75,21 +75,21 @@ def _get(data: Any, dotted: str) -> Any:
 
 
 def check_recipe(cfg: PlantConfig, policy: Policy) -> list[Finding]:
+    """Every range of the policy on the merged recipe (``quality.*`` paths: the plant's quality targets)."""
     recipe = cfg.recipe.model_dump(mode="json")
+    quality = cfg.quality.model_dump(mode="json")
     out = []
     for path, allowed in policy.recipe_ranges.items():
-        value = _get(recipe, path)
+        where = "quality" if path.startswith("quality.") else "recipe"
+        value = _get(quality, path.removeprefix("quality.")) if where == "quality" else _get(recipe, path)
+        shown = path if where == "quality" else f"recipe.{path}"
         if value is None:
             continue
         if all(isinstance(a, str) for a in allowed):
             if value not in allowed:
-                out.append(
-                    Finding(cfg.id, "recipe", VIOLATION, f"recipe.{path} = {value!r}: the center allows {allowed}")
-                )
+                out.append(Finding(cfg.id, "recipe", VIOLATION, f"{shown} = {value!r}: the center allows {allowed}"))
         elif not (float(allowed[0]) <= float(value) <= float(allowed[1])):
-            out.append(
-                Finding(cfg.id, "recipe", VIOLATION, f"recipe.{path} = {value}: outside the center's range {allowed}")
-            )
+            out.append(Finding(cfg.id, "recipe", VIOLATION, f"{shown} = {value}: outside the center's range {allowed}"))
     return out
 
 
@@ -111,6 +111,8 @@ def check_version(store: ObjectStore, cfg: PlantConfig, name: str, version: int,
         add("lineage", f"lineage tags missing: {', '.join(missing)}")
     if not any(k.startswith("test_") for k in info.metrics):
         add("metrics", "no held-out (test_*) metrics logged")
+    elif "test_escape_rate" not in info.metrics or "operating_point.threshold" not in info.tags:
+        add("metrics", "no escape / overkill rates at an operating point (trained before Andon chose one?): retrain")
     manifest_id = info.tags.get("data.manifest_sha256")
     if manifest_id:
         try:

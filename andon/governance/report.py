@@ -3,12 +3,13 @@ trials (``andon governance trial``).
 
 Per plant: the champion's version, lineage (dataset, parent, commit), age, metrics on its own
 golden set (``datasets/<plant>/golden.json``, else the champion's held-out split), drift status
-(active monitoring conditions) and open alerts. The **generalization matrix**: every plant's
-champion scored on every other plant's golden set. **Settings**: each recipe value a plant sets
-differently from the standard recipe, next to how well that plant's champion does on the other
-plants (its off-diagonal mean): a setting held by the plants whose models travel is a candidate
-for the standard; one held only by plants whose models do not is a local quirk. HTML with charts
-at ``reports/central/governance/<time>.html``.
+(active monitoring conditions) and open alerts, escape and overkill first. The **generalization
+matrix**: every plant's champion scored on every other plant's golden set at the champion's own
+operating point (escape and overkill per cell, two heatmaps). **Settings**: each recipe value a
+plant sets differently from the standard recipe, next to how well that plant's champion does on
+the other plants (its off-diagonal mean escape and overkill): a setting held by the plants whose
+models travel is a candidate for the standard; one held only by plants whose models do not is a
+local quirk. HTML with charts at ``reports/central/governance/<time>.html``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class PlantStatus:
 class GovernanceReport:
     at: str
     plants: list[PlantStatus]
-    matrix: dict[str, dict[str, float]]  # champion's plant -> golden set's plant -> accuracy
+    matrix: dict[str, dict[str, dict[str, float]]]  # champion's plant -> golden set's plant -> escape, overkill
     settings: list[dict[str, Any]]
     key: str = ""
     seconds: float = 0.0
@@ -58,11 +59,15 @@ class GovernanceReport:
                 "plant": p.plant,
                 "version": p.version,
                 "age_days": p.age_days,
+                "escape_rate": p.metrics.get("escape_rate"),
+                "escape_upper": p.metrics.get("escape_rate_upper"),
+                "overkill_rate": p.metrics.get("overkill_rate"),
+                "defects": p.metrics.get("defects"),
                 "accuracy": p.metrics.get("accuracy"),
-                "defect_recall": p.metrics.get("defect_recall"),
                 "drift": ", ".join(p.drift) or "-",
                 "open_alerts": p.open_alerts,
-                "generalizes": _offdiag(self.matrix, p.plant),
+                "escape_elsewhere": _offdiag(self.matrix, p.plant, "escape_rate"),
+                "overkill_elsewhere": _offdiag(self.matrix, p.plant, "overkill_rate"),
             }
             for p in self.plants
         ]
@@ -83,16 +88,16 @@ def overrides(cfg: PlantConfig, standard: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mine.items() if standard.get(k) != v}
 
 
-def _offdiag(matrix: dict[str, dict[str, float]], plant: str) -> float | None:
-    row = [v for k, v in matrix.get(plant, {}).items() if k != plant]
+def _offdiag(matrix: dict[str, dict[str, dict[str, float]]], plant: str, metric: str) -> float | None:
+    """The mean of ``metric`` of ``plant``'s champion on the other plants' golden sets."""
+    row = [c[metric] for k, c in matrix.get(plant, {}).items() if k != plant and c.get(metric) == c.get(metric)]
     return round(sum(row) / len(row), 4) if row else None
 
 
 def _score(store: ObjectStore, loaded: Any, objects: list[dict[str, Any]]) -> dict[str, float]:
     from andon.promotion import evaluate_model
 
-    model, arch, prep = loaded
-    return evaluate_model(store, model, arch, prep, objects)
+    return evaluate_model(store, loaded, objects)
 
 
 def _digest(objects: list[dict[str, Any]]) -> str:
@@ -103,23 +108,24 @@ def _digest(objects: list[dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _accuracy_on(
+def _cell(
     store: ObjectStore, loaded: Any, plant: str, objects: list[dict[str, Any]], decoded: dict[Any, Any]
-) -> float:
-    """One cell of the generalization matrix: accuracy only (no latency), on golden images decoded
-    once per plant and input size and shared by every model scored on them."""
+) -> dict[str, float]:
+    """One cell of the generalization matrix: escape and overkill at the champion's own operating
+    point (and accuracy, second; no latency), on golden images decoded once per plant and input
+    size and shared by every model scored on them."""
     from andon.settings import get_settings
     from andon.training.data import ImageCache, load_split
     from andon.training.evaluate import classification_metrics
-    from andon.training.loop import predict
 
-    model, arch, prep = loaded
-    classes, size = tuple(arch["classes"]), int(prep["size"])
-    key = (plant, classes, size)
+    key = (plant, loaded.classes, loaded.size, loaded.transform)
     if key not in decoded:
-        decoded[key] = load_split(store, objects, classes, size, ImageCache(get_settings().home / "cache" / "images"))
+        cache = ImageCache(get_settings().home / "cache" / "images")
+        decoded[key] = load_split(store, objects, loaded.classes, loaded.size, cache, transform=loaded.transform)
     data = decoded[key]
-    return float(classification_metrics(predict(model, data.images), data.labels, classes)["accuracy"])
+    probs, _ = loaded.predict(data.images)
+    m = classification_metrics(probs, data.labels, loaded.classes, loaded.operating_point.threshold)
+    return {k: round(float(m[k]), 4) for k in ("escape_rate", "overkill_rate", "accuracy")}
 
 
 def _golden(store: ObjectStore, cfg: PlantConfig, version: int) -> tuple[str, list[dict[str, Any]]]:
@@ -163,22 +169,23 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
             models[cfg.id] = load_version(name, version)
             st.metrics = {k: round(v, 4) for k, v in _score(store, models[cfg.id], objects).items()}
         statuses.append(st)
-    grid: dict[str, dict[str, float]] = {}
-    decoded: dict[tuple[str, tuple[str, ...], int], Any] = {}  # each golden set is read once, not once per model
+    grid: dict[str, dict[str, dict[str, float]]] = {}
+    decoded: dict[tuple[str, tuple[str, ...], int, str], Any] = {}  # each golden set is read once, not once per model
     digests = {dst: _digest(objects) for dst, objects in golden.items()}
     for src in models:
         grid[src] = {}
         # a version's weights and a golden set's images never change: a cell is computed once, ever
         name, version, run_id = versions[src]  # the run too: a reset registry reuses version numbers
-        key = join_key("governance", "matrix", name, f"v{version}-{run_id[:12]}.json")
+        key = join_key("governance", "matrix", name, f"v{version}-{run_id[:12]}.quality.json")
         cells = json.loads(store.get(key)) if matrix and store.exists(key) else {}
         known = len(cells)
         for dst, objects in golden.items():
             if src == dst:
-                grid[src][dst] = next(s for s in statuses if s.plant == src).metrics.get("accuracy", float("nan"))
+                own = next(s for s in statuses if s.plant == src).metrics
+                grid[src][dst] = {k: own.get(k, float("nan")) for k in ("escape_rate", "overkill_rate", "accuracy")}
             elif matrix and objects:
                 if digests[dst] not in cells:
-                    cells[digests[dst]] = round(_accuracy_on(store, models[src], dst, objects, decoded), 4)
+                    cells[digests[dst]] = _cell(store, models[src], dst, objects, decoded)
                 grid[src][dst] = cells[digests[dst]]
         if len(cells) > known:
             store.put(key, json.dumps(cells, sort_keys=True).encode(), "application/json")
@@ -189,24 +196,29 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
 
 
 def settings_table(report: GovernanceReport) -> list[dict[str, Any]]:
-    """Each non-standard setting: which plants hold it, and how far their champions travel."""
+    """Each non-standard setting: which plants hold it, and how far their champions travel (mean
+    escape and overkill on the other plants' golden sets)."""
     by_setting: dict[tuple[str, str], list[str]] = {}
     for p in report.plants:
         for k, v in p.overrides.items():
             by_setting.setdefault((k, json.dumps(v)), []).append(p.plant)
+
+    def mean_of(plants: list[str], metric: str) -> float | None:
+        vals = [g for h in plants if (g := _offdiag(report.matrix, h, metric)) is not None]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
     rows = []
     for (k, v), holders in sorted(by_setting.items()):
-        travel = [g for h in holders if (g := _offdiag(report.matrix, h)) is not None]
-        others = [
-            g for p in report.plants if p.plant not in holders and (g := _offdiag(report.matrix, p.plant)) is not None
-        ]
-        mean = round(sum(travel) / len(travel), 4) if travel else None
-        rest = round(sum(others) / len(others), 4) if others else None
+        others = [p.plant for p in report.plants if p.plant not in holders]
+        esc, ovk = mean_of(holders, "escape_rate"), mean_of(holders, "overkill_rate")
+        esc_o, ovk_o = mean_of(others, "escape_rate"), mean_of(others, "overkill_rate")
         verdict = "unknown (no cross-plant scores)"
-        if mean is not None and rest is not None:
-            verdict = "generalizes: candidate for the standard" if mean >= rest else "local quirk"
-        rows.append({"setting": k, "value": json.loads(v), "plants": holders, "cross_plant_accuracy": mean,
-                     "others": rest, "verdict": verdict})  # fmt: skip
+        if None not in (esc, ovk, esc_o, ovk_o):
+            better = esc <= esc_o and ovk <= ovk_o  # type: ignore[operator]
+            verdict = "generalizes: candidate for the standard" if better else "local quirk"
+        rows.append({"setting": k, "value": json.loads(v), "plants": holders, "cross_plant_escape": esc,
+                     "cross_plant_overkill": ovk, "others_escape": esc_o, "others_overkill": ovk_o,
+                     "verdict": verdict})  # fmt: skip
     return rows
 
 
@@ -230,20 +242,23 @@ def render_html(report: GovernanceReport) -> str:
     plants = [p for p in report.plants if p.plant in report.matrix]
     if plants:
         names = [p.plant for p in plants]
-        grid = np.array([[report.matrix[a].get(b, np.nan) for b in names] for a in names])
-        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
-        im = ax.imshow(grid, vmin=0.5, vmax=1.0, cmap="RdYlGn")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel("golden set of")
-        ax.set_ylabel("champion of")
-        for i in range(len(names)):
-            for j in range(len(names)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
-        fig.colorbar(im, ax=ax, label="accuracy")
-        ax.set_title("generalization matrix")
-        charts.append(_png(fig))
+        for metric, what in (("escape_rate", "escape rate"), ("overkill_rate", "overkill rate")):
+            grid = np.array(
+                [[report.matrix[a].get(b, {}).get(metric, np.nan) for b in names] for a in names], dtype=float
+            )
+            fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
+            im = ax.imshow(grid * 100, vmin=0, vmax=20, cmap="RdYlGn_r")
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+            ax.set_yticks(range(len(names)), names)
+            ax.set_xlabel("golden set of")
+            ax.set_ylabel("champion of (at its own operating point)")
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    if not np.isnan(grid[i, j]):
+                        ax.text(j, i, f"{grid[i, j] * 100:.1f}", ha="center", va="center", fontsize=8)
+            fig.colorbar(im, ax=ax, label=f"{what} (%)")
+            ax.set_title(f"generalization matrix: {what}")
+            charts.append(_png(fig))
     table = report.table()
     plants_html = _table(list(table[0]) if table else [], [list(r.values()) for r in table])
     lineage_html = _table(
@@ -252,8 +267,9 @@ def render_html(report: GovernanceReport) -> str:
          for p in report.plants if p.version is not None],
     )  # fmt: skip
     settings_html = _table(
-        ["setting", "value", "plants", "their cross-plant accuracy", "other plants", "verdict"],
-        [[r["setting"], json.dumps(r["value"]), ", ".join(r["plants"]), r["cross_plant_accuracy"], r["others"],
+        ["setting", "value", "plants", "their escape / overkill elsewhere", "other plants'", "verdict"],
+        [[r["setting"], json.dumps(r["value"]), ", ".join(r["plants"]),
+          f"{r['cross_plant_escape']} / {r['cross_plant_overkill']}", f"{r['others_escape']} / {r['others_overkill']}",
           r["verdict"]] for r in report.settings],
     )  # fmt: skip
     imgs = "".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)
@@ -310,12 +326,19 @@ def trial(
         what, objects = _golden(store, cfg, champion)
         base = _score(store, load_version(name, champion), objects)
         cand = _score(store, load_run(out.run_id), objects)
-        delta = cand["accuracy"] - base["accuracy"]
+        d_esc, d_ovk = cand["escape_rate"] - base["escape_rate"], cand["overkill_rate"] - base["overkill_rate"]
+        if d_esc < -0.005 or (abs(d_esc) <= 0.005 and d_ovk < -0.005):
+            verdict = "helps"
+        elif d_esc > 0.005 or d_ovk > 0.005:
+            verdict = "hurts"
+        else:
+            verdict = "no difference"
         rows.append({
             "plant": cfg.id, "evaluated_on": what, "champion": f"v{champion}",
+            "champion_escape": round(base["escape_rate"], 4), "trial_escape": round(cand["escape_rate"], 4),
+            "champion_overkill": round(base["overkill_rate"], 4), "trial_overkill": round(cand["overkill_rate"], 4),
+            "escape_delta": round(d_esc, 4), "overkill_delta": round(d_ovk, 4),
             "champion_accuracy": round(base["accuracy"], 4), "trial_accuracy": round(cand["accuracy"], 4),
-            "delta": round(delta, 4), "trial_defect_recall": round(cand.get("defect_recall", float("nan")), 4),
-            "verdict": "helps" if delta > 0.005 else "hurts" if delta < -0.005 else "no difference",
-            "run_id": out.run_id,
+            "verdict": verdict, "run_id": out.run_id,
         })  # fmt: skip
     return rows

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 IMAGE_MODELS = ("small_cnn", "mobilenet_v3_small", "resnet18")
 TABULAR_MODELS = ("sensor_mlp",)
+ANOMALY_MODELS = ("patchcore", "either")  # good parts' patch memory over an image network; with a classifier
 
 
 def _small_cnn(in_channels: int, num_classes: int, width: int) -> nn.Module:
@@ -118,15 +119,156 @@ def _sensor_mlp(in_features: int, num_outputs: int, width: int) -> nn.Module:
     return SensorMLP()
 
 
-def build_model(name: str, in_channels: int, num_classes: int, width: int = 16, **_: Any) -> nn.Module:
-    """The network ``name`` (see ``IMAGE_MODELS`` and ``TABULAR_MODELS``), freshly initialized."""
+def mid_features(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Two mid-level feature maps of an image network (strides 4 and 8 of the input), which describe
+    local texture: what an anomaly model compares patch by patch. Computed by running the layers
+    in order (no hooks, so concurrent callers never see each other's activations)."""
+    from torch import nn
+
+    body = getattr(net, "body", None)
+    if isinstance(body, nn.Sequential):  # small_cnn: conv-BN-ReLU-pool blocks; after the 2nd and 3rd pool
+        out, pools = [], 0
+        for m in body:
+            x = m(x)
+            if isinstance(m, nn.MaxPool2d):
+                pools += 1
+                if pools in (2, 3):
+                    out.append(x)
+                if pools == 3:
+                    return out
+    inner = getattr(net, "net", None)
+    if inner is not None and hasattr(inner, "layer2"):  # resnet18: after layer1 and layer2
+        x = inner.maxpool(inner.relu(inner.bn1(inner.conv1(x))))
+        a = inner.layer1(x)
+        return [a, inner.layer2(a)]
+    raise ConfigError(f"{type(net).__name__}: no known feature taps for an anomaly model (use small_cnn or resnet18)")
+
+
+def nearest(points: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Each row's Euclidean distance to its nearest row of ``bank`` (one matrix product, not cdist's
+    loop: ``|a - b|^2 = |a|^2 - 2 a.b + |b|^2``)."""
+    d2 = (points * points).sum(1, keepdim=True) - 2 * points @ bank.T + (bank * bank).sum(1)[None]
+    return d2.min(dim=1).values.clamp_min(0).sqrt()
+
+
+def _patchcore(backbone: nn.Module, feat_dim: int, memory_size: int) -> Any:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class PatchCore(nn.Module):
+        """A part is as anomalous as its most unusual patch is far from every patch of the good
+        parts it was fitted on (the memory bank). Patch features are two mid-level feature maps of
+        the backbone, averaged over a 3x3 neighbourhood, the coarser one upsampled to the finer.
+        ``forward`` gives two-class logits ``[0, (score - center) / scale]``: softmax yields a
+        defect probability of 0.5 exactly at the threshold fitted on good parts, so scoring,
+        monitoring and the gate treat it like any classifier."""
+
+        memory: torch.Tensor
+        center: torch.Tensor
+        scale: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone.eval()
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+            self.register_buffer("memory", torch.zeros(memory_size, feat_dim))
+            self.register_buffer("center", torch.zeros(()))
+            self.register_buffer("scale", torch.ones(()))
+
+        def train(self, mode: bool = True) -> PatchCore:  # the backbone's BatchNorm stays frozen
+            super().train(mode)
+            self.backbone.eval()
+            return self
+
+        def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+            """``(N, D, h, w)`` at the finer tap's resolution."""
+            got = mid_features(self.backbone, x)
+            fine = F.avg_pool2d(got[0], 3, 1, 1)
+            coarse = F.interpolate(F.avg_pool2d(got[1], 3, 1, 1), size=fine.shape[-2:], mode="bilinear")
+            return torch.cat([fine, coarse], dim=1)
+
+        def patch_scores(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+            """``(N, h, w)``: each patch's distance to its nearest neighbour in the memory bank."""
+            f = self.patch_features(x)
+            n, d, h, w = f.shape
+            flat = f.permute(0, 2, 3, 1).reshape(-1, d)
+            dists = [nearest(flat[i : i + chunk], self.memory) for i in range(0, len(flat), chunk)]
+            return torch.cat(dists).view(n, h, w)
+
+        def score(self, x: torch.Tensor) -> torch.Tensor:
+            """``(N,)`` the anomaly score: the most unusual patch."""
+            return self.patch_scores(x).flatten(1).max(dim=1).values
+
+        def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+            """``(N, H, W)`` patch distances at the input's size: the explanation of the score."""
+            scores = self.patch_scores(x)[:, None]
+            return F.interpolate(scores, size=x.shape[-2:], mode="bilinear")[:, 0]
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            """``(N, D)`` mean patch feature (drift embeddings)."""
+            return self.patch_features(x).mean(dim=(2, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = (self.score(x) - self.center) / self.scale
+            return torch.stack([torch.zeros_like(z), z], dim=1)
+
+    return PatchCore()
+
+
+def _either(classifier: nn.Module, anomaly: nn.Module) -> Any:
+    import torch
+    from torch import nn
+
+    class Either(nn.Module):
+        """A classifier and an anomaly model decided as one: a part is rejected when either
+        rejects. Both defect logits are put on one scale (0 at the anomaly model's fitted
+        threshold, the classifier's own log-odds), and the larger one decides, so the version has
+        one defect score and one operating point like any other."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = classifier
+            self.anomaly = anomaly
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = getattr(self.classifier, "features")(x)  # noqa: B009 (Andon's image networks)
+            return out
+
+        def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = getattr(self.anomaly, "anomaly_map")(x)  # noqa: B009
+            return out
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.classifier(x)
+            z = torch.maximum(logits[:, 1] - logits[:, 0], self.anomaly(x)[:, 1])
+            return torch.stack([torch.zeros_like(z), z], dim=1)
+
+    return Either()
+
+
+def build_from_arch(arch: dict[str, Any]) -> nn.Module:
+    """The network an ``architecture.json`` describes (its weights are loaded separately)."""
+    name = arch["name"]
+    base = (arch["in_channels"], arch["num_classes"], arch["width"])
+    if name in ("patchcore", "either"):
+        backbone = build_model(str(arch["backbone"]), *base)
+        anomaly = _patchcore(backbone, int(arch["feat_dim"]), int(arch["memory_size"]))
+        return anomaly if name == "patchcore" else _either(backbone, anomaly)
+    return build_model(name, *base)
+
+
+def build_model(name: str, in_channels: int, num_classes: int, width: int = 16, **extra: Any) -> nn.Module:
+    """The network ``name`` (see ``IMAGE_MODELS`` and ``TABULAR_MODELS``), freshly initialized; an
+    anomaly model is built from its ``architecture.json`` (:func:`build_from_arch`)."""
     if name == "small_cnn":
         return _small_cnn(in_channels, num_classes, width)
     if name in ("mobilenet_v3_small", "resnet18"):
         return _torchvision(name, in_channels, num_classes)
     if name == "sensor_mlp":
         return _sensor_mlp(in_channels, num_classes, width)
-    raise ConfigError(f"unknown model {name!r}; known: {', '.join(IMAGE_MODELS + TABULAR_MODELS)}")
+    raise ConfigError(f"unknown model {name!r}; known: {', '.join(IMAGE_MODELS + TABULAR_MODELS + ANOMALY_MODELS)}")
 
 
 def optimize_for_inference(model: nn.Module) -> nn.Module:

@@ -332,9 +332,12 @@ def _open_alert(cfg: PlantConfig, result: MonitorResult, v: Verdict, ref: Refere
     event = PERFORMANCE_DEGRADED if performance else DRIFT_DETECTED
     accuracy_like = ("accuracy", "estimated_accuracy", "accuracy_24h_rule")
     drop_pct = (v.reference - v.value) * 100 if v.series in accuracy_like else None  # from what was charted against
+    rise_pct = (v.value - v.reference) * 100 if v.series in ("escape_rate", "overkill_rate") else None
     if performance:
-        severity = "critical" if (drop_pct or 0) >= 10 else "high"
-        retrain = drop_pct is not None and drop_pct >= cfg.retrain.accuracy_drop_pct
+        severity = "critical" if max(drop_pct or 0, rise_pct or 0) >= 10 else "high"
+        retrain = (drop_pct is not None and drop_pct >= cfg.retrain.accuracy_drop_pct) or (
+            v.series == "escape_rate" and rise_pct is not None and rise_pct >= cfg.retrain.escape_rise_pct
+        )
     else:  # broad drift (Evidently says most features moved, or several charted features did) is high
         broad = (result.drift_share or 0) >= 0.5 or sum(
             x.kind == "data" and x.status == "breach" for x in result.verdicts
@@ -357,6 +360,7 @@ def _open_alert(cfg: PlantConfig, result: MonitorResult, v: Verdict, ref: Refere
         "n": v.n,
         "severity": severity,
         "accuracy_drop_pct": None if drop_pct is None else round(drop_pct, 2),
+        "rate_rise_pct": None if rise_pct is None else round(rise_pct, 2),
         "report_key": result.drift_report_key,
         "retrain": retrain,  # clears the plant's retrain threshold: the event carries andon.significant
     }

@@ -57,6 +57,9 @@ class Reference:
     temperature: float
     estimated_accuracy: FeatureRef
     tolerance_from: list[str] = field(default_factory=list)
+    escape_rate: float = float("nan")  # on the validation split, at the version's operating point
+    overkill_rate: float = float("nan")
+    threshold: float = 0.5  # the operating point the predictions above were decided at
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -183,9 +186,11 @@ def build_reference(
     model_name: str = "",
     version: int = 0,
     sample: int = 64,
+    threshold: float = 0.5,
 ) -> tuple[Reference, pd.DataFrame]:
     """The reference of ``model`` from its validation split ``val`` (images at model size, with
-    their manifest rows for the raw bytes)."""
+    their manifest rows for the raw bytes), its predictions decided at ``threshold`` (the
+    version's operating point, as scoring decides them)."""
     import numpy as np
     import pandas as pd
     import torch
@@ -205,7 +210,10 @@ def build_reference(
     raw = np.array(
         [grey_stats(_decode_full(cache.get(store, o["key"], o["sha256"]))) for o in val.objects], dtype=np.float64
     )
-    pred = probs.argmax(1)
+    from andon.quality import decide
+
+    index = {c: i for i, c in enumerate(recipe.classes)}
+    pred = np.array([index[c] for c in decide(probs, threshold, recipe.classes)], dtype=np.int64)
     entropy = -(np.clip(probs, 1e-9, 1) * np.log(np.clip(probs, 1e-9, 1))).sum(1)
     frame = pd.DataFrame(raw, columns=list(IMAGE_FEATURES))
     for i, col in enumerate(EMBEDDING_FEATURES[: emb.shape[1]]):
@@ -237,6 +245,9 @@ def build_reference(
             temperature=temperature,
             estimated_accuracy=_ref(est),
             tolerance_from=names,
+            escape_rate=float((pred[defect] == 0).mean()) if defect.any() else float("nan"),
+            overkill_rate=float((pred[~defect] != 0).mean()) if (~defect).any() else float("nan"),
+            threshold=float(threshold),
         ),
         frame,
     )

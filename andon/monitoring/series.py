@@ -3,10 +3,12 @@ reviewed labels joined to it), each with its reference, tolerance and minimum sa
 
 Data drift: the mean of every drift feature (image statistics, embedding dimensions).
 Prediction drift: defect rate, mean confidence, mean entropy.
-Performance: accuracy and defect recall on reviewed parts, and the label-free estimate (mean
-temperature-calibrated confidence), all one-sided: only a drop is an alarm. Reviewed accuracy
-and recall carry the drop a plant wants caught fast (``accuracy_drop_to_detect``): their CUSUM
-is tuned to it.
+Performance, in the floor's words first: the escape rate (reviewed defects the model passed)
+and the overkill rate (reviewed good parts it rejected), both at the version's operating point
+(scoring logs its decisions), then accuracy on reviewed parts and the label-free estimate (mean
+temperature-calibrated confidence); all one-sided: only a worsening is an alarm. The reviewed
+series carry the change a plant wants caught fast (``accuracy_drop_to_detect``): their CUSUM is
+tuned to it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["data", "prediction", "performance"]
 Direction = Literal["both", "down", "up"]
-REVIEWED = ("accuracy", "defect_recall")  # series on reviewed labels: their own false-alarm budget share
+REVIEWED = ("escape_rate", "overkill_rate", "accuracy")  # on reviewed labels: their own false-alarm budget share
 COLUMNS = "part_id, scored_at, brightness, contrast, sharpness, embedding, probabilities, entropy, predicted_class"
 
 
@@ -95,7 +97,7 @@ def bernoulli_sd(p: float) -> float:
 
 
 def series_names(ref: Reference) -> list[str]:
-    return [*ref.features, "defect_rate", "confidence", "entropy", "estimated_accuracy", "accuracy", "defect_recall"]
+    return [*ref.features, "defect_rate", "confidence", "entropy", "estimated_accuracy", *REVIEWED]
 
 
 def window_series(
@@ -143,50 +145,73 @@ def window_series(
     est = float(calibrated_confidence(probs, ref.temperature).mean()) if n else float("nan")
     out.append(Series("estimated_accuracy", "performance", "down", est, n, ea.mean, ea.sd, spec.min_parts, n_ref=ref.n))
 
-    acc, k, rec, kd = _reviewed(rows, labels, first)
-    sd = bernoulli_sd(ref.accuracy)
+    rev = _reviewed(rows, labels, first)
+    ref_escape = ref.escape_rate if not math.isnan(ref.escape_rate) else 1 - ref.defect_recall
+    for name, value, count, ref_value, min_n in (
+        ("escape_rate", rev.escape, rev.defects, ref_escape, max(5, spec.min_labels // 4)),
+        ("overkill_rate", rev.overkill, rev.goods, ref.overkill_rate, spec.min_labels),
+    ):
+        if math.isnan(ref_value):
+            continue
+        out.append(
+            Series(
+                name,
+                "performance",
+                "up",
+                value,
+                count,
+                ref_value,
+                bernoulli_sd(ref_value),
+                min_n,
+                detect_shift=spec.accuracy_drop_to_detect,
+                binary=True,
+            )
+        )
     out.append(
         Series(
             "accuracy",
             "performance",
             "down",
-            acc,
-            k,
+            rev.accuracy,
+            rev.n,
             ref.accuracy,
-            sd,
+            bernoulli_sd(ref.accuracy),
             spec.min_labels,
             n_ref=ref.n,
             detect_shift=spec.accuracy_drop_to_detect,
             binary=True,
         )
     )
-    if not math.isnan(ref.defect_recall):
-        out.append(
-            Series(
-                "defect_recall",
-                "performance",
-                "down",
-                rec,
-                kd,
-                ref.defect_recall,
-                bernoulli_sd(ref.defect_recall),
-                max(5, spec.min_labels // 4),
-                detect_shift=spec.accuracy_drop_to_detect,
-                binary=True,
-            )
-        )
     return out
 
 
-def _reviewed(rows: pd.DataFrame, labels: pd.DataFrame | None, first: str) -> tuple[float, int, float, int]:
-    """(accuracy, reviewed parts, defect recall, reviewed defects) of the window's reviewed parts."""
+@dataclass(frozen=True)
+class Reviewed:
+    """What the window's reviewed parts say about the decisions made on them."""
+
+    n: int = 0
+    accuracy: float = float("nan")
+    defects: int = 0
+    escape: float = float("nan")  # reviewed defects passed as ok
+    goods: int = 0
+    overkill: float = float("nan")  # reviewed good parts rejected
+
+
+def _reviewed(rows: pd.DataFrame, labels: pd.DataFrame | None, first: str) -> Reviewed:
     if labels is None or labels.empty or rows.empty:
-        return float("nan"), 0, float("nan"), 0
+        return Reviewed()
     joined = rows[["part_id", "predicted_class"]].merge(labels[["part_id", "label"]], on="part_id")
     if joined.empty:
-        return float("nan"), 0, float("nan"), 0
+        return Reviewed()
     correct = joined["predicted_class"] == joined["label"]
     defects = joined["label"] != first
-    kd = int(defects.sum())
-    recall = float((joined.loc[defects, "predicted_class"] != first).mean()) if kd else float("nan")
-    return float(correct.mean()), len(joined), recall, kd
+    passed = joined["predicted_class"] == first
+    kd, kg = int(defects.sum()), int((~defects).sum())
+    return Reviewed(
+        n=len(joined),
+        accuracy=float(correct.mean()),
+        defects=kd,
+        escape=float(passed[defects].mean()) if kd else float("nan"),
+        goods=kg,
+        overkill=float((~passed[~defects]).mean()) if kg else float("nan"),
+    )

@@ -204,6 +204,10 @@ def _defect(kind: str, u: np.ndarray, v: np.ndarray, sku: Sku, rng: np.random.Ge
     raise ValueError(f"unknown defect type {kind!r}; known: {DEFECT_TYPES}")
 
 
+MIN_DEFECT_PIXELS = 4  # of the part's own pixels a visible defect changes by more than 10 grey levels
+MAX_DEFECT_DRAWS = 50
+
+
 def render_part(
     seed: int,
     index: int,
@@ -248,7 +252,13 @@ def render_part_with_mask(
     part = _texture(optics.material, sku, u, v, r, rng, size)
     delta = np.zeros_like(part)
     if defect:
-        delta = _defect(defect, u, v, sku, np.random.default_rng([seed, index, 0xDEF]), px).astype(np.float32)
+        # a defect drawn into a hole or beside the part would leave a "defective" part that looks
+        # perfect (label noise no model can learn): draw again until enough of it lies on the part
+        drng = np.random.default_rng([seed, index, 0xDEF])
+        for _ in range(MAX_DEFECT_DRAWS):
+            delta = _defect(defect, u, v, sku, drng, px).astype(np.float32)
+            if int(((np.abs(delta) * mask) > 10).sum()) >= MIN_DEFECT_PIXELS:
+                break
         part = part + delta
     background = 28 + 4 * _smooth_noise(rng, size, 4)
     img = background + mask * (part - background)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from andon.config import PlantConfig, Sku
-from andon.data import BatchInfo, ensure_new_or_same, raw_batch_prefix, sha256_bytes, write_batch_tables
+from andon.data import PURPOSES, BatchInfo, ensure_new_or_same, raw_batch_prefix, sha256_bytes, write_batch_tables
 from andon.errors import DataError
 from andon.storage import ObjectStore, join_key
 from andon.synth.images import DEFECT_TYPES, Drift, Optics, encode_png, render_part
@@ -92,6 +92,7 @@ def synthesize_plant(
     mes_events_per_day: float = 3.0,
     workers: int = 2,
     progress: Progress | None = None,
+    purpose: str = "production",
 ) -> list[BatchInfo]:
     """Produce ``parts`` parts spread over the plant's lines (by their rates) as raw batches.
 
@@ -103,12 +104,16 @@ def synthesize_plant(
         mes_events_per_day: rate of random MES messages written beside the batches.
         workers: rendering processes; 1 renders in this process.
         progress: called with the number of parts finished since the last call.
+        purpose: ``curated`` marks a training set made on purpose (e.g. enriched with defects by
+            ``defect_rate``): the gate records its defect share instead of holding it to the line's bounds.
     """
     if parts < 1:
         raise DataError(f"parts must be at least 1, got {parts}")
     rate = cfg.data.defect_rate if defect_rate is None else defect_rate
     if not 0 <= rate <= 1:
         raise DataError(f"defect_rate must be within [0, 1], got {rate}")
+    if purpose not in PURPOSES:
+        raise DataError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     if not 0 <= new_sku_share <= 1:
         raise DataError(f"new_sku_share must be within [0, 1], got {new_sku_share}")
     chosen = lines or cfg.line_ids
@@ -141,6 +146,7 @@ def synthesize_plant(
             "share": new_sku_share,
             "disabled": sorted(disabled_failures),
             "config": cfg.sha256(),
+            **({"purpose": purpose} if purpose != "production" else {}),  # production batch ids stay as they were
         },
         sort_keys=True,
         default=str,
@@ -237,6 +243,7 @@ def synthesize_plant(
                     parts=hi - lo,
                     defects=int(sum(1 for d in defects[lo:hi] if d)),
                     origin="synthetic",
+                    purpose=purpose,
                     details={
                         "seed": seed,
                         "run_digest": run_digest,

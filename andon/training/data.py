@@ -8,7 +8,6 @@ the dataset grows: a part that was in the test split stays there in every later 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,18 +62,11 @@ class ImageCache:
         return data
 
 
-def decode_grey(data: bytes, size: int) -> np.ndarray:
-    """``uint8 (size, size)`` grey image, resized with antialiasing."""
-    import numpy as np
-    from PIL import Image
+def decode_grey(data: bytes, size: int, transform: str = "resize") -> np.ndarray:
+    """``uint8 (size, size)`` grey model input: :func:`andon.imaging.model_input`, the one transform."""
+    from andon.imaging import model_input
 
-    with Image.open(io.BytesIO(data)) as img:
-        if img.format == "JPEG":
-            img.draft("L", (size, size))
-        grey = img.convert("L")
-        if grey.size != (size, size):
-            grey = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.array(grey, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
+    return model_input(data, size, transform)
 
 
 @dataclass
@@ -98,6 +90,7 @@ def load_split(
     cache: ImageCache,
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
+    transform: str = "resize",
 ) -> ImageSet:
     import numpy as np
 
@@ -107,7 +100,7 @@ def load_split(
         raise DataError(f"labels {unknown} are not among the recipe's classes {list(classes)}")
 
     def one(obj: dict[str, Any]) -> np.ndarray:
-        img = decode_grey(cache.get(store, obj["key"], obj["sha256"]), size)
+        img = decode_grey(cache.get(store, obj["key"], obj["sha256"]), size, transform)
         if progress:
             progress(1)
         return img

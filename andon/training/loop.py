@@ -1,5 +1,11 @@
 """The training loop: seeded, deterministic on CPU, AdamW + one-cycle, the checkpoint chosen on
-the validation split (never the test split), early stopping."""
+the validation split (never the test split) by the caller's objective (Andon's: the overkill at
+the plant's escape target, see ``andon.quality``), early stopping.
+
+Imbalance: defects are rare on a real line, and an all-ok model is 95 % accurate at a 5 % defect
+rate. ``training.sampling`` says how the loop keeps defects from being ignored: ``weighted_loss``
+(the cross-entropy weighs each class by its inverse frequency), ``balanced`` (each batch draws
+the classes equally often, with replacement) or ``none``."""
 
 from __future__ import annotations
 
@@ -37,6 +43,10 @@ class EpochLog:
     val_accuracy: float
     seconds: float
     images_per_s: float
+    val_objective: float = float("nan")  # what the checkpoint is chosen by (higher is better)
+
+
+Objective = Callable[["np.ndarray", "np.ndarray"], float]  # (val probabilities, val labels) -> higher is better
 
 
 @dataclass
@@ -72,6 +82,19 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
+def epoch_order(labels: np.ndarray, sampling: str, rng: np.random.Generator) -> np.ndarray:
+    """The training indices of one epoch: a permutation, or (``balanced``) as many draws with
+    replacement where every class is equally likely."""
+    import numpy as np
+
+    if sampling != "balanced":
+        return rng.permutation(len(labels))
+    classes = np.unique(labels)
+    per_class = [np.flatnonzero(labels == c) for c in classes]
+    which = rng.integers(0, len(classes), size=len(labels))
+    return np.array([rng.choice(per_class[w]) for w in which], dtype=np.int64)
+
+
 def fit(
     model: nn.Module,
     train: ImageSet,
@@ -80,7 +103,10 @@ def fit(
     augment: Any,
     on_epoch: Callable[[EpochLog], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    objective: Objective | None = None,
 ) -> FitResult:
+    """Train ``model`` in place and load the best checkpoint: the highest ``objective`` on ``val``
+    (default: accuracy), ties broken by the lower validation loss."""
     import numpy as np
     import torch
     from torch import nn
@@ -90,18 +116,19 @@ def fit(
     steps = max(1, int(np.ceil(len(train) / spec.batch_size)))
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.learning_rate, total_steps=steps * spec.epochs)
-    # class weights against imbalance (rare defects must not be ignored)
-    counts = np.bincount(train.labels, minlength=int(train.labels.max()) + 1).astype(float)
-    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32)
+    weights = None
+    if spec.sampling == "weighted_loss":  # each class weighs as much as the others in the loss
+        counts = np.bincount(train.labels, minlength=int(train.labels.max()) + 1).astype(float)
+        weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    best = (-1.0, float("-inf"))
+    best = (float("-inf"), float("-inf"))
     result = FitResult(best_epoch=0, best_state=copy.deepcopy(model.state_dict()))
     patience = 0
     min_epochs = int(np.ceil(spec.epochs * 0.8))
     for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = rng.permutation(len(train))
+        order = epoch_order(train.labels, spec.sampling, rng)
         total = 0.0
         for b in range(steps):
             idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
@@ -124,12 +151,13 @@ def fit(
             nn.functional.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.from_numpy(val.labels))
         )
         val_acc = float((probs.argmax(1) == val.labels).mean())
-        log = EpochLog(epoch, total / len(train), val_loss, val_acc, seconds, len(train) / seconds)
+        score = objective(probs, val.labels) if objective else val_acc
+        log = EpochLog(epoch, total / len(train), val_loss, val_acc, seconds, len(train) / seconds, score)
         result.history.append(log)
         if on_epoch:
             on_epoch(log)
-        if (val_acc, -val_loss) > best:
-            best = (val_acc, -val_loss)
+        if (score, -val_loss) > best:
+            best = (score, -val_loss)
             result.best_epoch = epoch
             result.best_state = copy.deepcopy(model.state_dict())
             patience = 0

@@ -73,6 +73,7 @@ class GateResult:
             "status_key": self.status_key,
             "parts": self.parts,
             "profile_version": self.profile_version,
+            **self.extra,
             "failed_rules": [f"{t}: {r.rule}" for t, r in self.failed()],
             "reports": [r.as_dict() for r in self.reports],
         }
@@ -121,7 +122,7 @@ def check_batch(
         reports.append(problem)
     else:
         assert metadata is not None
-        reports.append(validate_table(metadata, metadata_spec(cfg), tables.get("metadata")))
+        reports.append(validate_table(metadata, metadata_spec(cfg, info.purpose), tables.get("metadata")))
     if store.exists(info.sensors_key):
         sensors, problem = _read_table(store, info.sensors_key, "sensors")
         if problem:
@@ -144,7 +145,7 @@ def check_batch(
     image_report = validate_images(
         stats,
         metadata_keys=meta_keys,
-        size=(camera.resolution, camera.resolution),
+        size=camera.side_range(),
         mode=camera.color_mode,
         profile=profile.images_for(cfg.camera_signature(info.line)) if profile and info.line in cfg.line_ids else None,
     )
@@ -213,10 +214,13 @@ def run_gate(
         validated_at=now.isoformat(timespec="seconds"),
         parts=info.parts,
         profile_version=profile.version if profile else None,
+        extra={"purpose": info.purpose, "defect_share": round(info.defects / info.parts, 4) if info.parts else None},
     )
     if result.accepted:
         assert metadata is not None and stats is not None
-        manifest: Manifest = build_manifest(cfg.id, manifest_objects(metadata, stats), sources=[prefix])
+        manifest: Manifest = build_manifest(
+            cfg.id, manifest_objects(metadata, stats), sources=[prefix], purpose=info.purpose
+        )
         save_manifest(store, manifest)
         result.manifest_id = manifest.id
     else:

@@ -99,6 +99,7 @@ def image_rules(
     mode: str | None,
     profile: ImageProfile | None,
 ) -> tuple[pd.DataFrame, list[Rule]]:
+    """``size``: the smallest and largest side (pixels) the camera sends (equal for a fixed crop)."""
     """The frame and rules of the image suite (one row per image file, plus orphan metadata rows)."""
     import pandas as pd
 
@@ -151,24 +152,18 @@ def image_rules(
                 "image_key",
             )
         )
-    if size is not None:
-        w, h = size
-        rules.append(
-            Rule(
-                f"image: width {w} px",
-                "ExpectColumnValuesToBeBetween",
-                {"column": "width", "min_value": w, "max_value": w},
-                "width",
+    if size is not None:  # (smallest, largest) side the camera sends: one number for a fixed crop
+        lo, hi = size
+        what = f"{lo} px" if lo == hi else f"{lo}-{hi} px"
+        for side in ("width", "height"):
+            rules.append(
+                Rule(
+                    f"image: {side} {what}",
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": side, "min_value": lo, "max_value": hi},
+                    side,
+                )
             )
-        )
-        rules.append(
-            Rule(
-                f"image: height {h} px",
-                "ExpectColumnValuesToBeBetween",
-                {"column": "height", "min_value": h, "max_value": h},
-                "height",
-            )
-        )
     if mode is not None:
         rules.append(
             Rule(

@@ -77,9 +77,12 @@ class TableSpec(_Strict):
         return [c for c, r in self.columns.items() if r.kind in ("number", "integer") and r.learn]
 
 
-def metadata_spec(cfg: PlantConfig) -> TableSpec:
-    """The metadata table of a raw image batch at this plant."""
+def metadata_spec(cfg: PlantConfig, purpose: str = "production") -> TableSpec:
+    """The metadata table of a raw image batch at this plant. A production batch's defect rate must
+    lie within the plant's bounds; a curated training set may be enriched with defects (its rate is
+    recorded in its dataset version, not checked)."""
     lo, hi = cfg.data.defect_rate_bounds
+    rates = (RateRule(column="label", positive=("defect",), bounds=(lo, hi), name="defect rate"),)
     return TableSpec(
         name="metadata",
         id_column="part_id",
@@ -97,7 +100,7 @@ def metadata_spec(cfg: PlantConfig) -> TableSpec:
             "source": ColumnRule(kind="text", required=False),
         },
         learn_all_numeric=False,
-        rates=(RateRule(column="label", positive=("defect",), bounds=(lo, hi), name="defect rate"),),
+        rates=rates if purpose == "production" else (),
     )
 
 

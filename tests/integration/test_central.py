@@ -62,7 +62,7 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
     assert summary["objects"] == 300 and len(summary["object_sha256"]) == 300
     assert "brightness_mean" in summary["image_statistics"] and "plant-b/" not in json.dumps(summary)
     assert store.exists(f"central/contributions/plant-c/{ids['plant-c']}.json")
-    if not central["champion"]:  # the 2-epoch test recipe may miss the accuracy floor
+    if not central["champion"]:  # the 2-epoch test recipe may miss the quality targets
         from andon.registry import set_alias
 
         set_alias("central.surface-defects", CHAMPION, 1)
@@ -79,7 +79,7 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
         assert alias_version(f"{plant}.surface-defects", CHAMPION) == version
     reports = plant_reports("surface-defects")
     assert sorted(r["plant"] for r in reports) == ["plant-b", "plant-c"]
-    assert all("test_accuracy" in r["metrics"] for r in reports)
+    assert all({"test_escape_rate", "test_overkill_rate", "test_accuracy"} <= set(r["metrics"]) for r in reports)
 
     # a plant whose recipe changed the architecture cannot start from the baseline
     cfg = load_plant("plant-b")
@@ -96,26 +96,29 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
         store, [load_plant("plant-c")], {"training": {"learning_rate": 0.001}}, {"plant-c": [ids["plant-c"]]}
     )
     assert row["plant"] == "plant-c" and row["verdict"] in ("helps", "hurts", "no difference")
-    assert abs(row["delta"] - (row["trial_accuracy"] - row["champion_accuracy"])) < 1e-3
+    assert abs(row["escape_delta"] - (row["trial_escape"] - row["champion_escape"])) < 1e-3
+    assert abs(row["overkill_delta"] - (row["trial_overkill"] - row["champion_overkill"])) < 1e-3
     assert len(list_versions("plant-c.surface-defects")) == before  # a trial registers nothing
     report = governance_report_flow(["plant-b", "plant-c"])
     assert set(report["matrix"]) == {"plant-b", "plant-c"}
-    for src, row in report["matrix"].items():
-        assert set(row) == {"plant-b", "plant-c"} and all(0 <= v <= 1 for v in row.values()), (src, row)
+    for src, row in report["matrix"].items():  # escape and overkill of each champion at its own operating point
+        assert set(row) == {"plant-b", "plant-c"}, (src, row)
+        assert all(0 <= c["escape_rate"] <= 1 and 0 <= c["overkill_rate"] <= 1 for c in row.values()), (src, row)
     # each cell is kept with the champion's version: the next report reads it instead of scoring again
     from andon.governance import report as report_module
 
     cached = list(store.list("governance/matrix/"))
     assert len(cached) == 2, cached
     calls: list[str] = []
-    real = report_module._accuracy_on
-    monkeypatch.setattr(report_module, "_accuracy_on", lambda *a: calls.append(a[2]) or real(*a))
+    real = report_module._cell
+    monkeypatch.setattr(report_module, "_cell", lambda *a: calls.append(a[2]) or real(*a))
     again = report_module.build_report(store, [load_plant("plant-b"), load_plant("plant-c")])
     assert calls == [] and again.matrix == report["matrix"]
     html = store.get(report["key"]).decode()
     assert "generalization matrix" in html or "Generalization" in html
     assert "data:image/png;base64," in html
     by = {r["plant"]: r for r in report["plants"]}
-    assert by["plant-b"]["version"] is not None and by["plant-b"]["generalizes"] is not None
+    assert by["plant-b"]["version"] is not None and by["plant-b"]["escape_elsewhere"] is not None
+    assert "generalization matrix: escape rate" in html or "escape" in html
     # monitoring never ran at these plants: the policy check says so
     assert {f["rule"] for f in report["findings"] if f["plant"] == "plant-b"} >= {"monitoring"}

@@ -83,7 +83,12 @@ def casting_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CastingLab
         train_id, _ = _casting_manifest(store, casting, "train", 600)
         recipe = cfg.recipe.model_copy(
             update={
-                "training": cfg.recipe.training.model_copy(update={"epochs": 6, "batch_size": 32}),
+                # weighted loss: with balanced sampling this small set gave a model whose defect
+                # probabilities were saturated (deletion drops of about 0 either way), which says
+                # nothing about the map (casting is 57 % defective: nothing to balance anyway)
+                "training": cfg.recipe.training.model_copy(
+                    update={"epochs": 6, "batch_size": 32, "sampling": "weighted_loss"}
+                ),
                 "augmentations": cfg.recipe.augmentations[:2],
             }
         )
@@ -110,7 +115,6 @@ def test_saliency_is_faithful_on_casting_parts(casting_lab: CastingLab) -> None:
     than blurring 10 % random pixels (scattered, and in 8x8 blocks), on held-out casting images
     the model calls defective."""
     import numpy as np
-    import torch
 
     from andon.explain import deletion_drops, saliency
     from andon.training.data import ImageCache, load_split
@@ -119,13 +123,16 @@ def test_saliency_is_faithful_on_casting_parts(casting_lab: CastingLab) -> None:
 
     lab = casting_lab
     assert lab.accuracy > 0.85
-    model, arch, _ = load_version(lab.model_name, lab.version)
+    loaded = load_version(lab.model_name, lab.version)
+    model = loaded.model
     cache = ImageCache(lab.home / "cache")
-    images = load_split(lab.store, lab.test_objects, tuple(arch["classes"]), 128, cache).images
+    images = load_split(lab.store, lab.test_objects, loaded.classes, 128, cache).images
     x = to_tensor(images)
-    defect = arch["classes"].index("defect")
-    with torch.inference_mode():
-        flagged = (model(x).argmax(1) == defect).numpy()
+    defect = loaded.classes.index("defect")
+    _, scores = loaded.predict(images)
+    # parts the model is sure about (a low operating point also rejects parts it barely suspects,
+    # whose defect probability has little room left to drop)
+    flagged = scores >= 0.5
     assert flagged.sum() >= 10, f"only {flagged.sum()} parts called defective"
     xf = x[flagged]
     maps = saliency(model, xf, defect, load_plant("plant-a").recipe.explain.method)

@@ -79,7 +79,9 @@ def test_monitor_charts_alerts_once_and_clears(
     dark = monitor(store, cfg, end=t2, window=t2 - t1, emit=emit, drift_report=True)
     by = {v.series: v for v in dark.verdicts}
     assert by["brightness"].status == "breach" and by["brightness"].z < -5 and "shewhart" in by["brightness"].rules
-    assert dark.alerts and {e for e, _ in events} == {"andon.drift.detected"}
+    # (the label-free accuracy estimate may fall too: how confident this model stays in the dark)
+    assert dark.alerts and "andon.drift.detected" in {e for e, _ in events}
+    assert {e for e, _ in events} <= {"andon.drift.detected", "andon.performance.degraded"}
     first = next(a for a in dark.alerts if a["payload"]["series"] == "brightness")
     assert first["payload"]["shift"] < 0 and first["payload"]["report_key"] == dark.drift_report_key
     assert store.exists(dark.drift_report_key) and dark.drift_share is not None and dark.drift_share > 0

@@ -223,3 +223,48 @@ def test_sensor_model_on_ai4i_with_a_failure_type_held_back(lab: ObjectStore) ->
     assert len(thresholds) == 5 and all(0.05 <= t <= 0.95 for t in thresholds)
     with pytest.raises(DataError, match="unknown failure types"):
         train_sensor(lab, cfg, manifest_id, hold_out=("XYZ",))
+
+
+def test_a_model_that_passes_every_part_never_becomes_champion(
+    lab: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real registry and gate: a network that says "ok" to every part (its weights
+    cannot learn: the output ignores the input) is trained, registered and refused, whether its
+    operating point is chosen on validation (a constant score rejects every part: all overkill) or
+    pinned by the recipe (it passes every part: all escapes); forcing it is on the record."""
+    import torch
+    from torch import nn
+
+    from andon import models
+    from andon.promotion import promote
+    from andon.training.run import train_plant
+
+    class PassesAll(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.tensor([8.0, -8.0]), requires_grad=False)
+            self.dummy = nn.Linear(1, 1)  # something for the optimizer
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(1, 2, 3))[:, None] * 0 + self.dummy.weight.sum() * 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias.expand(len(x), 2) + self.dummy(self.features(x)) * 0
+
+    real = models.build_model
+    monkeypatch.setattr(
+        models, "build_model", lambda name, *a, **k: PassesAll() if name == "small_cnn" else real(name, *a, **k)
+    )
+    data = _dataset(lab, 5, parts=300, rate=0.3)
+    chosen = train_plant(lab, CFG, [data], recipe=SMALL)
+    assert chosen.metrics["overkill_rate"] == 1.0 and chosen.metrics["escape_rate"] == 0.0  # rejects all
+    refused = promote(lab, CFG)
+    assert not refused.passed and alias_version(NAME, CHAMPION) is None
+    assert any(v.startswith("overkill rate 100.0 %") for v in refused.violations), refused.violations
+    pinned = SMALL.model_copy(update={"thresholds": SMALL.thresholds.model_copy(update={"defect_probability": 0.5})})
+    passes = train_plant(lab, CFG, [data], recipe=pinned)
+    assert passes.metrics["escape_rate"] == 1.0 and passes.metrics["overkill_rate"] == 0.0  # passes all
+    again = promote(lab, CFG)
+    assert not again.passed and alias_version(NAME, CHAMPION) is None
+    assert any(v.startswith("escape rate 100.0 %") for v in again.violations), again.violations
+    assert "escape rate 100.0 %" in version_info(NAME, passes.version or 0).tags["promotion_refused.reason"]

@@ -40,6 +40,17 @@ def test_defect_is_local_and_visible(kind: str) -> None:
     assert diff[~mask].max() <= 30
 
 
+@pytest.mark.parametrize("shape", ["ring", "disc", "plate"])
+def test_every_defective_part_shows_its_defect(shape: str) -> None:
+    """A defect drawn into a hole or off the part would be a "defect" no one can see: label noise
+    that caps every model's escape rate. Each defective part shows at least a few changed pixels."""
+    sku = Sku(code="X", shape=shape, size=0.75, holes=4)  # type: ignore[arg-type]
+    for i in range(60):
+        kind = DEFECT_TYPES[i % len(DEFECT_TYPES)]
+        _, mask = render_part_with_mask(11, i, 64, sku, kind, Optics(noise_std=0.0))
+        assert mask.sum() >= 4, (shape, i, kind)
+
+
 def test_drift_knobs_move_the_statistics_they_should() -> None:
     base = np.stack([render_part(1, i, 128, DISC, None, Optics()) for i in range(8)]).astype(float)
 
