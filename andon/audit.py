@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -119,6 +119,10 @@ CSV_COLUMNS = (
     "captured_at",
     "scored_at",
     "predicted_class",
+    "defect_score",
+    "threshold",
+    "reviewed_label",
+    "outcome",
     "confidence",
     "probabilities",
     "model_name",
@@ -144,6 +148,7 @@ class AuditResult:
     by_class: dict[str, int]
     by_version: dict[str, int]
     seconds: float
+    floor: dict[str, Any] = field(default_factory=dict)  # escapes / overkills among the reviewed parts
 
 
 def audit_report(
@@ -166,10 +171,14 @@ def audit_report(
     params = [cfg.recipe.classes[0]] if only_defects else None
     frame = PredictionLog(store, cfg.id).read(start, end, where=where, params=params)
     records = [{k: _jsonable(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+    reviewed = _reviewed_labels(store, cfg, start, end)
+    ok_class = cfg.recipe.classes[0]
     for r in records:
         r.update(lineage(r["model_name"], int(r["model_version"])))
         probs = r.get("probabilities") or []
         r["confidence"] = round(max(probs), 4) if probs else None
+        r["reviewed_label"] = reviewed.get(str(r["part_id"]))
+        r["outcome"] = outcome(str(r["predicted_class"]), r["reviewed_label"], ok_class)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = []
         for pair in pool.map(lambda r: _images(store, r), records):
@@ -184,13 +193,15 @@ def audit_report(
         for r in records:
             w.writerow({k: json.dumps(r[k]) if isinstance(r.get(k), list) else r.get(k) for k in CSV_COLUMNS})
     by_class = dict(Counter(str(r["predicted_class"]) for r in records))
+    floor = floor_summary(records, ok_class)
     by_version = dict(Counter(f"{r['model_name']} v{r['model_version']}" for r in records))
-    page = _html(cfg, start, end, only_defects, records, images, by_class, by_version)
+    page = _html(cfg, start, end, only_defects, records, images, floor | by_class, by_version)
     html_path = out_dir / "audit.html"
     html_path.write_text(page)
     report_key = join_key("reports", cfg.id, "audit", f"{datetime.now(UTC):%Y%m%dT%H%M%S}.html")
     store.put(report_key, page.encode(), "text/html")
-    return AuditResult(html_path, csv_path, report_key, len(records), by_class, by_version, time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    return AuditResult(html_path, csv_path, report_key, len(records), by_class, by_version, took, floor)
 
 
 STYLE = """
@@ -212,7 +223,7 @@ def _html(
     only_defects: bool,
     records: list[dict[str, Any]],
     images: list[tuple[str, str]],
-    by_class: dict[str, int],
+    by_class: dict[str, Any],
     by_version: dict[str, int],
 ) -> str:
     e = html.escape
@@ -225,6 +236,11 @@ def _html(
         regions = ", ".join(f"({t['x']:.2f},{t['y']:.2f}) {t['share']:.0%}" for t in top if "x" in t)
         err = f"<br><small>{e(str(r['error']))}</small>" if r.get("error") else ""
         conf = f"{r['confidence']:.3f}" if r.get("confidence") is not None else ""
+        if r.get("defect_score") is not None and r.get("threshold") is not None:
+            conf = f"score {r['defect_score']:.3f} vs {r['threshold']:.3f}"
+        verdict = ""
+        if r.get("outcome"):
+            verdict = f"<br><small>reviewed {e(str(r['reviewed_label']))}: <b>{e(str(r['outcome']))}</b></small>"
         thumb_html = f'<img src="{thumb}" alt="part" width="{THUMB_PX}">' if thumb else "<em>image missing</em>"
         overlay_html = f'<img src="{overlay}" alt="saliency" loading="lazy">' if overlay else ""
         rows.append(
@@ -232,7 +248,7 @@ def _html(
             f"<td><code>{e(str(r['part_id']))}</code><br>{e(str(r.get('line') or ''))} {e(str(r.get('sku') or ''))}"
             f"<br><small>{e(str(r.get('captured_at') or '')[:19])}</small></td>"
             f"<td>{thumb_html}</td><td>{overlay_html}<small>{e(regions)}</small></td>"
-            f'<td class="{css}">{e(cls)}{err}</td>'
+            f'<td class="{css}">{e(cls)}{err}{verdict}</td>'
             f'<td class="num">{conf}</td>'
             f"<td>{e(str(r['model_name']))} <b>v{r['model_version']}</b></td>"
             f"<td><code>data {e(str(r.get('data_manifest_sha256', ''))[:12])}</code><br>"
@@ -240,7 +256,7 @@ def _html(
             f"{' (dirty)' if r.get('code_dirty') == 'true' else ''}</td>"
             "</tr>"
         )
-    chips = "".join(f"<span>{e(k)}: {v}</span>" for k, v in sorted(by_class.items()))
+    chips = "".join(f"<span>{e(k)}: {e(str(v))}</span>" for k, v in by_class.items())
     chips += "".join(f"<span>{e(k)}: {v}</span>" for k, v in sorted(by_version.items()))
     title = f"Audit: {cfg.id}{' (rejected parts only)' if only_defects else ''}"
     return (
@@ -249,10 +265,47 @@ def _html(
         f"{end.isoformat()} · {len(records)} parts · generated {datetime.now(UTC).isoformat(timespec='seconds')} "
         f"from the prediction log and the registry's lineage tags</div><div class='chips'>{chips}</div>"
         "<table><thead><tr><th>part</th><th>image</th><th>saliency (what the model looked at)</th>"
-        "<th>prediction</th><th>confidence</th><th>model version</th><th>lineage</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table></body></html>"
+        "<th>decision</th><th>defect score vs the version's threshold</th><th>model version</th><th>lineage</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></body></html>"
     )
+
+
+def outcome(predicted: str, reviewed: str | None, ok: str) -> str | None:
+    """What a person's review says of the decision: ``escape`` (a defect passed), ``overkill`` (a
+    good part rejected), ``correct``; None when the part was not reviewed (or failed to score)."""
+    if reviewed is None or predicted == "error":
+        return None
+    if reviewed != ok and predicted == ok:
+        return "escape"
+    if reviewed == ok and predicted != ok:
+        return "overkill"
+    return "correct"
+
+
+def floor_summary(records: list[dict[str, Any]], ok: str) -> dict[str, Any]:
+    """Escapes and overkills among the reviewed parts of the report (the floor's numbers first)."""
+    from andon.quality import fmt_rate
+
+    rev = [r for r in records if r.get("outcome")]
+    if not rev:
+        return {"reviewed": 0}
+    defects = [r for r in rev if r["reviewed_label"] != ok]
+    goods = [r for r in rev if r["reviewed_label"] == ok]
+    esc = sum(r["outcome"] == "escape" for r in defects)
+    ovk = sum(r["outcome"] == "overkill" for r in goods)
+    return {
+        "reviewed": len(rev),
+        "escapes": f"{esc} of {len(defects)} reviewed defects ({fmt_rate(esc / len(defects)) if defects else 'n/a'})",
+        "overkills": f"{ovk} of {len(goods)} reviewed good parts ({fmt_rate(ovk / len(goods)) if goods else 'n/a'})",
+    }
+
+
+def _reviewed_labels(store: ObjectStore, cfg: PlantConfig, start: datetime, end: datetime) -> dict[str, str]:
+    """The latest reviewed label per part, from the window's start to a week after its end (reviews follow)."""
+    from andon.labels import ReviewLog
+
+    frame = ReviewLog(store, cfg.id).read(start, end + timedelta(days=7))
+    return dict(zip(frame["part_id"].astype(str), frame["label"].astype(str), strict=True))
 
 
 def default_window(days: int = 30) -> tuple[datetime, datetime]:

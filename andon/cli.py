@@ -25,6 +25,7 @@ EXAMPLES = """\
   synthetic parts as raw batches:     andon synth --plant plant-a --parts 2000
   ... with a lighting + focus drift:  andon synth --plant plant-b --brightness 0.7 --blur 1.5
   upload a labelled image folder:     andon ingest --plant plant-a ../shared/data/casting/test --limit 200
+  ... sorted by class, defect-rich:   andon ingest --plant plant-x ./labelled --mixed --curated
   list objects under a prefix:        andon store ls plant-a/line-1/raw/
   validate a raw batch (the gate):    andon validate --plant plant-b plant-b/line-1/raw/2026-11-26/B
   learn bounds from a good batch:     andon validate learn --plant plant-b --reference PREFIX
@@ -32,6 +33,7 @@ EXAMPLES = """\
   dataset versions of a plant:        andon datasets list --plant plant-b
   what changed between two versions:  andon datasets diff --plant plant-b 2e0abe65 9c41d7aa
   train a challenger on a dataset:    andon train --plant plant-b --dataset 2e0abe65
+  a good model for a new plant:       andon tune --plant plant-x --dataset 2e0abe65 --budget 20m --register
   the sensor (machine-failure) model: andon train-sensor --plant plant-a ai4i2020.csv --hold-out TWF
   challenger vs champion, the gate:   andon promote --plant plant-b
   put the previous champion back:     andon rollback plant-b.surface-defects --reason "false rejects"
@@ -695,6 +697,69 @@ def train(
     )
 
 
+@app.command()
+def tune(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    dataset: Annotated[list[str], typer.Option(help="validated dataset version id(s) (repeatable)")],
+    budget: Annotated[str, typer.Option(help="time budget: 20m, 1h ...")] = "20m",
+    register: Annotated[
+        bool, typer.Option("--register", help="register the best candidate as the challenger (the gate decides)")
+    ] = False,
+) -> None:
+    """Find a good model for a plant within a time budget: the recipe, then a small grid (epochs,
+    sampling, width, classifier + anomaly model, input size), each a child run in MLflow judged by
+    escape and overkill at its own operating point; prints the frontier and picks the best.
+
+    Example: andon tune --plant plant-x --dataset 2e0abe65 --budget 20m --register
+    """
+    from rich.table import Table
+
+    from andon.config import load_plant
+    from andon.datasets import resolve_manifest_id
+    from andon.quality import fmt_rate
+    from andon.storage import open_store
+    from andon.training.tune import tune as run_tune
+
+    cfg, store = load_plant(plant), open_store()
+    ids = [resolve_manifest_id(store, cfg.id, d) for d in dataset]
+    seconds = _duration(budget, "--budget").total_seconds()
+    console = _console()
+    with _progress(console) as bar:
+        job = bar.add_task(f"{plant}: tuning within {budget}", total=None)
+
+        def show(c: Any, i: int, n: int) -> None:
+            bar.update(job, total=n, completed=i)
+            if c.status == "trained":
+                m = c.metrics
+                what = f"escape {fmt_rate(m['escape_rate'])}, overkill {fmt_rate(m['overkill_rate'])}"
+            else:
+                what = c.note
+            console.print(f"  {i}/{n} {c.name}: {c.status} ({c.seconds:.0f} s) {what}")
+
+        cands, chosen, run_id = run_tune(store, cfg, ids, seconds, register=register, on_candidate=show)
+    table = Table(title=f"{plant}: candidates at their own operating points (held-out test split); * = frontier")
+    for col in ("candidate", "escape", "overkill", "ROC-AUC", "defects", "seconds", "status"):
+        table.add_column(col)
+    for c in cands:
+        m = c.metrics
+        table.add_row(
+            ("* " if c.frontier else "  ") + c.name,
+            fmt_rate(m["escape_rate"], m.get("escape_rate_upper")) if m else "-",
+            fmt_rate(m["overkill_rate"]) if m else "-",
+            f"{m.get('roc_auc', float('nan')):.4f}" if m else "-",
+            f"{m.get('defects', 0):.0f}" if m else "-",
+            f"{c.seconds:.0f}",
+            c.status + (f": {c.note}" if c.note else ""),
+        )
+    console.print(table)
+    console.print(f"MLflow: the tune run {run_id} (child runs per candidate; tune/frontier.png, tune/candidates.json)")
+    if chosen is None:
+        console.print("[red]no candidate trained[/]")
+        raise typer.Exit(1)
+    note = chosen.note or "not registered; --register makes it the challenger"
+    console.print(f"best: [bold]{chosen.name}[/] ({note})")
+
+
 @app.command("train-sensor")
 def train_sensor_cmd(
     table: Annotated[Path, typer.Argument(help="sensor table (CSV), e.g. the AI4I 2020 file")],
@@ -1314,8 +1379,9 @@ def audit(
     only_defects: Annotated[bool, typer.Option("--only-defects", help="rejected parts only")] = False,
     out: Annotated[Path | None, typer.Option(help="folder for audit.html and audit.csv")] = None,
 ) -> None:
-    """An audit report of a time window: one row per part with image, saliency overlay, prediction,
-    confidence, model version and lineage (HTML and CSV).
+    """An audit report of a time window: one row per part with image, saliency overlay, decision,
+    defect score against the version's threshold, the reviewed label and whether the decision was an
+    escape or an overkill, model version and lineage (HTML and CSV).
 
     Example: andon audit --plant plant-a --from 2026-11-20T00:00:00+00:00 --to 2026-11-27T00:00:00+00:00 --only-defects
     """
@@ -1331,19 +1397,22 @@ def audit(
         r = audit_report(
             open_store(), cfg, lo, hi, out, only_defects=only_defects, progress=lambda n: bar.advance(task, n)
         )
+    if r.floor.get("reviewed"):
+        _console().print(f"reviewed parts: {r.floor['reviewed']}; escapes {r.floor['escapes']}; "
+                         f"overkills {r.floor['overkills']}")  # fmt: skip
     _console().print(
         f"{r.rows} parts in {r.seconds:.1f} s: {r.html_path} and {r.csv_path} (copy in the store: {r.report_key})"
     )
 
 
-def _duration(value: str) -> Any:
+def _duration(value: str, option: str = "--window") -> Any:
     from datetime import timedelta
 
     from andon.errors import ConfigError
 
     units = {"m": 60, "h": 3600, "d": 86400}
     if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit() or int(value[:-1]) == 0:
-        raise ConfigError(f"--window: {value!r} is not a duration like 5m, 1h or 24h")
+        raise ConfigError(f"{option}: {value!r} is not a duration like 5m, 1h or 24h")
     return timedelta(seconds=int(value[:-1]) * units[value[-1]])
 
 

@@ -51,17 +51,29 @@ class ScoreSummary:
         return self.scored / self.seconds if self.seconds else 0.0
 
 
-@lru_cache(maxsize=8)
 def _load(name: str, version: int) -> LoadedVersion:
-    """Registered versions are immutable: load each one once per process."""
+    """Registered versions are immutable: load each one once per process and registry."""
+    from andon.settings import get_settings
+
+    return _load_cached(name, version, get_settings().mlflow_tracking_uri)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(name: str, version: int, registry: str) -> LoadedVersion:
     from andon.training.run import load_version
 
     return load_version(name, version)
 
 
-@lru_cache(maxsize=8)
 def _load_fast(name: str, version: int) -> LoadedVersion:
     """The registered version folded for CPU inference (same function, about twice as fast)."""
+    from andon.settings import get_settings
+
+    return _load_fast_cached(name, version, get_settings().mlflow_tracking_uri)
+
+
+@lru_cache(maxsize=8)
+def _load_fast_cached(name: str, version: int, registry: str) -> LoadedVersion:
     from dataclasses import replace
 
     from andon.models import optimize_for_inference

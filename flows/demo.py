@@ -77,30 +77,45 @@ def _rates(m: dict[str, Any]) -> str:
 class Size:
     name: str
     casting_train: int  # real casting images plant-a trains on
-    synth_train: int  # synthetic parts plant-b and plant-c train on
+    synth_train: int  # synthetic parts plant-b and plant-c train on (a curated, defect-enriched set)
     hours: int  # production hours scored per plant
     per_hour: int  # parts per hour
     dark_parts: int  # plant-b parts made under the failed light
     sku_parts: int  # plant-c parts of the new SKU
     overrides: dict[str, Any] = field(default_factory=dict)  # merged into configs/base.yaml
+    plant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged into plants/<plant>.yaml
     run_timeout_s: float = 600.0  # how long to wait for an event-started run
+    curated_defect_rate: float = 0.3  # the synthetic plants' training sets: enriched, recorded as curated
 
 
 # the day is compressed into minutes: the retrain policy's 6 h cooldown would stop a re-run's retrains
 COMPRESSED_DAY = {"retrain": {"cooldown_hours": 0}}
 FULL = Size("full", casting_train=1000, synth_train=1500, hours=3, per_hour=100, dark_parts=240, sku_parts=80,
             overrides=COMPRESSED_DAY)  # fmt: skip
+# less data and less training, for a story in minutes: the gate judges on fewer defects and to looser
+# targets; the central baseline gets 3 epochs (too few for the pooled plants: the gate refuses it and the
+# plants train from scratch, as the story says); the plants get 15 (plant-a 10). On 2 cores that does not
+# always make champions that pass even these targets: a plant without one forces its first champion, on
+# the record, and the summary says so (the full demo trains on 2.5x the parts with the real targets)
+QUICK_QUALITY = {"quality": {"max_escape_rate": 0.1, "max_overkill_rate": 0.1, "min_defects": 10}}
+QUICK_PLANT = {**QUICK_QUALITY, "recipe": {"training": {"epochs": 15}}}
 QUICK = Size(
     "quick",
-    casting_train=160,
-    synth_train=240,
+    casting_train=400,
+    synth_train=600,
     hours=2,
     per_hour=40,
     dark_parts=100,
     sku_parts=30,
     overrides={
-        "recipe": {"image": {"size": 64}, "training": {"epochs": 4}, "promotion": {"min_accuracy": 0.8}},
-        "retrain": {"min_new_labels": 60, "fine_tune_epochs": 1, "cooldown_hours": 0},
+        **QUICK_QUALITY,
+        "recipe": {"training": {"epochs": 3}},
+        "retrain": {"min_new_labels": 60, "fine_tune_epochs": 3, "cooldown_hours": 0},
+    },
+    plant_overrides={
+        "plant-a": {**QUICK_QUALITY, "recipe": {"training": {"epochs": 10}}},
+        "plant-b": QUICK_PLANT,
+        "plant-c": QUICK_PLANT,
     },
     run_timeout_s=300.0,
 )
@@ -198,7 +213,14 @@ def ingest_and_validate(d: Demo) -> dict[str, Any]:
         )
     for i, plant in enumerate(PLANTS[1:], start=1):
         with d.console.status(f"{plant}: {d.size.synth_train} synthetic parts (synthesize-plant flow)..."):
-            batches[plant] = synthesize_plant_flow(plant=plant, parts=d.size.synth_train, seed=d.seeded(i), start=start)
+            batches[plant] = synthesize_plant_flow(
+                plant=plant,
+                parts=d.size.synth_train,
+                seed=d.seeded(i),
+                start=start,
+                defect_rate=d.size.curated_defect_rate,
+                curated=True,
+            )
     faulty = plant_faults(d.store, str(batches["plant-b"][0]["prefix"]))
     d.say(f"planted faults in a copy of one plant-b batch: {', '.join(faulty.details['planted_faults'])}")
     todo = [(p, str(b["prefix"])) for p in PLANTS for b in batches[p]] + [("plant-b", faulty.prefix)]
@@ -238,13 +260,12 @@ def central_baseline(d: Demo) -> dict[str, Any]:
     datasets = d.done("data")["datasets"]
     with d.console.status("training central.surface-defects on the pooled datasets (central-baseline flow)..."):
         out = central_baseline_flow(contributions=datasets)
-    if not out["champion"] and out["previous"] is None:
-        raise AndonError(
-            f"{out['model']} v{out['version']} is below the fleet's quality targets: {'; '.join(out['violations'])}"
-        )
     d.say(_central_line(out))
+    if not out["champion"]:
+        for v in out["violations"][:3]:
+            d.say(f"  [red]x[/] {v}")
     d.say(f"pooled by reference: dataset {out['dataset'][:12]} (manifests only; no image left a plant's prefix)")
-    keys = ("model", "version", "escape_rate", "overkill_rate", "accuracy", "champion", "previous")
+    keys = ("model", "version", "escape_rate", "overkill_rate", "accuracy", "champion", "previous", "violations")
     return {key: out[key] for key in keys}
 
 
@@ -255,7 +276,11 @@ def _central_line(out: dict[str, Any]) -> str:
         f"{out['model']} v{out['version']}: held-out escape {fmt_rate(out['escape_rate'])}, overkill "
         f"{fmt_rate(out['overkill_rate'])} (accuracy {out['accuracy']:.3f})"
     )
-    return head + (", the central champion" if out["champion"] else f", kept as a candidate (v{out['previous']} stays)")
+    if out["champion"]:
+        return head + ", the central champion"
+    if out["previous"] is not None:
+        return head + f", kept as a candidate (v{out['previous']} stays champion)"
+    return head + ", [red]refused by the gate[/]: the plants train from scratch"
 
 
 def fine_tune_plants(d: Demo) -> dict[str, Any]:
@@ -270,18 +295,27 @@ def fine_tune_plants(d: Demo) -> dict[str, Any]:
         training, gate = out["training"], out["promotion"]
         m = gate["challenger_metrics"]
         verdict = "[green]promoted[/]" if gate["passed"] else "[red]refused[/]: " + "; ".join(gate["violations"])
-        d.say(f"{plant}: v{training['version']} fine-tuned; on {gate['evaluated_on']}: {_rates(m)}; {verdict}")
+        parent = _parent(plant, training["version"])
+        how = f"fine-tuned from {parent}" if parent else "trained from scratch (the center has no champion)"
+        d.say(f"{plant}: v{training['version']} {how}; on {gate['evaluated_on']}: {_rates(m)}; {verdict}")
         if not gate["passed"] and gate.get("champion") is None:
             # a plant needs a champion for the rest of the day: forced, on the record, with the reason
             forced = promote_flow(plant=plant, force=True, reason="demo: the first champion, below the gate")
             d.say(f"  [yellow]forced[/] v{forced['challenger']} to champion (recorded as forced in the registry)")
         champions[plant] = {
             "version": training["version"],
+            "parent": parent,
             "passed": gate["passed"],
             "threshold": training["operating_point"]["threshold"],
             **{k: m.get(k) for k in RATE_KEYS},
         }
     return {"champions": champions}
+
+
+def _parent(plant: str, version: int) -> str:
+    from andon.registry import model_name, version_info
+
+    return version_info(model_name(plant, TASK), version).tags.get("parent_version", "")
 
 
 def production(d: Demo) -> dict[str, Any]:
@@ -373,7 +407,28 @@ def lighting_change(d: Demo) -> dict[str, Any]:
             f"one cause, one retrain: the {lead['payload']['series']} alert's {lead['event']} carries andon.significant"
         )
         run = _wait_for_run(d, plant, t0, lead["event"])
-    return {"alerts": len(alerts), "drift_share": m.get("drift_share"), **_retrain_outcome(d, plant, before, run)}
+    outcome = _retrain_outcome(d, plant, before, run)
+    dark = _on_parts(d, plant, batches, before, outcome["newest"])
+    return {"alerts": len(alerts), "drift_share": m.get("drift_share"), **outcome, "dark_shift": dark}
+
+
+def _on_parts(d: Demo, plant: str, batches: list[dict[str, Any]], *versions: int | None) -> dict[str, Any]:
+    """Escape and overkill of ``versions`` (each at its own operating point) on the reviewed parts
+    of ``batches``: what the floor saw, before and after the retrain."""
+    from andon.config import load_plant
+    from andon.data import parquet_to_frame
+    from andon.promotion import evaluate_version
+
+    objects = []
+    for b in batches:
+        meta = parquet_to_frame(d.store.get(f"{b['prefix']}/metadata.parquet"))
+        objects += [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()]
+    out: dict[str, Any] = {"parts": len(objects), "defects": sum(o["label"] != "ok" for o in objects)}
+    for v in dict.fromkeys(x for x in versions if x is not None):
+        m = evaluate_version(d.store, load_plant(plant), v, objects)
+        out[f"v{v}"] = {k: m[k] for k in RATE_KEYS}
+        d.say(f"  on the dark shift's {out['parts']} reviewed parts, v{v}: {_rates(m)}")
+    return out
 
 
 def mes_new_sku(d: Demo) -> dict[str, Any]:
@@ -634,6 +689,9 @@ def _use_configs(settings: AndonSettings, size: Size, seed: int = 0) -> None:
     base = yaml.safe_load((target / "base.yaml").read_text())
     overrides = deep_merge(size.overrides, {"recipe": {"training": {"seed": 42 + seed}}} if seed else {})
     (target / "base.yaml").write_text(yaml.safe_dump(deep_merge(base, overrides), sort_keys=False))
+    for plant, extra in size.plant_overrides.items():
+        path = target / "plants" / f"{plant}.yaml"
+        path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(path.read_text()), extra), sort_keys=False))
     os.environ["ANDON_CONFIGS_DIR"] = str(target)
     reset_settings()
 
@@ -807,6 +865,7 @@ def _retrain_outcome(d: Demo, plant: str, before: int | None, run: dict[str, Any
         "champion_before": before,
         "champion_after": after,
         "promoted": after != before,
+        "newest": newest.version,
     }
 
 
@@ -861,7 +920,8 @@ def _summary(d: Demo, seconds: float) -> None:
         facts.add_row("central baseline", _central_line(done["central"]))
     for plant, c in done.get("fine-tune", {}).get("champions", {}).items():
         gate = "passed the gate" if c["passed"] else "[red]forced past the gate[/]"
-        facts.add_row(f"{plant} champion", f"v{c['version']} fine-tuned, {_rates(c)}; {gate}")
+        how = "fine-tuned" if c.get("parent") else "from scratch"
+        facts.add_row(f"{plant} champion", f"v{c['version']} {how}, {_rates(c)}; {gate}")
     for plant, s in done.get("production", {}).get("scored", {}).items():
         facts.add_row(
             f"{plant} production", f"{s['scored']} scored, {s['defects']} rejected, {s['explained']} explained"
@@ -869,11 +929,15 @@ def _summary(d: Demo, seconds: float) -> None:
     for key, what in (("lighting", "plant-b light failure"), ("mes", "plant-c new SKU")):
         r = done.get(key, {})
         if "champion_after" in r:
-            facts.add_row(
-                what,
+            text = (
                 f"retrain run {r['run']['run_name']} {r['run']['state']}: "
-                f"champion v{r['champion_before']} -> v{r['champion_after']}",
+                f"champion v{r['champion_before']} -> v{r['champion_after']}"
             )
+            dark = r.get("dark_shift") or {}
+            for v in (r["champion_before"], r.get("newest")):
+                if f"v{v}" in dark:
+                    text += f"; dark shift, v{v}: {_rates(dark[f'v{v}'])}"
+            facts.add_row(what, text)
     r = done.get("rollback", {})
     if r:
         facts.add_row(

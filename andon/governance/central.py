@@ -186,10 +186,17 @@ def compatible_central(recipe: Recipe, who: str) -> tuple[str, int]:
 def fine_tune(
     store: ObjectStore, cfg: PlantConfig, manifest_ids: list[str], *, recipe: Recipe | None = None
 ) -> TrainOutcome:
-    """A plant challenger fine-tuned from the central champion on the plant's data and recipe."""
+    """A plant challenger fine-tuned from the central champion on the plant's data and recipe. When
+    the center has no champion (no baseline passed the fleet's quality rules: a blind baseline is
+    no starting point), the plant trains from scratch, and its version says so
+    (``central.parent: none``)."""
+    from andon.registry import CHAMPION, alias_version, model_name
     from andon.training.run import train_plant
 
     recipe = recipe or cfg.recipe
+    if alias_version(model_name(CENTRAL, recipe.task), CHAMPION) is None:
+        tags = {"central.parent": "none (the center has no champion: trained from scratch)"}
+        return train_plant(store, cfg, manifest_ids, recipe=recipe, extra_tags=tags)
     parent = compatible_central(recipe, f"{cfg.id}'s recipe")
     tags = {"central.parent": f"{parent[0]}/{parent[1]}"}
     return train_plant(store, cfg, manifest_ids, recipe=recipe, parent=parent, extra_tags=tags)

@@ -72,8 +72,15 @@ class MonitorResult:
         return [v for v in self.verdicts if v.status in ("breach", "active")]
 
 
-@lru_cache(maxsize=8)
 def _reference(name: str, version: int) -> tuple[Reference, pd.DataFrame]:
+    """A version's reference, loaded once per process and registry (versions are immutable)."""
+    from andon.settings import get_settings
+
+    return _reference_cached(name, version, get_settings().mlflow_tracking_uri)
+
+
+@lru_cache(maxsize=8)
+def _reference_cached(name: str, version: int, registry: str) -> tuple[Reference, pd.DataFrame]:
     return load_reference(name, version)
 
 

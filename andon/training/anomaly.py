@@ -130,7 +130,8 @@ def calibrate(model: Any, good_scores: np.ndarray, overkill_budget: float) -> di
     ordered = np.sort(good_scores)
     allowed = int(np.floor(overkill_budget * len(ordered)))  # good parts that may score at or above
     threshold = float(ordered[-allowed - 1] if allowed < len(ordered) else ordered[0])
-    threshold = float(np.nextafter(threshold, np.inf))  # strictly above the last good part kept
+    # strictly above the last good part kept, in the model's own float32 (a float64 step would round away)
+    threshold = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
     scale = float(max(np.std(ordered), 1e-6))
     model.center.fill_(threshold)
     model.scale.fill_(scale)

@@ -54,6 +54,9 @@ class TrainOutcome:
     images_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
     operating_point: dict[str, Any] = field(default_factory=dict)
+    model_uri: str = ""  # the logged model (registering a run later: ``register_run``)
+    model_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # the lineage the version is registered with
 
 
 def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
@@ -278,7 +281,11 @@ def train_plant(
         **(extra_tags or {}),
     }
     mlflow.set_experiment(experiment_id=ensure_experiment(name))
-    with mlflow.start_run(run_name=f"{cfg.id}-{recipe.name}") as run, tempfile.TemporaryDirectory() as tmp_dir:
+    nested = mlflow.active_run() is not None  # e.g. a candidate of `andon tune`: a child run
+    with (
+        mlflow.start_run(run_name=f"{cfg.id}-{recipe.name}", nested=nested) as run,
+        tempfile.TemporaryDirectory() as tmp_dir,
+    ):
         tmp = Path(tmp_dir)
         mlflow.set_tags(tags)
         mlflow.log_params(flatten("", recipe.model_dump(mode="json"), {}))
@@ -381,7 +388,19 @@ def train_plant(
         images_per_s=float(np.mean([h.images_per_s for h in result.history])) if epochs else 0.0,
         history=[h.__dict__ for h in result.history],
         operating_point=op.as_dict(),
+        model_uri=info.model_uri,
+        model_id=str(info.model_id or ""),
+        tags=tags,
     )
+
+
+def register_run(outcome: TrainOutcome) -> int:
+    """Register a run trained with ``register=False`` (a tune candidate) as the challenger."""
+    version = register_version(
+        outcome.model_name, outcome.model_uri, outcome.run_id, outcome.tags, model_id=outcome.model_id or None
+    )
+    set_alias(outcome.model_name, CHALLENGER, version)
+    return version
 
 
 def environment() -> dict[str, str]:

@@ -50,6 +50,10 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
 
     store = open_store()
     ids = {p: _dataset(store, seed, parts=300, cfg=load_plant(p)) for p, seed in (("plant-b", 3), ("plant-c", 4))}
+    # without a central champion (none yet, or none passed the fleet's rules) a plant trains from scratch
+    alone = fine_tune(store, load_plant("plant-b"), [ids["plant-b"]])
+    tags = version_info("plant-b.surface-defects", alone.version or 0).tags
+    assert tags["parent_version"] == "" and tags["central.parent"].startswith("none")
     central = central_baseline_flow({p: [i] for p, i in ids.items()})
     assert central["model"] == "central.surface-defects" and central["version"] == 1
     info = version_info("central.surface-defects", 1)

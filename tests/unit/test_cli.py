@@ -16,6 +16,7 @@ COMMANDS = [
     "config",
     "synth",
     "ingest",
+    "tune",
     "store",
     "score",
     "score-sensor",

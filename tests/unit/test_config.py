@@ -22,8 +22,8 @@ def test_three_demo_plants_load_and_differ() -> None:
     assert not set(a.sku_codes) & set(b.sku_codes) and not set(b.sku_codes) & set(c.sku_codes)
     # ...and share the standard recipe where they do not override it
     assert b.recipe == c.recipe
-    # plant-a: only its epochs and its photometric augmentations (its ring light drifts)
-    same = {"training": b.recipe.training, "augmentations": b.recipe.augmentations}
+    # plant-a: only its epochs, its input size and its photometric augmentations (its ring light drifts)
+    same = {"training": b.recipe.training, "augmentations": b.recipe.augmentations, "image": b.recipe.image}
     assert a.recipe.model_copy(update=same) == b.recipe
     assert a.recipe.training.epochs == 6 and len(a.recipe.augmentations) > len(b.recipe.augmentations)
     assert a.quality.max_escape_rate < b.quality.max_escape_rate  # castings go into pumps
