@@ -317,7 +317,7 @@ def main() -> None:
         else:
             globals()[f"run_{part}"](rec, store)
         rec.figure(f"{part}_benchmark_seconds", time.perf_counter() - t0, "s")
-    rec.save()
+        rec.save()  # after every part: a long run that stops late keeps what it measured
 
 
 if __name__ == "__main__":

@@ -166,7 +166,12 @@ def operating_point_for(cfg: PlantConfig, recipe: Recipe, probs: Any, labels: An
         where += f" {cfg.quality.max_overkill_rate:.1%}"
         return OperatingPoint(0.5, "anomaly_score", cfg.quality.max_escape_rate, where, rates.metrics(), True)
     return choose_operating_point(
-        scores, labels != 0, cfg.quality.max_escape_rate, confidence=cfg.quality.confidence, chosen_on=chosen_on
+        scores,
+        labels != 0,
+        cfg.quality.max_escape_rate,
+        confidence=cfg.quality.confidence,
+        chosen_on=chosen_on,
+        max_overkill_rate=cfg.quality.max_overkill_rate,
     )
 
 

@@ -83,6 +83,10 @@ def test_few_defects_set_the_threshold_from_the_tail_too() -> None:
     labels = np.r_[np.zeros(400, bool), np.ones(12, bool)]
     op = choose_operating_point(scores, labels, 0.03)
     assert op.threshold < defect.min()  # below the lowest defect seen: the tail reaches further
+    # ... and spends half the overkill budget on the many good parts, whose rate it can measure
+    spent = choose_operating_point(scores, labels, 0.03, max_overkill_rate=0.03)
+    assert spent.threshold <= op.threshold and rates_at(scores, labels, spent.threshold).overkills <= 6
+    assert rates_at(scores, labels, spent.threshold).overkills == 6 or spent.threshold < np.sort(good)[-6]
     # with enough defects to resolve the target, the split itself decides: 3 % of 400 may escape
     many_scores = np.r_[good, rng.beta(8, 2, 400)]
     many_labels = np.r_[np.zeros(400, bool), np.ones(400, bool)]
