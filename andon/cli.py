@@ -811,6 +811,9 @@ def promote(
     d = run_promote(open_store(), cfg, force=force, reason=reason)
     console = _console()
     _print_gate_metrics(console, d)
+    from andon.promotion import verdict_line
+
+    console.print(f"challenger v{d.challenger}: {verdict_line(d.challenger_metrics, cfg)}")
     name = model_name(cfg.id, cfg.recipe.task)
     if d.passed:
         note = " [yellow](FORCED)[/]" if d.forced else ""

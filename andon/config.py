@@ -120,6 +120,12 @@ class AnomalySpec(_Strict):
     )
     backbone_file: str | None = Field(default=None, description="object key of a state_dict of recipe.model")
     backbone_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="checked at load")
+    strides: tuple[int, ...] = Field(
+        default=(4, 8),
+        min_length=1,
+        max_length=3,
+        description="feature maps compared patch by patch: 4 and 8 for thin local defects, 32 for the whole part",
+    )
     memory_size: int = Field(default=4000, ge=10, le=200_000, description="patches kept in the memory bank")
     max_train_images: int = Field(default=1000, ge=1, le=100_000, description="good parts the bank is built from")
     overkill_share: float = Field(
@@ -128,6 +134,8 @@ class AnomalySpec(_Strict):
 
     @model_validator(mode="after")
     def _file(self) -> AnomalySpec:
+        if list(self.strides) != sorted(set(self.strides)) or not set(self.strides) <= {2, 4, 8, 16, 32}:
+            raise ValueError(f"strides must be increasing, from 2, 4, 8, 16, 32; got {list(self.strides)}")
         if self.backbone == "file" and not (self.backbone_file and self.backbone_sha256):
             raise ValueError("backbone: file needs backbone_file (object key) and backbone_sha256")
         return self

@@ -172,11 +172,12 @@ def choose_operating_point(
     With fewer defects than the target can resolve (fewer than ``1 / max_escape_rate``: not one
     escape is allowed), the lowest-scoring defect of a small split is a poor guess of the tail of
     all defects (on synthetic plant-b, 12 validation defects put the threshold where 8 % of new
-    defects escaped, at 0.04 % overkill). Then the threshold is lowered to the lowest of: that
-    guess; a tail estimate (a normal fit of the defect scores' log-odds at its ``max_escape_rate``
-    quantile); and, given ``max_overkill_rate``, the threshold that rejects half that budget of the
-    split's good parts. Good parts are many and their rate is measurable: spending half the
-    overkill budget buys escapes that a few defects cannot show.
+    defects escaped, at 0.04 % overkill). Then the threshold is lowered to the lower of a tail
+    estimate (a normal fit of the defect scores' log-odds at its ``max_escape_rate`` quantile) and,
+    given ``max_overkill_rate``, the threshold that rejects half that budget of the split's good
+    parts (good parts are many and their rate is measurable: spending half the budget buys escapes
+    that a few defects cannot show); but never below the threshold that spends the whole budget
+    (a tail estimate of castings' bimodal scores once asked for 62 % overkill).
 
     Without defects no escape target can be met or measured: the threshold is then set so that
     no good part of the split is rejected, and the point is marked infeasible."""
@@ -201,16 +202,44 @@ def choose_operating_point(
     if len(below):
         mid = float((edge + below.max()) / 2)
         threshold = mid if below.max() < mid else threshold  # no float between two neighbours: the edge
-    if allowed == 0 and score == "defect_probability" and len(defect_scores) >= 3 and max_escape_rate > 0:
-        threshold = min(threshold, tail_threshold(defect_scores, max_escape_rate))
-    if allowed == 0 and max_overkill_rate is not None:
-        good = np.sort(scores[~is_defect])
-        spend = math.floor(max_overkill_rate / 2 * len(good) + 1e-9)  # good parts the lower threshold may reject
-        if 0 < spend < len(good):
-            threshold = min(threshold, float(np.nextafter(good[-spend - 1], np.inf)))
+    if allowed == 0:
+        threshold = _few_defects(scores, is_defect, defect_scores, threshold, max_escape_rate, max_overkill_rate, score)
     rates = rates_at(scores, is_defect, threshold, confidence)
     feasible = rates.goods == 0 or rates.overkills < rates.goods
     return OperatingPoint(threshold, score, max_escape_rate, chosen_on, rates.metrics(), feasible)
+
+
+def _few_defects(
+    scores: np.ndarray,
+    is_defect: np.ndarray,
+    defect_scores: np.ndarray,
+    threshold: float,
+    max_escape_rate: float,
+    max_overkill_rate: float | None,
+    score: ScoreKind,
+) -> float:
+    """Lower ``threshold`` (which lets no validation defect through) when the split has too few
+    defects to resolve the target: to the tail estimate and to half the overkill budget, whichever
+    is lower, but never below the threshold that spends the whole budget: an extrapolation may
+    not reject more good parts than the plant allows."""
+    import numpy as np
+
+    lower = []
+    if score == "defect_probability" and len(defect_scores) >= 3 and max_escape_rate > 0:
+        lower.append(tail_threshold(defect_scores, max_escape_rate))
+    good = np.sort(scores[~is_defect])
+    floor = -math.inf
+    if max_overkill_rate is not None and len(good):
+
+        def at_budget(share: float) -> float:
+            spend = math.floor(share * len(good) + 1e-9)  # good parts a threshold may reject
+            return float(np.nextafter(good[-spend - 1], np.inf)) if spend < len(good) else float(good[0])
+
+        lower.append(at_budget(max_overkill_rate / 2))
+        floor = at_budget(max_overkill_rate)
+    if not lower:
+        return threshold
+    return min(threshold, max(floor, min(lower)))
 
 
 def tail_threshold(defect_probabilities: np.ndarray, max_escape_rate: float) -> float:

@@ -119,29 +119,38 @@ def _sensor_mlp(in_features: int, num_outputs: int, width: int) -> nn.Module:
     return SensorMLP()
 
 
-def mid_features(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Two mid-level feature maps of an image network (strides 4 and 8 of the input), which describe
-    local texture: what an anomaly model compares patch by patch. Computed by running the layers
-    in order (no hooks, so concurrent callers never see each other's activations)."""
+def mid_features(net: nn.Module, x: torch.Tensor, strides: tuple[int, ...] = (4, 8)) -> list[torch.Tensor]:
+    """Feature maps of an image network at the given ``strides`` of the input (4 and 8: local texture,
+    for thin cracks and pits; 32: the whole part's structure, for castings), what an anomaly model
+    compares patch by patch. Computed by running the layers in order (no hooks, so concurrent
+    callers never see each other's activations)."""
     from torch import nn
 
     body = getattr(net, "body", None)
-    if isinstance(body, nn.Sequential):  # small_cnn: conv-BN-ReLU-pool blocks; after the 2nd and 3rd pool
-        out, pools = [], 0
+    if isinstance(body, nn.Sequential):  # small_cnn: conv-BN-ReLU-pool blocks, stride 2 per pool
+        out, stride = [], 1
         for m in body:
             x = m(x)
             if isinstance(m, nn.MaxPool2d):
-                pools += 1
-                if pools in (2, 3):
+                stride *= 2
+                if stride in strides:
                     out.append(x)
-                if pools == 3:
+                if stride == max(strides):
                     return out
     inner = getattr(net, "net", None)
-    if inner is not None and hasattr(inner, "layer2"):  # resnet18: after layer1 and layer2
+    if inner is not None and hasattr(inner, "layer4"):  # resnet18: layer1..4 at strides 4..32
         x = inner.maxpool(inner.relu(inner.bn1(inner.conv1(x))))
-        a = inner.layer1(x)
-        return [a, inner.layer2(a)]
-    raise ConfigError(f"{type(net).__name__}: no known feature taps for an anomaly model (use small_cnn or resnet18)")
+        out = []
+        for stride, layer in ((4, inner.layer1), (8, inner.layer2), (16, inner.layer3), (32, inner.layer4)):
+            x = layer(x)
+            if stride in strides:
+                out.append(x)
+            if stride == max(strides):
+                return out
+    raise ConfigError(
+        f"{type(net).__name__}: no feature maps at strides {list(strides)} for an anomaly model "
+        "(small_cnn: 2-32, resnet18: 4-32)"
+    )
 
 
 def nearest(points: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
@@ -151,15 +160,15 @@ def nearest(points: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     return d2.min(dim=1).values.clamp_min(0).sqrt()
 
 
-def _patchcore(backbone: nn.Module, feat_dim: int, memory_size: int) -> Any:
+def _patchcore(backbone: nn.Module, feat_dim: int, memory_size: int, strides: tuple[int, ...] = (4, 8)) -> Any:
     import torch
     import torch.nn.functional as F
     from torch import nn
 
     class PatchCore(nn.Module):
         """A part is as anomalous as its most unusual patch is far from every patch of the good
-        parts it was fitted on (the memory bank). Patch features are two mid-level feature maps of
-        the backbone, averaged over a 3x3 neighbourhood, the coarser one upsampled to the finer.
+        parts it was fitted on (the memory bank). Patch features are the backbone's feature maps at
+        ``strides``, averaged over a 3x3 neighbourhood, the coarser one upsampled to the finer.
         ``forward`` gives two-class logits ``[0, (score - center) / scale]``: softmax yields a
         defect probability of 0.5 exactly at the threshold fitted on good parts, so scoring,
         monitoring and the gate treat it like any classifier."""
@@ -184,10 +193,10 @@ def _patchcore(backbone: nn.Module, feat_dim: int, memory_size: int) -> Any:
 
         def patch_features(self, x: torch.Tensor) -> torch.Tensor:
             """``(N, D, h, w)`` at the finer tap's resolution."""
-            got = mid_features(self.backbone, x)
+            got = mid_features(self.backbone, x, strides)
             fine = F.avg_pool2d(got[0], 3, 1, 1)
-            coarse = F.interpolate(F.avg_pool2d(got[1], 3, 1, 1), size=fine.shape[-2:], mode="bilinear")
-            return torch.cat([fine, coarse], dim=1)
+            coarse = [F.interpolate(F.avg_pool2d(g, 3, 1, 1), size=fine.shape[-2:], mode="bilinear") for g in got[1:]]
+            return torch.cat([fine, *coarse], dim=1)
 
         def patch_scores(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
             """``(N, h, w)``: each patch's distance to its nearest neighbour in the memory bank."""
@@ -254,7 +263,8 @@ def build_from_arch(arch: dict[str, Any]) -> nn.Module:
     base = (arch["in_channels"], arch["num_classes"], arch["width"])
     if name in ("patchcore", "either"):
         backbone = build_model(str(arch["backbone"]), *base)
-        anomaly = _patchcore(backbone, int(arch["feat_dim"]), int(arch["memory_size"]))
+        strides = tuple(int(v) for v in arch.get("strides", (4, 8)))
+        anomaly = _patchcore(backbone, int(arch["feat_dim"]), int(arch["memory_size"]), strides)
         return anomaly if name == "patchcore" else _either(backbone, anomaly)
     return build_model(name, *base)
 

@@ -1,7 +1,8 @@
 """Anomaly models for plants with few or no defect labels, and for defect types never seen:
 PatchCore-style, fitted on good parts only.
 
-1. **Backbone**: an image network's mid-level features (``andon.models.mid_features``). No
+1. **Backbone**: an image network's feature maps at the recipe's strides (``anomaly.strides``: 4 and
+   8 for thin cracks and pits, 32 for the whole part's structure; ``andon.models.mid_features``). No
    pretrained weights can be downloaded, so the backbone is the fleet's central model
    (``central``), the plant's own classifier trained in the same run (``kind: both``), a weights
    file from the object store checked against its sha256 (``file``), or a freshly initialised
@@ -79,6 +80,7 @@ def fit_patchcore(
     pool_size: int = 40_000,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    strides: tuple[int, ...] = (4, 8),
 ) -> Any:
     """A PatchCore model over ``backbone`` whose memory bank covers the patches of ``good`` parts
     (``uint8 (N, H, W)``). Not yet calibrated: see :func:`calibrate`."""
@@ -89,7 +91,7 @@ def fit_patchcore(
     if len(good) == 0:
         raise DataError("an anomaly model needs good parts to learn what normal looks like; the split has none")
     t0 = time.perf_counter()
-    probe = _patchcore(backbone, 1, 1)
+    probe = _patchcore(backbone, 1, 1, strides)
     feats = patch_features(probe, good)  # (N, D, h, w)
     d = feats.shape[1]
     flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
@@ -97,7 +99,7 @@ def fit_patchcore(
     if len(flat) > pool_size:
         flat = flat[torch.randperm(len(flat), generator=gen)[:pool_size]]
     idx = greedy_coreset(flat, min(memory_size, len(flat)), seed)
-    model = _patchcore(backbone, d, len(idx))
+    model = _patchcore(backbone, d, len(idx), strides)
     model.memory.copy_(flat[idx])
     if progress:
         took = time.perf_counter() - t0

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from andon.config import PlantConfig, Recipe
 from andon.datasets import combine, load_manifest, require_usable
@@ -36,9 +36,6 @@ from andon.training.augment import build_augmentations
 from andon.training.data import ImageCache, load_split, split_objects
 from andon.training.evaluate import classification_metrics, confusion_png, frontier_png, worst_errors_png
 from andon.training.loop import PREPROCESSING, EpochLog, FitResult, fit, predict, seed_everything, to_tensor
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
@@ -88,6 +85,7 @@ def architecture_spec(recipe: Recipe, num_classes: int, model: Any = None) -> di
             "backbone": recipe.model.name,
             "feat_dim": int(memory.shape[1]),
             "memory_size": int(memory.shape[0]),
+            "strides": list(recipe.anomaly.strides),
         }
     return spec
 
@@ -212,7 +210,9 @@ def fit_anomaly(cfg: PlantConfig, recipe: Recipe, backbone: Any, train: Any, val
 
     spec = recipe.anomaly
     good = train.images[train.labels == 0][: spec.max_train_images]
-    patchcore = fit_patchcore(backbone.eval(), good, memory_size=spec.memory_size, seed=recipe.training.seed)
+    patchcore = fit_patchcore(
+        backbone.eval(), good, memory_size=spec.memory_size, seed=recipe.training.seed, strides=spec.strides
+    )
     budget = cfg.quality.max_overkill_rate * (spec.overkill_share if recipe.kind == "both" else 1.0)
     fitted = calibrate(patchcore, anomaly_scores(patchcore, val.images[val.labels == 0]), budget)
     fitted |= {"memory_size": int(patchcore.memory.shape[0]), "bank_from_good_parts": len(good)}

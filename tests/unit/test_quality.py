@@ -20,6 +20,7 @@ from andon.quality import (
     defects_needed,
     overkill_at_target,
     rates_at,
+    tail_threshold,
 )
 from andon.training.evaluate import classification_metrics
 
@@ -87,6 +88,14 @@ def test_few_defects_set_the_threshold_from_the_tail_too() -> None:
     spent = choose_operating_point(scores, labels, 0.03, max_overkill_rate=0.03)
     assert spent.threshold <= op.threshold and rates_at(scores, labels, spent.threshold).overkills <= 6
     assert rates_at(scores, labels, spent.threshold).overkills == 6 or spent.threshold < np.sort(good)[-6]
+    # ... but never more than the whole budget: a wide tail (defect log-odds from -1 to 10)
+    # asks for a threshold far below every good part, and gets the budget's instead
+    wide = np.r_[good, 1 / (1 + np.exp(-np.linspace(-1, 10, 27)))]  # log-odds spread wide, lowest 0.27
+    labels_b = np.r_[np.zeros(400, bool), np.ones(27, bool)]
+    capped = choose_operating_point(wide, labels_b, 0.005, max_overkill_rate=0.01)
+    assert tail_threshold(wide[labels_b], 0.005) < np.sort(good)[-5]  # the tail alone: more than 1 %
+    assert rates_at(wide, labels_b, capped.threshold).overkills == 4  # 1 % of 400
+    assert rates_at(wide, labels_b, capped.threshold).escapes == 0
     # with enough defects to resolve the target, the split itself decides: 3 % of 400 may escape
     many_scores = np.r_[good, rng.beta(8, 2, 400)]
     many_labels = np.r_[np.zeros(400, bool), np.ones(400, bool)]
