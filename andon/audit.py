@@ -139,6 +139,18 @@ CSV_COLUMNS = (
 )
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text that starts like a formula (``=``, ``+``, ``-``,
+    ``@``, tab, carriage return) gets a leading single quote (OWASP's CSV injection advice).
+    Numbers stay numbers; a SKU or part id from the line is text and is never trusted."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 @dataclass
 class AuditResult:
     html_path: Path
@@ -191,7 +203,7 @@ def audit_report(
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in records:
-            w.writerow({k: json.dumps(r[k]) if isinstance(r.get(k), list) else r.get(k) for k in CSV_COLUMNS})
+            w.writerow({k: csv_cell(json.dumps(r[k]) if isinstance(r.get(k), list) else r.get(k)) for k in CSV_COLUMNS})
     by_class = dict(Counter(str(r["predicted_class"]) for r in records))
     floor = floor_summary(records, ok_class)
     by_version = dict(Counter(f"{r['model_name']} v{r['model_version']}" for r in records))

@@ -51,6 +51,7 @@ EXAMPLES = """\
   label them in the terminal:         andon label review --plant plant-a --reviewer me
   Label Studio round trip:            andon label export --plant plant-a tasks.json | andon label import ...
   the plants' Prefect deployments:    andon deployments render  |  andon deploy
+  a worker for a plant's flow runs:   andon worker --plant plant-b
   the center's policy on all plants:  andon governance check
   central baseline, plant fine-tune:  andon governance central --dataset plant-b:ID | governance fine-tune ...
   the cross-plant report (HTML):      andon governance report
@@ -1052,20 +1053,22 @@ def score(
     plant: Annotated[str, typer.Option(help="plant id")],
     explain: Annotated[bool, typer.Option(help="log a saliency map for every flagged part")] = True,
 ) -> None:
-    """Score a raw batch with the plant's champion; every part goes to the prediction log.
+    """Score a raw batch with the plant's champion; every part goes to the prediction log. Only a
+    batch the data gate accepted is scored (a quarantined or never validated one: exit 1).
 
     Example: andon score --plant plant-b plant-b/line-1/raw/2026-11-26/20261126T060000Z-s0-35470b3f
     """
     from andon.config import load_plant
     from andon.data import parquet_to_frame, read_plant_batch
-    from andon.scoring import score_batch
+    from andon.scoring import require_accepted, score_batch
     from andon.storage import open_store
 
     store, cfg = open_store(), load_plant(plant)
+    require_accepted(store, cfg, batch)
     total = len(parquet_to_frame(store.get(read_plant_batch(store, cfg.id, batch).metadata_key)))
     with _progress(_console()) as bar:
         task = bar.add_task(f"scoring {cfg.id}", total=total)
-        s = score_batch(store, cfg, batch, explain=explain, progress=lambda n: bar.advance(task, n))
+        s = score_batch(store, cfg, batch, explain=explain, progress=lambda n: bar.advance(task, n), gated=True)
     _console().print(
         f"{s.scored} of {s.parts} parts scored by {s.model} v{s.version} ({s.parts_per_s:.0f} parts/s); "
         f"{s.defects} predicted defects, {s.explained} explained; {s.errors} error row(s); "
@@ -1145,9 +1148,9 @@ def gateway(
 
     Example: andon gateway --port 8090 --mqtt mqtt://127.0.0.1:1883   (with ANDON_MES_SECRET set)
     """
-    import uvicorn
-
     from andon.gateway.app import build_gateway, create_app
+    from andon.gateway.mqtt import redact
+    from andon.httpkit import run_server
     from andon.settings import get_settings
 
     gw = build_gateway(api_url=prefect_api_url)
@@ -1160,10 +1163,10 @@ def gateway(
     port = port or get_settings().gateway_port
     sys.stderr.write(
         f"andon: MES gateway on http://{host}:{port} (POST /v1/mes/events), outbox {gw.outbox._safe_url()}, "
-        f"forwarding to {gw.forwarder.api_url if gw.forwarder else '-'}{', MQTT ' + mqtt if mqtt else ''}\n"
+        f"forwarding to {gw.forwarder.api_url if gw.forwarder else '-'}{', MQTT ' + redact(mqtt) if mqtt else ''}\n"
     )
     try:
-        uvicorn.run(create_app(gw), host=host, port=port, log_level="warning", access_log=False)
+        run_server(create_app(gw), host, port)
     finally:
         if bridge:
             bridge.stop()
@@ -1231,7 +1234,7 @@ def deploy(
     """Apply deployments/prefect.yaml to the Prefect server: renders it, creates each plant's
     process work pool (andon-<plant>), then applies every deployment with its schedules and
     triggers (what `prefect deploy --all` does, concurrently); logs what changed. Start a worker
-    per plant with `prefect worker start --pool andon-<plant>`.
+    per plant with `andon worker --plant <plant>`.
 
     Example: andon deploy
     """
@@ -1261,6 +1264,35 @@ def deploy(
     record = log_deploy(open_store(), render([load_plant(p) for p in plants]), api, getpass.getuser())
     summary = ", ".join(f"{len(record[k])} {k}" for k in ("added", "removed", "changed"))
     sys.stdout.write(f"deployed {path.name} to {api} ({summary}; logged under governance/deployments/)\n")
+
+
+@app.command()
+def worker(
+    plant: Annotated[str, typer.Option(help="plant id: the worker polls its pool andon-<plant>")],
+    prefect_api_url: Annotated[str | None, typer.Option(help="default ANDON_PREFECT_API_URL")] = None,
+    run_once: Annotated[bool, typer.Option("--run-once", help="take the runs due now, then exit")] = False,
+) -> None:
+    """A Prefect process worker for one plant's work pool, pointed at Andon's Prefect server
+    (`prefect worker start --pool andon-<plant>` with PREFECT_API_URL set; the API credential
+    PREFECT_API_AUTH_STRING is passed on from the environment, never on the command line).
+
+    Example: andon worker --plant plant-b
+    """
+    import os
+
+    from andon.config import load_plant
+    from andon.deployments import work_pool
+    from andon.settings import REPO_ROOT
+
+    pool = work_pool(load_plant(plant).id)
+    api = prefect_api_url or _settings().prefect_api_url
+    env = os.environ | {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    if run_once:
+        cmd.append("--run-once")
+    sys.stderr.write(f"andon: worker for {pool} on {api}\n")
+    os.chdir(REPO_ROOT)  # the deployments' entrypoints (flows/...) are relative to the checkout
+    os.execvpe(cmd[0], cmd, env)
 
 
 mes_app = typer.Typer(help="MES events: send a signed one to a gateway (for testing and integration).")
@@ -1341,6 +1373,7 @@ def explain(
     import json
 
     from rich.table import Table
+    from rich.text import Text
 
     from andon.audit import find_part
     from andon.config import load_plant
@@ -1348,12 +1381,13 @@ def explain(
 
     lo, hi = _window(start, end, 30)
     rec = find_part(open_store(), load_plant(plant), part_id, lo, hi)
-    if as_json:
+    if as_json:  # json.dumps escapes every control character (\u001b), so the terminal gets none
         sys.stdout.write(json.dumps(rec, indent=1, default=str) + "\n")
         return
-    from rich.markup import escape
 
-    table = Table(title=f"{part_id}: {rec['predicted_class']}", show_header=False)
+    # what was logged came from the line (SKU, part id, error text): shown as plain Text (never
+    # parsed as Rich markup, so `[/]` is just text) with control characters made visible
+    table = Table(title=Text(_terminal_safe(f"{part_id}: {rec['predicted_class']}")), show_header=False)
     probs = rec.get("probabilities") or []
     fields = [
         ("scored at", rec.get("scored_at")),
@@ -1370,8 +1404,22 @@ def explain(
         ("overlay", rec.get("overlay") or "-"),
     ]
     for k, v in fields:
-        table.add_row(k, escape(str(v)))
+        table.add_row(k, Text(_terminal_safe(str(v))))
     _console().print(table)
+
+
+_BIDI = {0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069, 0x200E, 0x200F}
+
+
+def _terminal_safe(text: str) -> str:
+    """``text`` with every control character (ANSI escapes, carriage returns, bidi overrides...)
+    shown as a visible escape such as ``\\x1b``, so data can never drive the operator's terminal."""
+    import unicodedata
+
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" or ord(ch) in _BIDI else ch
+        for ch in text
+    )
 
 
 @app.command()
@@ -1756,7 +1804,9 @@ def label_import(
     try:
         tasks = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON export ({exc})") from None
+        raise DataError(f"{path}: not a readable JSON export ({str(exc)[:200]})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a Label Studio export") from None
     result = import_annotations(open_store(), load_plant(plant), tasks)
     sys.stdout.write(f"imported {result['imported']} labels ({result['skipped']} tasks without an annotation)\n")
 
@@ -1828,27 +1878,29 @@ def alerts_list(
 
     Example: andon alerts list --plant plant-a --status open
     """
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from andon.config import load_plant
     from andon.monitoring.monitor import list_alerts
     from andon.storage import open_store
 
+    def when(stamp: str | None) -> str:  # 2026-11-30T10:05:00+00:00 -> 11-30 10:05 (UTC)
+        return f"{stamp[5:10]} {stamp[11:16]}" if stamp else ""
+
     cfg = load_plant(plant)
-    table = Table(title=f"{cfg.id} alerts")
-    for col in ("id", "event", "series", "severity", "status", "opened", "cleared"):
-        table.add_column(col)
-    for a in list_alerts(open_store(), cfg.id, status):
-        p = a["payload"]
-        table.add_row(
-            a["id"],
-            a["event"],
-            p["series"],
-            p["severity"],
-            a["status"],
-            a["opened_at"][:19],
-            str(a["cleared_at"] or "")[:19],
-        )
+    alerts = list_alerts(open_store(), cfg.id, status)
+    table = Table(title=f"{cfg.id} alerts (times UTC)", box=box.SIMPLE_HEAD, show_edge=False)
+    # the id (it names the series) is what `alerts ack` needs: never cut or wrapped at any width
+    table.add_column("id", no_wrap=True, min_width=max((len(a["id"]) for a in alerts), default=2))
+    for col in ("kind", "severity", "status"):
+        table.add_column(col, overflow="fold")
+    table.add_column("opened / cleared", overflow="fold")
+    for a in alerts:
+        kind = "perf" if a["event"].endswith("performance.degraded") else "drift"
+        opened_cleared = when(a["opened_at"]) + (f"\n{when(a['cleared_at'])}" if a["cleared_at"] else "")
+        table.add_row(Text(a["id"]), kind, Text(str(a["payload"]["severity"])), Text(a["status"]), opened_cleared)
     _console().print(table)
 
 

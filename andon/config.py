@@ -286,6 +286,19 @@ class MonitoringSpec(_Strict):
         default=72, ge=1, le=10_000, description="first windows of a new champion that set the in-control baseline"
     )
     drift_sample: int = Field(default=5000, ge=100, description="rows per side given to Evidently")
+    clear_after_windows: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="an open alert clears only after its series was back in control for this many charted windows",
+    )
+    gross_relative_change: float = Field(
+        default=0.3,
+        ge=0,
+        le=10,
+        description="an image statistic (brightness, contrast, sharpness) whose window mean moved this share of its "
+        "reference mean alarms in Phase I and II whatever its z (0: off); a lamp failure took brightness -42 %",
+    )
 
 
 class QualitySpec(_Strict):

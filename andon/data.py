@@ -9,7 +9,9 @@ A raw batch is what one line produced in one stretch of time::
 
 ``<prefix>`` is the plant's ``object_prefix`` (default the plant id); dates are UTC
 (``YYYY-MM-DD``). Objects are written first and ``batch.json`` last, so a batch whose
-``batch.json`` exists is complete. Raw batches are never modified or deleted by Andon.
+``batch.json`` exists is complete. Raw batches are never modified or deleted by Andon: ingest
+writes each object once (:func:`put_once`) and batch ids are content-addressed
+(:func:`content_digest`).
 """
 
 from __future__ import annotations
@@ -155,11 +157,42 @@ def read_plant_batch(store: ObjectStore, plant: str, prefix: str) -> BatchInfo:
 
 
 def read_batch_info(store: ObjectStore, key: str) -> BatchInfo:
+    """``batch.json`` as written by :func:`write_batch_tables`; anything else (not JSON, JSON nested
+    too deep, a field missing or of the wrong type) is a :class:`DataError` naming the problem."""
     try:
         raw = json.loads(store.get(key))
         info = BatchInfo(**raw)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise DataError(f"{key}: not a valid batch.json: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise DataError(f"{key}: not a valid batch.json: {str(exc)[:300]}") from None
+    wrong = [
+        f
+        for f in ("plant", "line", "date", "batch_id", "prefix", "origin", "purpose")
+        if not isinstance(getattr(info, f), str)
+    ]
+    wrong += [f for f in ("parts", "defects") if type(getattr(info, f)) is not int or getattr(info, f) < 0]
+    wrong += [] if isinstance(info.details, dict) else ["details"]
+    if wrong:
+        raise DataError(f"{key}: not a valid batch.json: wrong type or value for {', '.join(wrong)}")
     if info.purpose not in PURPOSES:
         raise DataError(f"{key}: purpose {info.purpose!r} is not one of {', '.join(PURPOSES)}")
     return info
+
+
+def content_digest(images: list[bytes]) -> str:
+    """The id part of a batch: a digest over its images' bytes (not their names, labels or order),
+    so two different sets of images never share a batch id, and the same images always do."""
+    h = hashlib.sha256()
+    for digest in sorted(hashlib.sha256(data).digest() for data in images):
+        h.update(digest)
+    return h.hexdigest()
+
+
+def put_once(store: ObjectStore, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+    """Write-once: write ``key`` if it is new (True), leave it if it holds these very bytes
+    (False), refuse if it holds other bytes (raw data and evidence are never overwritten)."""
+    if store.exists(key):
+        if store.get(key) == data:
+            return False
+        raise DataError(f"{key} already holds different bytes: refusing to overwrite it (objects are write-once)")
+    store.put(key, data, content_type)
+    return True

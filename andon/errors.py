@@ -45,3 +45,8 @@ class PortInUseError(ServiceError):
 
 class DataError(AndonError, ValueError):
     """Input data (a folder to ingest, a batch, a table) is unusable as given."""
+
+
+class IntegrityError(AndonError, ValueError):
+    """A stored artifact is not the one its lineage recorded (a swapped or corrupted weights file):
+    refused before anything is loaded from it. Messages name the expected and the found sha256."""

@@ -51,8 +51,10 @@ def post_event(api_url: str, event: str, resource: dict[str, str], payload: dict
             "payload": payload,
         }
     ]
+    from andon.settings import prefect_auth_headers
+
     try:
-        resp = httpx.post(f"{api_url.rstrip('/')}/events", json=body, timeout=5)
+        resp = httpx.post(f"{api_url.rstrip('/')}/events", json=body, timeout=5, headers=prefect_auth_headers())
     except httpx.HTTPError:
         return False
     return resp.status_code < 300

@@ -12,9 +12,11 @@ one-sample limit of SHAP's expected gradients and exact SHAP for a linear model.
 (region-level, smooth) and ``shap`` stay available per plant (``recipe.explain.method``).
 
 Saliency maps are ``float32 (N, H, W)`` in ``[0, 1]`` at the model's input size. What gets
-logged per part: a PNG (original | heatmap overlay) at ``explanations/<plant>/<date>/<part-id>.png``
-and the top regions as numbers (cells of a 4x4 grid, as fractions of the image, with their share
-of the total saliency), so an auditor can read "the bottom-left quarter, 41 %" without the image.
+logged per decision: a PNG (original | heatmap overlay) at
+``explanations/<plant>/<date>/<part-id>/<model>-v<version>-<scored-at>.png`` (written once, never
+replaced by a later decision on the same part) and the top regions as numbers (cells of a 4x4
+grid, as fractions of the image, with their share of the total saliency), so an auditor can read
+"the bottom-left quarter, 41 %" without the image.
 
 Example:
     >>> import numpy as np
@@ -28,7 +30,7 @@ from __future__ import annotations
 import io
 import re
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from andon.errors import ConfigError
@@ -44,10 +46,33 @@ METHODS: tuple[str, ...] = ("input_gradient", "gradcam", "shap", "anomaly_map")
 GRID = 4
 
 
-def explanation_key(plant: str, when: datetime, part_id: str, suffix: str = "png") -> str:
-    """``explanations/<plant>/<date>/<part-id>.<suffix>`` (the part id made key-safe)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", part_id)[:200] or "part"
-    return join_key("explanations", plant, f"{when:%Y-%m-%d}", f"{safe}.{suffix}")
+def explanation_key(
+    plant: str,
+    when: datetime,
+    part_id: str,
+    suffix: str = "png",
+    *,
+    model: str | None = None,
+    version: int | None = None,
+) -> str:
+    """Where the explanation of one decision lives. With the deciding ``model`` and ``version``
+    (every vision overlay): ``explanations/<plant>/<date>/<part-id>/<model>-v<version>-<scored-at>.<suffix>``,
+    so re-scoring a part with another version (or again) never replaces the evidence of an earlier
+    decision. Without: ``explanations/<plant>/<date>/<part-id>.<suffix>``. Names are made key-safe."""
+    day = f"{when:%Y-%m-%d}"
+    if model is None:
+        return join_key(
+            "explanations", plant, day, f"{re.sub(r'[^A-Za-z0-9._-]', '_', part_id)[:200] or 'part'}.{suffix}"
+        )
+    safe = _key_safe(part_id) or "part"
+    stamp = f"{when.astimezone(UTC):%Y%m%dT%H%M%S%fZ}" if when.tzinfo else f"{when:%Y%m%dT%H%M%S%f}"
+    return join_key("explanations", plant, day, safe, f"{_key_safe(model) or 'model'}-v{version}-{stamp}.{suffix}")
+
+
+def _key_safe(name: str) -> str:
+    """A key segment: letters, digits, ``._-``, never ``.``/``..`` (a leading dot becomes ``_``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200]
+    return "_" + safe[1:] if safe.startswith(".") else safe
 
 
 def target_layer(model: nn.Module) -> nn.Module:

@@ -15,6 +15,11 @@ square size; the recipe declares how an image of any size becomes the model's in
 JPEGs are decoded straight to grey at the smallest DCT scale that still covers the target (what
 ``Image.draft`` does), which is both faster and exactly reproducible.
 
+Every decode of untrusted bytes (the service's request bodies, the gate's raw batches) goes through
+:func:`open_image`: only the formats a camera sends are opened, and the header's size is checked
+before a single pixel is decoded, so a 160 KB PNG that declares 13000 x 13000 pixels is refused
+from its header instead of taking gigabytes to find out.
+
 Example:
     >>> import io
     >>> from PIL import Image
@@ -26,15 +31,132 @@ Example:
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 from andon.errors import DataError
 
 if TYPE_CHECKING:
     import numpy as np
+    from PIL import Image
 
 Transform = Literal["resize", "letterbox", "center_crop"]
 TRANSFORMS: tuple[str, ...] = ("resize", "letterbox", "center_crop")
+
+
+CAMERA_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP")  # what inspection cameras write (and ingest takes)
+MAX_PIXELS = 25_000_000  # the largest image decoded at all (a 25 MP camera), whatever its side range
+
+
+class ImageRefused(DataError):
+    """Image bytes refused before decoding; the message is the reason, and what the header said
+    (format, ``(width, height)``, mode) is kept when there was a header to read."""
+
+    def __init__(
+        self, reason: str, fmt: str | None = None, size: tuple[int, int] | None = None, mode: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.format, self.size, self.mode = fmt, size, mode
+
+
+@contextmanager
+def open_image(
+    data: bytes,
+    *,
+    max_side: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    formats: tuple[str, ...] = CAMERA_FORMATS,
+) -> Iterator[Image.Image]:
+    """The image opened from its header, after every check that needs no pixel: a camera format,
+    at most ``max_side`` pixels per side and ``max_pixels`` in all. Pixels are decoded by what the
+    caller does with it (``convert``, ``np.asarray``), so only a bounded image is ever decoded.
+    Raises :class:`ImageRefused` with the reason (Pillow's own bomb error included)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageRefused("empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data), formats=list(formats))
+    except UnidentifiedImageError:
+        raise ImageRefused(_unidentified(data, formats), sniff_format(data)) from None
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: name the declared size
+        fmt, size, mode = _declared(data, formats)
+        what = f"size {size[0]}x{size[1]}" if size else "an image"
+        raise ImageRefused(f"{what} refused from its header: {exc}", fmt, size, mode) from None
+    except (OSError, ValueError, SyntaxError, struct.error) as exc:  # a corrupt header
+        raise ImageRefused(f"does not decode: {exc}") from None
+    with img:
+        width, height = img.size
+        header = (img.format, (width, height), img.mode)
+        if width * height > max_pixels:
+            raise ImageRefused(f"size {width}x{height} refused from its header: over {max_pixels:,} pixels", *header)
+        if max_side is not None and max(width, height) > max_side:
+            raise ImageRefused(f"size {width}x{height} refused from its header: over {max_side} px per side", *header)
+        yield img
+
+
+# leading bytes of formats a camera does not send, to name them in a refusal without parsing them
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WEBP"),  # RIFF....WEBP; other RIFF files are not images anyway
+    (b"\x00\x00\x00\x0cjP", "JPEG2000"),
+    (b"\xff\x4f\xff\x51", "JPEG2000"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"icns", "ICNS"),
+    (b"DDS ", "DDS"),
+    (b"qoif", "QOI"),
+)
+
+
+def _declared(data: bytes, formats: tuple[str, ...]) -> tuple[str | None, tuple[int, int] | None, str | None]:
+    """(format, size, mode) from the header alone, through the format's plugin (which, unlike
+    ``Image.open``, does not refuse a bomb: nothing is decoded here either)."""
+    from PIL import Image
+
+    Image.init()
+    for fmt in formats:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            img = factory(io.BytesIO(data), "")
+        except Exception:  # the header does not parse as this format: try the next
+            continue
+        with img:
+            return img.format, img.size, img.mode
+    return None, None, None
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format a file's leading bytes name, when it is one a camera does not send."""
+    found = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+    if found is None and data[4:12] in (b"ftypavif", b"ftypheic", b"ftypheix", b"ftypmif1"):
+        found = "AVIF/HEIF"
+    return found
+
+
+def _unidentified(data: bytes, formats: tuple[str, ...]) -> str:
+    """Why Pillow did not open ``data`` with the camera formats: another format, or not an image."""
+    found = sniff_format(data)
+    if found is None or found in formats:
+        return "not an image (unidentified format)"
+    return f"format {found} is not one a camera sends ({', '.join(formats)})"
+
+
+def decode_problem(data: bytes, max_side: int | None = None) -> str | None:
+    """Why :func:`open_image` would refuse ``data`` (None when it opens)."""
+    try:
+        with open_image(data, max_side=max_side):
+            return None
+    except ImageRefused as exc:
+        return str(exc)
 
 
 def _target(width: int, height: int, size: int, transform: str) -> tuple[int, int]:
@@ -55,7 +177,7 @@ def model_input(data: bytes, size: int, transform: str = "resize") -> np.ndarray
     import numpy as np
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
+    with open_image(data) as img:
         tw, th = _target(img.width, img.height, size, transform)
         if img.format == "JPEG":
             img.draft("L", (tw, th))

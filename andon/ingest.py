@@ -3,8 +3,11 @@
 Labels come from folder names: a folder called ``def_front``, ``defect``, ``ng``... means
 ``defect``, one called ``ok_front``, ``ok``, ``good``... means ``ok`` (override with
 ``label_map``). Files keep their bytes exactly as they are (the sha256 recorded is of the
-original file), part ids come from the relative path, so ingesting the same folder twice writes
-the same keys: ingest is idempotent.
+original file), part ids come from the relative path. Batch ids are content-addressed: a digest
+over the images' bytes (not their names or labels), so a different folder never gets the id of
+an earlier batch. Raw data is write-once: ingesting the same images again is a no-op, and a batch
+whose id exists with other content (labels, SKU, bytes) is refused, never overwritten. Two files
+whose key-safe names collide (``a b.png`` and ``a_b.png``) are refused before anything is written.
 
 Example:
     >>> from andon.config import load_plant
@@ -23,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import PlantConfig
-from andon.data import PURPOSES, BatchInfo, ensure_new_or_same, raw_batch_prefix, write_batch_tables
+from andon.data import (
+    PURPOSES,
+    BatchInfo,
+    content_digest,
+    parquet_to_frame,
+    put_once,
+    raw_batch_prefix,
+    read_batch_info,
+    write_batch_tables,
+)
 from andon.errors import DataError
 from andon.storage import ObjectStore
 
@@ -113,6 +125,8 @@ def ingest_folder(
         # path) gives every batch the folder's label mix, and the same files land in the same batches
         labelled.sort(key=lambda fl: hashlib.sha256(str(fl[0].relative_to(root)).encode()).digest())
 
+    _refuse_collisions(cfg.id, root, [f for f, _ in labelled])
+
     start = (start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)).astimezone(UTC)
     batch_size = batch_size or cfg.data.batch_size
     batches: list[BatchInfo] = []
@@ -122,19 +136,15 @@ def ingest_folder(
         chunk = labelled[lo : lo + batch_size]
         times = [start + timedelta(seconds=(lo + i) / line_cfg.parts_per_second) for i in range(len(chunk))]
         date = times[0].strftime("%Y-%m-%d")
-        listing = "\n".join(f"{f.relative_to(root)}:{label}" for f, label in chunk) + f"\n{sku}"
-        listing += f"\n{purpose}" if purpose != "production" else ""  # production batch ids stay as they were
-        digest = hashlib.sha256(listing.encode()).hexdigest()[:10]
+        blobs = [f.read_bytes() for f, _ in chunk]
+        digest = content_digest(blobs)[:16]
         batch_id = f"{times[0]:%Y%m%dT%H%M%SZ}-ingest-{digest}"
         prefix = raw_batch_prefix(cfg, line, date, batch_id)
-        ensure_new_or_same(store, prefix, digest)
         rows: list[dict[str, Any]] = []
-        for (f, label), ts in zip(chunk, times, strict=True):
-            data = f.read_bytes()
+        for (f, label), ts, data in zip(chunk, times, blobs, strict=True):
             rel = f.relative_to(root.parent)
             part_id = _part_id(cfg.id, rel)
             key = f"{prefix}/images/{part_id}{f.suffix.lower()}"
-            store.put(key, data, IMAGE_SUFFIXES[f.suffix.lower()])
             rows.append(
                 {
                     "part_id": part_id,
@@ -148,10 +158,18 @@ def ingest_folder(
                     "source": str(rel),
                 }
             )
-            if progress:
-                progress(1)
         metadata = pd.DataFrame(rows)
         metadata["timestamp"] = pd.to_datetime(metadata["timestamp"], utc=True)
+        existing = _existing_batch(store, prefix, metadata, purpose)
+        if existing is not None:  # these very images, labels and times: already here, nothing to write
+            batches.append(existing)
+            if progress:
+                progress(len(chunk))
+            continue
+        for row, data in zip(rows, blobs, strict=True):
+            put_once(store, row["image_key"], data, IMAGE_SUFFIXES[Path(row["image_key"]).suffix])
+            if progress:
+                progress(1)
         info = BatchInfo(
             plant=cfg.id,
             line=line,
@@ -171,3 +189,43 @@ def ingest_folder(
         )
         batches.append(write_batch_tables(store, info, metadata))
     return batches
+
+
+def _refuse_collisions(plant: str, root: Path, files: list[Path]) -> None:
+    """Two source files that would become the same part id (names made key-safe, or the same name
+    with two suffixes) are refused before anything is written: one would silently replace the other."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for f in files:
+        part_id = _part_id(plant, f.relative_to(root.parent))
+        if part_id in seen:
+            clashes.append(f"{seen[part_id].relative_to(root)} and {f.relative_to(root)} (both part {part_id})")
+        else:
+            seen[part_id] = f
+    if clashes:
+        raise DataError(
+            f"{len(clashes)} pair(s) of files under {root} would become the same part: {'; '.join(clashes[:5])}; "
+            "rename one of each pair (nothing was uploaded)"
+        )
+
+
+def _existing_batch(store: ObjectStore, prefix: str, metadata: Any, purpose: str) -> BatchInfo | None:
+    """The complete batch already at ``prefix`` when it holds exactly ``metadata`` (same parts,
+    bytes, labels, SKU and times); None when there is none yet; a refusal when it differs."""
+    key = f"{prefix}/batch.json"
+    if not store.exists(key):
+        return None
+    info = read_batch_info(store, key)
+    cols = ["part_id", "sha256", "label", "sku", "line", "timestamp"]
+    try:
+        old = parquet_to_frame(store.get(info.metadata_key))[cols].reset_index(drop=True)
+        same = old.astype(str).equals(metadata[cols].reset_index(drop=True).astype(str))
+    except (KeyError, OSError, ValueError):
+        same = False
+    if not same or info.purpose != purpose:
+        raise DataError(
+            f"{prefix} already holds a batch with these images but other labels, SKU, times or purpose: "
+            "raw data is write-once, so it is not overwritten (ingest with another --start, or fix the labels "
+            "through review)"
+        )
+    return info

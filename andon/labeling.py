@@ -249,34 +249,49 @@ def import_annotations(
 
     if not isinstance(tasks, list):
         raise DataError("a Label Studio export is a JSON list of tasks")
-    rows, skipped, problems = [], 0, []
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    skipped = 0
     for i, task in enumerate(tasks):
-        data = task.get("data", {}) if isinstance(task, dict) else {}
-        pid = data.get("part_id")
-        if not pid:
-            problems.append(f"task {task.get('id', i) if isinstance(task, dict) else i}: no data.part_id")
-            continue
-        if data.get("plant", cfg.id) != cfg.id:
-            problems.append(f"task {task.get('id', i)}: part {pid} belongs to {data.get('plant')}, not {cfg.id}")
-            continue
-        done = [a for a in task.get("annotations", []) if not a.get("was_cancelled") and a.get("result")]
-        if not done:
-            skipped += 1
-            continue
-        latest = max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
-        choices = [c for res in latest["result"] for c in res.get("value", {}).get("choices", [])]
-        if len(choices) != 1 or choices[0] not in cfg.recipe.classes:
-            problems.append(
-                f"task {task.get('id', i)} ({pid}): label {choices} is not one of {list(cfg.recipe.classes)}"
-            )
-            continue
-        when = latest.get("updated_at") or latest.get("created_at") or datetime.now(UTC).isoformat()
-        who = latest.get("completed_by")
-        by = f"{reviewer}:{who}" if who is not None else reviewer
-        rows.append(
-            {"part_id": pid, "label": choices[0], "reviewed_at": when, "reviewer": by, "line": data.get("line")}
-        )
+        try:
+            skipped += _import_task(cfg, i, task, reviewer, rows, problems)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a task of the wrong shape
+            problems.append(f"task {i}: not a Label Studio task ({type(exc).__name__}: {str(exc)[:100]})")
     if problems:
         raise DataError(f"{len(problems)} task(s) cannot be imported (nothing was): " + "; ".join(problems[:10]))
     keys = ReviewLog(store, cfg.id).append(rows)
     return {"imported": len(rows), "skipped": skipped, "keys": keys}
+
+
+def _import_task(
+    cfg: PlantConfig, i: int, task: Any, reviewer: str, rows: list[dict[str, Any]], problems: list[str]
+) -> int:
+    """One task into ``rows`` (or a problem naming it); returns 1 when it was skipped (no annotation)."""
+    from andon.labels import parse_reviewed_at
+
+    data = task.get("data", {}) if isinstance(task, dict) else {}
+    pid = data.get("part_id")
+    if not pid:
+        problems.append(f"task {task.get('id', i) if isinstance(task, dict) else i}: no data.part_id")
+        return 0
+    if data.get("plant", cfg.id) != cfg.id:
+        problems.append(f"task {task.get('id', i)}: part {pid} belongs to {data.get('plant')}, not {cfg.id}")
+        return 0
+    done = [a for a in task.get("annotations", []) if not a.get("was_cancelled") and a.get("result")]
+    if not done:
+        return 1
+    latest = max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
+    choices = [c for res in latest["result"] for c in res.get("value", {}).get("choices", [])]
+    if len(choices) != 1 or choices[0] not in cfg.recipe.classes:
+        problems.append(f"task {task.get('id', i)} ({pid}): label {choices} is not one of {list(cfg.recipe.classes)}")
+        return 0
+    when = latest.get("updated_at") or latest.get("created_at") or datetime.now(UTC).isoformat()
+    try:
+        parse_reviewed_at(when)
+    except DataError as exc:
+        problems.append(f"task {task.get('id', i)} ({pid}): {exc}")
+        return 0
+    who = latest.get("completed_by")
+    by = f"{reviewer}:{who}" if who is not None else reviewer
+    rows.append({"part_id": pid, "label": choices[0], "reviewed_at": when, "reviewer": by, "line": data.get("line")})
+    return 0

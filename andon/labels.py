@@ -21,6 +21,34 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def parse_reviewed_at(value: Any) -> pd.Timestamp:
+    """A review time from outside (a Label Studio export, a CSV): an ISO time, a datetime or a
+    pandas timestamp, with a timezone or taken as UTC, in the years 1970-2199 (no real review lies
+    outside, and the log keeps nanoseconds). Anything else is a :class:`DataError` with the
+    reason, never a traceback."""
+    import pandas as pd
+
+    if not isinstance(value, str | datetime | pd.Timestamp) or isinstance(value, bool):
+        raise DataError(
+            f"reviewed_at {str(value)[:40]!r} is not a time (give an ISO time such as 2026-11-26T08:00:00Z)"
+        )
+    if isinstance(value, str) and (len(value) > 64 or not value.isascii()):
+        raise DataError(f"reviewed_at {value[:40]!r}... is not an ISO time")
+    try:
+        ts = pd.Timestamp(value)
+        if pd.isna(ts):
+            raise ValueError("empty")
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        if not EARLIEST <= ts < LATEST:
+            raise ValueError(f"outside {EARLIEST:%Y} .. {LATEST:%Y}")
+        return ts.as_unit("ns")
+    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:  # OutOfBoundsDatetime is a ValueError
+        raise DataError(f"reviewed_at {str(value)[:40]!r} is not a usable time ({str(exc)[:120]})") from None
+
+
 class ReviewLog:
     def __init__(self, store: ObjectStore, plant: str) -> None:
         self.store = store
@@ -37,7 +65,18 @@ class ReviewLog:
             raise DataError(f"review rows lack {missing}")
         if frame["part_id"].isna().any() or frame["label"].isna().any():
             raise DataError("review rows need a part_id and a label")
-        frame["reviewed_at"] = pd.to_datetime(frame["reviewed_at"], utc=True)
+        bad = []
+        stamps = []
+        for pid, value in zip(frame["part_id"], frame["reviewed_at"], strict=True):
+            try:
+                stamps.append(parse_reviewed_at(value))
+            except DataError as exc:
+                bad.append(f"part {str(pid)[:80]!r}: {exc}")
+        if bad:
+            raise DataError(
+                f"{len(bad)} review row(s) have an unusable reviewed_at (nothing was written): " + "; ".join(bad[:5])
+            )
+        frame["reviewed_at"] = pd.to_datetime(pd.Series(stamps, index=frame.index), utc=True)
         for col in ("reviewer", "line"):
             if col not in frame.columns:
                 frame[col] = None

@@ -23,11 +23,13 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from andon.errors import DataError
@@ -36,6 +38,8 @@ from andon.storage import ObjectStore, join_key
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+logger = logging.getLogger(__name__)
 
 REQUIRED = ("part_id", "line", "scored_at", "model_name", "model_version", "predicted_class", "probabilities")
 
@@ -77,6 +81,42 @@ def schema() -> pa.Schema:
     )
 
 
+def _check_required(i: int, row: dict[str, Any]) -> None:
+    missing = [f for f in REQUIRED if row.get(f) is None]
+    if missing:
+        raise DataError(f"prediction row {i} ({row.get('part_id', '?')!r}) lacks {missing}")
+    scored = row["scored_at"]
+    if not isinstance(scored, datetime) or scored.tzinfo is None:
+        raise DataError(f"prediction row {i}: scored_at must be a timezone-aware datetime")
+
+
+def error_row(row: dict[str, Any], problem: str) -> dict[str, Any]:
+    """The error row that stands in for a row that does not fit the log: what can be kept of it
+    as text, ``predicted_class`` "error" and the reason, so the decision is still on record."""
+
+    def text(value: Any, default: str | None = None) -> str | None:
+        return default if value is None else str(value)[:200]
+
+    scored = row.get("scored_at")
+    if not isinstance(scored, datetime) or scored.tzinfo is None:
+        scored = datetime.now(UTC)
+    version = row.get("model_version")
+    return {
+        "part_id": text(row.get("part_id"), "unknown"),
+        "line": text(row.get("line"), "unknown"),
+        "sku": text(row.get("sku")),
+        "object_key": text(row.get("object_key")),
+        "sha256": text(row.get("sha256")),
+        "scored_at": scored,
+        "model_name": text(row.get("model_name"), "unknown"),
+        "model_version": version if isinstance(version, int) and 0 <= version < 2**31 else 0,
+        "model_alias": text(row.get("model_alias")),
+        "predicted_class": "error",
+        "probabilities": [],
+        "error": f"log row refused: {problem}"[:1000],
+    }
+
+
 def _hour_prefix(plant: str, ts: datetime) -> str:
     ts = ts.astimezone(UTC)
     return join_key("predictions", plant, f"date={ts:%Y-%m-%d}", f"hour={ts:%H}")
@@ -99,13 +139,8 @@ class PredictionLog:
             return []
         by_hour: dict[str, list[dict[str, Any]]] = {}
         for i, row in enumerate(rows):
-            missing = [f for f in REQUIRED if row.get(f) is None]
-            if missing:
-                raise DataError(f"prediction row {i} ({row.get('part_id', '?')}) lacks {missing}")
-            scored = row["scored_at"]
-            if not isinstance(scored, datetime) or scored.tzinfo is None:
-                raise DataError(f"prediction row {i}: scored_at must be a timezone-aware datetime")
-            by_hour.setdefault(_hour_prefix(self.plant, scored), []).append({**row, "plant": self.plant})
+            _check_required(i, row)
+            by_hour.setdefault(_hour_prefix(self.plant, row["scored_at"]), []).append({**row, "plant": self.plant})
         keys = []
         sch = schema()
         for prefix, group in sorted(by_hour.items()):
@@ -121,6 +156,20 @@ class PredictionLog:
             self.store.put(key, buf.getvalue(), "application/vnd.apache.parquet")
             keys.append(key)
         return keys
+
+    def row_problem(self, row: dict[str, Any]) -> str | None:
+        """Why ``row`` would make :meth:`append` refuse its micro-batch (None when it fits)."""
+        import pyarrow as pa
+
+        try:
+            _check_required(0, row)
+            sch = schema()
+            pa.Table.from_pydict({name: [row.get(name)] for name in sch.names}, schema=sch)
+        except DataError as exc:
+            return str(exc)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            return f"does not fit the log's schema: {type(exc).__name__}: {exc}"[:500]
+        return None
 
     def files(self, start: datetime, end: datetime) -> list[str]:
         """Keys of the files whose hour partition overlaps ``[start, end)``."""
@@ -183,24 +232,49 @@ class PredictionLog:
 
 class PredictionWriter:
     """Buffers rows and flushes a micro-batch every ``max_rows`` rows or ``max_seconds`` seconds
-    (thread-safe; the online service logs through one of these, off the response path)."""
+    (thread-safe; the online service logs through one of these, off the response path).
+
+    One bad row never blocks the rows behind it: each row is checked against the log's schema
+    when it is added, and one that does not fit is logged as an error row with the reason
+    (counted in ``refused``). A failed write (the store is away) keeps the rows for the next
+    flush and shows in :meth:`health`; :meth:`spill` keeps them in a local file when the process
+    must stop anyway, and :meth:`recover` logs such files on the next start.
+    """
 
     def __init__(self, log: PredictionLog, max_rows: int = 500, max_seconds: float = 2.0) -> None:
         self.log = log
         self.max_rows = max_rows
         self.max_seconds = max_seconds
+        self.written = 0  # rows written to the log
+        self.refused = 0  # rows that did not fit and were logged as error rows
+        self.failed_flushes = 0  # consecutive failed writes (0: the log is healthy)
+        self.last_error: str | None = None
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._since = time.monotonic()
 
+    def _admit(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``row`` when it fits the log, else its error row (counted)."""
+        problem = self.log.row_problem(row)
+        if problem is None:
+            return dict(row)
+        logger.warning(
+            "prediction row %r does not fit the log, logged as an error row: %s", row.get("part_id"), problem
+        )
+        with self._lock:
+            self.refused += 1
+        return error_row(row, problem)
+
     def buffer(self, row: dict[str, Any]) -> None:
         """Add a row without flushing (the caller flushes with ``flush_if_due``)."""
+        row = self._admit(row)
         with self._lock:
             if not self._rows:
                 self._since = time.monotonic()
             self._rows.append(row)
 
     def add(self, row: dict[str, Any]) -> list[str]:
+        row = self._admit(row)
         with self._lock:
             self._rows.append(row)
             due = len(self._rows) >= self.max_rows or time.monotonic() - self._since >= self.max_seconds
@@ -209,6 +283,16 @@ class PredictionWriter:
     @property
     def pending(self) -> int:
         return len(self._rows)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self.failed_flushes == 0,
+            "pending": self.pending,
+            "written": self.written,
+            "refused": self.refused,
+            "failed_flushes": self.failed_flushes,
+            "last_error": self.last_error,
+        }
 
     def flush_if_due(self) -> int:
         """Flush when the oldest buffered row has waited ``max_seconds``; returns rows written."""
@@ -225,8 +309,59 @@ class PredictionWriter:
             rows, self._rows = self._rows, []
             self._since = time.monotonic()
         try:
-            return self.log.append(rows)
-        except Exception:
+            try:
+                keys = self.log.append(rows)
+            except DataError:  # a row changed after it was added: isolate it, write the others
+                rows = [self._admit(r) for r in rows]
+                keys = self.log.append(rows)
+        except Exception as exc:
             with self._lock:  # nothing is lost: the rows go back to the front of the buffer
                 self._rows[:0] = rows
+                self.failed_flushes += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             raise
+        with self._lock:
+            self.written += len(rows)
+            self.failed_flushes, self.last_error = 0, None
+        return keys
+
+    def spill(self, folder: Path) -> Path | None:
+        """Move the buffered rows into a parquet file in a local ``folder`` (when the log cannot be
+        written and the process must stop); returns the file, or None when nothing was buffered."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return None
+        sch = schema()
+        path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp = path.with_suffix(".tmp")
+        try:
+            table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in sch.names}, schema=sch)
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp)
+            tmp.replace(path)
+        except Exception:
+            with self._lock:  # still buffered: the caller decides what to say
+                self._rows[:0] = rows
+            raise
+        return path
+
+    def recover(self, folder: Path) -> int:
+        """Log the rows of every file :meth:`spill` left in ``folder``, then remove each file
+        (a file is removed only once its rows are written); returns the rows logged."""
+        import pyarrow.parquet as pq
+
+        count = 0
+        for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+            rows = pq.read_table(path).to_pylist()
+            for row in rows:
+                row.pop("plant", None)
+            self.log.append(rows)
+            path.unlink()
+            with self._lock:
+                self.written += len(rows)
+            count += len(rows)
+        return count

@@ -27,13 +27,13 @@ from andon.quality import fmt_rate
 from andon.registry import (
     CHALLENGER,
     CHAMPION,
-    PREVIOUS,
     REPO_ROOT,
     RegistryError,
     alias_version,
     model_name,
+    move_champion,
     record_move,
-    set_alias,
+    rollback_champion,
     version_info,
 )
 from andon.storage import ObjectStore, join_key
@@ -199,9 +199,7 @@ def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: s
     )
     summary = "; ".join(violations) if violations else "all promotion rules passed"
     if decision.passed:
-        if champion is not None:
-            set_alias(name, PREVIOUS, champion)
-        set_alias(name, CHAMPION, challenger)
+        move_champion(name, challenger, expect=champion)  # refused if another move happened meanwhile
         why = (reason or summary) + (" [FORCED past: " + summary + "]" if decision.forced else "")
         record_move(name, challenger, "promotion", f"{why} (on {what})", forced=decision.forced)
     else:
@@ -214,17 +212,7 @@ def rollback(cfg: PlantConfig, reason: str, to: int | None = None) -> tuple[int,
     if not reason.strip():
         raise RegistryError("a rollback needs a --reason (it is kept with the version for the audit trail)")
     name = model_name(cfg.id, cfg.recipe.task)
-    current = alias_version(name, CHAMPION)
-    if current is None:
-        raise RegistryError(f"{name} has no champion to roll back")
-    target = to if to is not None else alias_version(name, PREVIOUS)
-    if target is None:
-        raise RegistryError(f"{name} has no previous champion; give the version to go back to with --to")
-    if target == current:
-        raise RegistryError(f"{name} v{target} is already the champion")
-    version_info(name, target)  # raises a clear error for a version that does not exist
-    set_alias(name, CHAMPION, target)
-    set_alias(name, PREVIOUS, current)
+    current, target = rollback_champion(name, to)  # read and moved under the model's alias lock
     record_move(name, target, "rollback", f"from v{current}: {reason}")
     return current, target
 

@@ -2,16 +2,24 @@
 carrying their lineage as tags, aliases ``champion`` / ``challenger`` / ``previous-champion``.
 
 Registration refuses a version without its lineage (data checksum, code commit, config
-checksum, recipe, plant), so every version can be explained and reproduced. Moving an alias is
-one registry call; the reasons, the user and the time of every move are kept as version tags.
+checksum, recipe, plant), so every version can be explained and reproduced. The reasons, the user
+and the time of every move are kept as version tags.
+
+``champion`` and ``previous-champion`` move together (:func:`move_champion`): serialized per model
+by a lock in the database the registry already has, and committed by one atomic write of a model
+tag (``andon.aliases``) that readers trust; the two MLflow aliases follow it. See
+:func:`move_champion` for why, and ``docs/registry.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import hashlib
+import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +28,7 @@ from typing import Any, TypeVar
 from andon.errors import AndonError, ServiceError
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+PAIR_TAG = "andon.aliases"  # the committed (champion, previous-champion) of a model, one JSON value
 SENSOR_TASK = "machine-failure"  # the AI4I-style sensor model of a plant: <plant>.machine-failure
 LINEAGE_TAGS = ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "plant")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,13 +162,252 @@ def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str
 
 
 def set_alias(name: str, alias: str, version: int) -> None:
+    """Point ``name@alias`` at ``version``. ``champion`` and ``previous-champion`` go through
+    :func:`move_champion` (locked, committed together), never as a lone alias write."""
+    if alias == CHAMPION:
+        move_champion(name, version)
+        return
+    if alias == PREVIOUS:
+        with alias_lock(name):
+            champion, _ = champion_pair(name)
+            if champion == version:
+                raise RegistryError(f"{name} v{version} is the champion; it cannot also be its previous champion")
+            _commit_pair(name, champion, version)
+        return
     with_retries(lambda: client().set_registered_model_alias(name, alias, str(version)), f"set {name}@{alias}")
 
 
-def alias_version(name: str, alias: str) -> int | None:
-    """The version behind ``name@alias``, or None when the alias is not set."""
+# ---------------------------------------------------------------- champion / previous-champion moves
+
+
+def _lock_backend() -> str:
+    """The database whose lock serializes alias moves: the tracking store itself when MLflow is
+    used without a server (``sqlite:///`` or ``postgresql://``), else the server's backend store
+    (``ANDON_MLFLOW_BACKEND_STORE_URI``: the SQLite file of the embedded server, or production's
+    PostgreSQL)."""
+    from andon.settings import get_settings
+
+    uri = use_tracking_server()
+    if uri.startswith(("sqlite:", "postgresql", "postgres:")):
+        return uri
+    return get_settings().mlflow_backend_store_uri
+
+
+def _lock_id(name: str) -> int:
+    """A signed 64-bit key per model (PostgreSQL advisory locks take a bigint)."""
+    return int.from_bytes(hashlib.sha256(f"andon.aliases:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def alias_lock(name: str, timeout_s: float = 120.0) -> Iterator[None]:
+    """Hold the per-model alias lock: a PostgreSQL advisory lock when the registry lives in
+    PostgreSQL (every worker of every machine shares it), else an ``flock`` on a file beside the
+    SQLite database (every process and thread on this machine that uses that database). Waits
+    up to ``timeout_s``, then fails with a clear error rather than moving unguarded."""
+    backend = _lock_backend()
+    if backend.startswith(("postgresql", "postgres:")):
+        with _pg_lock(backend, _lock_id(name), timeout_s):
+            yield
+        return
+    with _file_lock(_lock_path(backend, name), timeout_s):
+        yield
+
+
+def _lock_path(backend: str, name: str) -> Path:
+    from andon.settings import get_settings
+
+    folder = get_settings().home / "locks"
+    if backend.startswith("sqlite:///"):
+        db = Path(backend.removeprefix("sqlite:///").split("?", 1)[0])
+        folder = db.parent / f"{db.name}.locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"aliases-{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    import fcntl
+
+    # a fresh open file description per holder: flock excludes other threads of this process too
+    with path.open("a+b") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"alias lock {path} held for over {timeout_s:.0f} s; is a move stuck?") from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _pg_lock(url: str, key: int, timeout_s: float) -> Iterator[None]:
+    """A session-level advisory lock on its own connection (released when the move ends, or by
+    PostgreSQL when the process dies: a crashed mover never holds the lock)."""
+    import re
+
+    import psycopg2
+
+    dsn = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=30)
+    except psycopg2.OperationalError as exc:
+        raise ServiceError(f"alias lock: cannot reach the registry's PostgreSQL ({str(exc).strip()})") from None
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = %s", (f"{int(timeout_s * 1000)}ms",))
+            try:
+                cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except psycopg2.OperationalError as exc:
+                raise ServiceError(f"alias lock (PostgreSQL advisory lock {key}) not granted: {exc}") from None
+            try:
+                yield
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    finally:
+        conn.close()
+
+
+def _read_model(name: str) -> Any:
+    return with_retries(lambda: client().get_registered_model(name), f"read {name}")
+
+
+def champion_pair(name: str) -> tuple[int | None, int | None]:
+    """(champion, previous-champion) of ``name`` as last committed: one read of one tag, so never a
+    mix of two moves. A model whose aliases predate the tag is read from its aliases."""
     from mlflow.exceptions import MlflowException
 
+    try:
+        model = client().get_registered_model(name)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "INVALID_PARAMETER" in str(exc.error_code):
+            return None, None
+        model = _read_model(name)  # transient: retried, then a clear error
+    raw = (model.tags or {}).get(PAIR_TAG)
+    if raw:
+        try:
+            pair = json.loads(raw)
+            return _opt_int(pair.get(CHAMPION)), _opt_int(pair.get(PREVIOUS))
+        except (ValueError, TypeError, AttributeError):
+            pass  # a hand-edited tag: fall back to the aliases below
+    aliases = model.aliases or {}
+    return _opt_int(aliases.get(CHAMPION)), _opt_int(aliases.get(PREVIOUS))
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value in (None, "") else int(value)
+
+
+def _commit_pair(name: str, champion: int | None, previous: int | None) -> None:
+    """Commit, then make the aliases follow. Call with :func:`alias_lock` held.
+
+    The tag write is the commit point (one row, atomic in any database): a crash before it changed
+    nothing, a crash after it leaves the aliases one or two writes behind a committed, consistent
+    pair that readers already use and the next move repairs (:func:`_sync_aliases`)."""
+    if champion is not None and champion == previous:
+        raise RegistryError(f"{name}: v{champion} cannot be both champion and previous champion")
+    c = client()
+    for v in (champion, previous):
+        if v is not None:
+            _exists(c, name, v)  # or a clear error
+    body = json.dumps({CHAMPION: champion, PREVIOUS: previous, "at": datetime.now(UTC).isoformat()})
+    with_retries(lambda: c.set_registered_model_tag(name, PAIR_TAG, body), f"commit {name} aliases")
+    _sync_aliases(name, champion, previous)
+
+
+def _exists(c: Any, name: str, version: int) -> None:
+    with_retries(lambda: c.get_model_version(name, str(version)), f"read {name} v{version}")
+
+
+def _sync_aliases(name: str, champion: int | None, previous: int | None) -> None:
+    """The MLflow aliases as the committed pair says (champion first: it is what serves)."""
+    if champion is None and previous is None:
+        return  # nothing committed (no model yet, or never a champion): nothing to follow
+    c = client()
+    current = dict(_read_model(name).aliases or {})
+    for alias, version in ((CHAMPION, champion), (PREVIOUS, previous)):
+        if _opt_int(current.get(alias)) != version:
+            _put_alias(c, name, alias, version)
+
+
+def _put_alias(c: Any, name: str, alias: str, version: int | None) -> None:
+    if version is None:
+        with_retries(lambda: c.delete_registered_model_alias(name, alias), f"unset {name}@{alias}")
+    else:
+        with_retries(lambda: c.set_registered_model_alias(name, alias, str(version)), f"set {name}@{alias}")
+
+
+_ANY: Any = object()  # move_champion without a compare-and-set
+
+
+def move_champion(name: str, version: int, *, expect: int | None = _ANY) -> int | None:
+    """Make ``version`` the champion; the champion it replaces becomes ``previous-champion``.
+    Returns the replaced champion (None for a first champion).
+
+    ``expect``: the champion the caller decided against (the promotion gate compared the challenger
+    with it). If another move happened since, the move is refused instead of committing a
+    decision taken against a version that no longer serves; with the lock, a promotion racing a
+    rollback either sees the rolled-back champion (and keeps it as the rollback target) or is
+    refused, so the serving version never drops out of the rollback chain.
+
+    Why a lock plus a committed tag, not alias writes alone: a rollback swaps two aliases, and
+    no order of two separate alias writes keeps ``champion != previous-champion`` at every
+    instant (either write alone leaves them equal). So moves are serialized per model by a lock in
+    the database the registry already has (:func:`alias_lock`), and each move is committed by one
+    atomic tag write that every Andon reader uses (:func:`champion_pair`); the aliases follow for
+    MLflow's own clients (``models:/<name>@champion``) and are repaired by the next move after a
+    crash. A compare-and-set on version tags was the alternative, but MLflow has no conditional
+    write, so it would still need the lock.
+    """
+    with alias_lock(name):
+        champion, previous = champion_pair(name)
+        _sync_aliases(name, champion, previous)  # finish a move that crashed after its commit
+        if expect is not _ANY and champion != expect:
+            now = f"v{champion}" if champion is not None else "none"
+            was = f"v{expect}" if expect is not None else "none"
+            raise RegistryError(
+                f"{name}: the champion changed from {was} to {now} while v{version} was being judged; "
+                "nothing was moved: run the promotion again"
+            )
+        if champion == version:
+            return champion
+        keep = champion if champion is not None else (previous if previous != version else None)
+        _commit_pair(name, version, keep)
+        return champion
+
+
+def rollback_champion(name: str, to: int | None = None) -> tuple[int, int]:
+    """Champion back to ``previous-champion`` (or ``to``), the replaced champion becoming the
+    previous one, read and moved under the lock; returns (from, to)."""
+    with alias_lock(name):
+        current, previous = champion_pair(name)
+        _sync_aliases(name, current, previous)
+        if current is None:
+            raise RegistryError(f"{name} has no champion to roll back")
+        target = to if to is not None else previous
+        if target is None:
+            raise RegistryError(f"{name} has no previous champion; give the version to go back to with --to")
+        if target == current:
+            raise RegistryError(f"{name} v{target} is already the champion")
+        _commit_pair(name, target, current)
+        return current, target
+
+
+def alias_version(name: str, alias: str) -> int | None:
+    """The version behind ``name@alias``, or None when the alias is not set. ``champion`` and
+    ``previous-champion`` are read from the committed pair (:func:`champion_pair`)."""
+    from mlflow.exceptions import MlflowException
+
+    if alias == CHAMPION:
+        return champion_pair(name)[0]
+    if alias == PREVIOUS:
+        return champion_pair(name)[1]
     c = client()
 
     def get() -> int | None:

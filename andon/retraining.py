@@ -312,11 +312,10 @@ def retrain_sensor(
     its any-failure F1 is at most ``max_f1_drop`` below the champion's."""
     from andon.registry import (
         CHAMPION,
-        PREVIOUS,
         alias_version,
         model_name,
+        move_champion,
         record_move,
-        set_alias,
         version_info,
     )
     from andon.training.sensor import train_sensor
@@ -343,8 +342,7 @@ def retrain_sensor(
             f"failure F1 {m['failure_f1']:.3f} is more than {max_f1_drop} below v{champion}'s {old_f1:.3f}"
         )
     if not violations:
-        set_alias(name, PREVIOUS, champion)
-        set_alias(name, CHAMPION, out.version)
+        move_champion(name, out.version, expect=champion)
         record_move(name, out.version, "promotion", f"learned failure type {failure_type} (mes.failure_type.logged)")
     else:
         record_move(name, out.version, "promotion_refused", "; ".join(violations))

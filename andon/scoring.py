@@ -150,14 +150,20 @@ def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_image(key: str, data: bytes, cfg: PlantConfig, line: str) -> tuple[dict[str, Any], str | None]:
-    """The gate's per-image checks for one part: (log fields from the image, problem or None)."""
-    stats = image_stats_from_bytes(key, data)
+    """The gate's per-image rules for one part (``camera_image_rules``: a camera format that
+    decodes, the camera's size and colour mode): (log fields from the image, problem or None).
+    A header over the camera's largest side is refused before any pixel is decoded."""
+    from andon.imaging import size_problem
+    from andon.validation.images import camera_image_rules
+
+    rules = camera_image_rules(cfg.camera_for(line))
+    stats = image_stats_from_bytes(key, data, max_side=rules["size"][1])
     fields: dict[str, Any] = {"sha256": stats["sha256"]}
     problem = stats["error"]
     if not problem:
-        from andon.imaging import size_problem
-
-        problem = size_problem(stats["width"], stats["height"], cfg.camera_for(line).side_range())
+        problem = size_problem(stats["width"], stats["height"], rules["size"])
+    if not problem and rules["mode"] is not None and stats["mode"] != rules["mode"]:
+        problem = f"colour mode {stats['mode']}, expected {rules['mode']} (what the camera writes)"
     if not problem:
         fields.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
     return fields, problem
@@ -223,15 +229,52 @@ def explain_parts(
         maps[idx] = saliency(champion.model, to_tensor(images[idx]), t, method)
     for i, row in enumerate(rows):
         when = row.get("scored_at") or datetime.now(UTC)
-        key = explanation_key(cfg.id, when, str(row["part_id"]))
+        key = explanation_key(cfg.id, when, str(row["part_id"]), model=champion.name, version=champion.version)
         p = max(row["probabilities"])
         caption = f"{row['part_id']}  {row['predicted_class']} {p:.2f}  {champion.name} v{champion.version}"
-        store.put(key, overlay_png(images[i], maps[i], caption=caption), "image/png")
+        key = _put_evidence(store, key, overlay_png(images[i], maps[i], caption=caption))
         row.update(
             explanation_key=key,
             explanation_method=method,
             explanation_top=json.dumps(top_regions(maps[i], k=spec.top_regions)),
         )
+
+
+def _put_evidence(store: ObjectStore, key: str, data: bytes) -> str:
+    """Write an overlay once; a key already holding other bytes (the same part twice in one
+    scoring instant) gets a numbered sibling, never an overwrite. Returns the key written."""
+    from andon.data import put_once
+
+    stem, dot, suffix = key.rpartition(".")
+    for n in range(1, 100):
+        candidate = key if n == 1 else f"{stem}-{n}{dot}{suffix}"
+        try:
+            put_once(store, candidate, data, "image/png")
+            return candidate
+        except DataError:
+            continue
+    raise DataError(f"{key}: 99 overlays of one part at one instant; refusing to write more")
+
+
+def require_accepted(store: ObjectStore, cfg: PlantConfig, batch_prefix: str) -> dict[str, Any]:
+    """The gate's ``accepted`` verdict of this very batch, else a clear refusal: no batch reaches
+    scoring without passing the gate (a quarantined or never validated batch is not scored)."""
+    from andon.validation.gate import verdict_of
+
+    prefix = batch_prefix.strip("/")
+    verdict = verdict_of(store, cfg, prefix)
+    if verdict is None:
+        raise DataError(
+            f"{prefix} was never validated: no batch is scored before the data gate accepts it "
+            f"(run `andon validate --plant {cfg.id} {prefix}` first)"
+        )
+    if verdict.get("verdict") != "accepted":
+        failed = "; ".join(str(r) for r in (verdict.get("failed_rules") or [])[:3]) or "see its report"
+        raise DataError(
+            f"{prefix} was quarantined by the data gate at {verdict.get('validated_at')} ({failed}): "
+            f"it is not scored; the report is at {verdict.get('report_key')}"
+        )
+    return verdict
 
 
 def score_batch(
@@ -242,11 +285,16 @@ def score_batch(
     batch_size: int = 64,
     explain: bool = True,
     progress: Callable[[int], None] | None = None,
+    gated: bool = False,
 ) -> ScoreSummary:
-    """Score one raw batch; with ``explain`` (the default) flagged parts get a saliency map."""
+    """Score one raw batch; with ``explain`` (the default) flagged parts get a saliency map.
+    ``gated``: refuse a batch the data gate has not accepted (:func:`require_accepted`; what
+    ``andon score`` does)."""
     import numpy as np
 
     t0 = time.perf_counter()
+    if gated:
+        require_accepted(store, cfg, batch_prefix)
     info = read_plant_batch(store, cfg.id, batch_prefix)
     champion = Champion.load(cfg)
     meta = parquet_to_frame(store.get(info.metadata_key))

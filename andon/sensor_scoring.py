@@ -132,7 +132,7 @@ def score_sensor_table(
                     for k in order
                 ]
             )
-            key = explanation_key(cfg.id, now, row["part_id"], "json")
+            key = explanation_key(cfg.id, now, str(row["part_id"]), "json", model=name, version=version)
             doc = {
                 "part_id": row["part_id"],
                 "model": f"{name} v{version}",

@@ -1,36 +1,62 @@
 """Online scoring: ``andon serve --plant P`` answers one part at a time, as an inspection station
 asks, and logs every decision exactly like the batch path.
 
-    POST /v1/score              body: the image (``Content-Type: image/png`` or ``image/jpeg``);
+    POST /v1/score              body: the image (``Content-Type: image/png``, ``image/jpeg``, ``image/bmp``);
                                 query: ``part_id`` (default: a new id), ``line``, ``sku``
     POST /v1/score              body: JSON ``{"object_key": ..., "part_id": ..., "line": ..., "sku": ...}``
-    GET  /healthz               champion, queue depth, rows logged; 503 while no champion
+    GET  /healthz               champion, queue depth, rows logged, the log's health, refusals by
+                                reason; 503 while there is no champion or the log cannot be written
 
 The response (class, probabilities, model version, part id) is computed on the request thread;
 everything else happens off the response path on one background worker: storing an uploaded
 image, the saliency map of a flagged part, and the prediction-log row (micro-batches flushed every
 ``flush_seconds``; a crash loses at most those in flight). The champion alias is re-resolved
 every ``reload_seconds`` by a watcher thread, so a promotion or rollback is served within
-seconds without a restart. Requests over ``max_bytes`` are refused with 413 before the body is
-read in full. (Import this module only to serve: it imports FastAPI.)
+seconds without a restart. (Import this module only to serve: it imports FastAPI.)
+
+The door is hostile-input safe: every refusal is a 4xx (503 when the service itself cannot serve)
+with a reason, counted in ``/healthz`` under ``rejected_by_reason``, never a 500.
+
+- Requests over ``max_bytes`` are refused with 413 before the body is read in full; a JSON body
+  must be an object with exactly the fields above, each a string (``part_id`` and ``sku`` as
+  ``[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}``: they become object keys), at most 16 KB.
+- An image passes the gate's per-image rules (``camera_image_rules``: a camera format, the
+  camera's size and colour mode); its header is checked before any pixel is decoded, and at most
+  ``max_decodes`` images are decoded at once. A refused image is still logged as an error row.
+- An ``object_key`` must lie inside the plant's prefix; a foreign key gets the same 404 as a
+  missing one, so the answer never tells which keys exist elsewhere.
+- Stored evidence is write-once: a second, different image for a part id that already has one is
+  stored apart (``<part-id>.<sha256[:16]>.<ext>``), logged, and counted (``evidence_conflicts``);
+  the first is never overwritten, so a logged sha256 always matches its object.
+- A prediction row that does not fit the log's schema becomes an error row and never blocks the
+  rows behind it; when the store is away the rows stay buffered (``/healthz`` says "log-failing"),
+  and at shutdown they go to a local spool (``$ANDON_HOME/spool/predictions/<plant>/``) that the
+  next start logs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import logging
 import queue
+import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations here
 
 from andon.config import PlantConfig
-from andon.errors import AndonError, DataError, ObjectNotFoundError
+from andon.errors import AndonError, ConfigError, InvalidKeyError, ObjectNotFoundError, StorageError
 from andon.httpkit import Rejected, read_capped, run_in_thread
 from andon.predlog import PredictionLog, PredictionWriter
 from andon.registry import CHAMPION
@@ -40,8 +66,24 @@ from andon.storage import ObjectStore, join_key, validate_key
 if TYPE_CHECKING:
     import numpy as np
 
+logger = logging.getLogger(__name__)
+
 MAX_BYTES = 4 * 1024 * 1024
-IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "application/octet-stream": "bin"}
+MAX_JSON_BYTES = 16 * 1024  # a JSON request names an object; it never needs more
+MAX_DECODES = 2  # images decoded at once (the cores are shared anyway); more wait their turn
+MAX_QUEUED_BYTES = 256 * 1024 * 1024  # images waiting to be stored or explained; past it: 503
+DECODE_WAIT_S = 30.0  # how long a request waits for a decode slot before a 503
+IMAGE_TYPES = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/jpg": "jpg",
+    "image/bmp": "bmp",
+    "application/octet-stream": "bin",
+}
+JSON_FIELDS = ("object_key", "part_id", "line", "sku")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
+MAX_SEGMENT_BYTES = 255  # the longest file name a local store can hold
+LOOPBACK = ("127.0.0.1", "::1", "localhost")  # where a service of the embedded stack may run without a token
 
 
 @dataclass
@@ -52,13 +94,57 @@ class _Job:
     upload: tuple[str, bytes, str] | None = None  # (key, data, content type)
 
 
+def _job_bytes(job: _Job) -> int:
+    return (len(job.upload[1]) if job.upload else 0) + (job.image.nbytes if job.image is not None else 0)
+
+
 @dataclass
 class ServiceStats:
     requests: int = 0
-    rejected: int = 0
-    logged: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
     explained: int = 0
+    evidence_conflicts: int = 0  # a second, different image for a part id (kept apart)
     background_errors: list[str] = field(default_factory=list)
+
+
+def check_id(what: str, value: Any) -> str | None:
+    """``value`` if it is a usable part id or SKU (a string that can become part of a key), None
+    when absent (or empty); raises ``ValueError`` naming ``what`` otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+    if not _ID.fullmatch(value):
+        shown = value[:40].encode("unicode_escape").decode()
+        raise ValueError(f"{what} {shown!r} must match {_ID.pattern} (letters, digits, . _ : + -; at most 128)")
+    return value
+
+
+def parse_json_request(body: bytes) -> dict[str, str | None]:
+    """The fields of a JSON score request; raises ``ValueError`` with what is wrong (deep nesting,
+    another type, an unknown field)."""
+    try:
+        req = json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(req, dict):
+        raise ValueError(f"the JSON body must be an object, got {type(req).__name__}")
+    unknown = sorted(set(req) - set(JSON_FIELDS))
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise ValueError(f"unknown field(s) {shown}; known: {', '.join(JSON_FIELDS)}")
+    key = req.get("object_key")
+    if not isinstance(key, str):
+        raise ValueError(f"object_key must be a string, got {type(key).__name__}")
+    line = req.get("line")
+    if line is not None and not isinstance(line, str):
+        raise ValueError(f"line must be a string, got {type(line).__name__}")
+    return {
+        "object_key": key,
+        "part_id": check_id("part_id", req.get("part_id")),
+        "line": line,
+        "sku": check_id("sku", req.get("sku")),
+    }
 
 
 class ScoringService:
@@ -73,23 +159,60 @@ class ScoringService:
         flush_seconds: float = 1.0,
         max_bytes: int = MAX_BYTES,
         explain: bool = True,
+        max_decodes: int = MAX_DECODES,
+        decode_wait_s: float = DECODE_WAIT_S,
+        spool_dir: Path | None = None,
+        token: str | None = None,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.store = store
+        self.token = token  # when set, /v1/score needs `Authorization: Bearer <token>` (docs/security.md)
         self.cfg = cfg
         self.reload_seconds = reload_seconds
         self.max_bytes = max_bytes
         self.explain = explain
         self.writer = PredictionWriter(PredictionLog(store, cfg.id), max_rows=1000, max_seconds=flush_seconds)
+        self.spool_dir = spool_dir
         self.stats = ServiceStats()
         self.champion: Champion | None = None
         self.champion_error = "not loaded yet"
         self._infer_lock = threading.Lock()  # one forward pass at a time: the cores are shared anyway
+        self._decodes = threading.BoundedSemaphore(max(1, max_decodes))
+        self.decode_wait_s = decode_wait_s
+        self._stats_lock = threading.Lock()
+        self._evidence_lock = threading.Lock()
+        self._claimed: dict[str, str] = {}  # evidence key -> sha256, queued but not yet stored
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10_000)
+        self.max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0  # bytes of images held by queued jobs (under _stats_lock)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
+    def authorize(self, header: str | None) -> None:
+        """Refuse (401, counted) a request without the service's bearer token, when it has one.
+        Constant-time comparison; the token is never logged."""
+        if self.token is None:
+            return
+        scheme, _, given = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise self.reject("unauthenticated", 401, "send `Authorization: Bearer <ANDON_SERVICE_TOKEN>`")
+
     # ---------------------------------------------------------------- lifecycle
+    def _spool(self) -> Path:
+        if self.spool_dir is None:
+            from andon.settings import get_settings
+
+            self.spool_dir = get_settings().home / "spool" / "predictions" / self.cfg.id
+        return self.spool_dir
+
     def start(self) -> None:
+        self._stop.clear()
+        self._threads = []
+        try:  # rows a previous run could not log before it stopped
+            if recovered := self.writer.recover(self._spool()):
+                logger.warning("%s: logged %d prediction rows spooled by a previous run", self.cfg.id, recovered)
+        except Exception as exc:  # the store is away: the files stay for the next start
+            self._background_error(f"spooled prediction rows not logged yet: {exc}")
         self.refresh_champion()
         for target, name in ((self._watch, "andon-champion-watch"), (self._work, "andon-log-worker")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -97,13 +220,28 @@ class ScoringService:
             self._threads.append(t)
 
     def stop(self) -> None:
-        """Drain the queue, flush the log, stop the threads (nothing accepted is lost)."""
+        """Drain the queue, flush the log, stop the threads (nothing accepted is lost: rows the
+        store cannot take now go to the local spool, logged at the next start)."""
         self._stop.set()
         self._jobs.put(None)
         for t in self._threads:
             t.join(timeout=30)
-        self.stats.logged += self.writer.pending
-        self.writer.flush()
+        try:
+            self.writer.flush()
+        except Exception as exc:
+            try:
+                path = self.writer.spill(self._spool())
+            except OSError as spill_exc:  # the local disk too: say loudly how many rows are lost
+                logger.critical(
+                    "%s: %d prediction rows lost at shutdown: %s; %s", self.cfg.id, self.writer.pending, exc, spill_exc
+                )
+                return
+            logger.error(
+                "%s: the prediction log cannot be written at shutdown (%s); %s",
+                self.cfg.id,
+                exc,
+                f"its rows are spooled in {path} and logged at the next start" if path else "nothing was buffered",
+            )
 
     def refresh_champion(self) -> None:
         from andon.scoring import resolve_champion
@@ -136,7 +274,7 @@ class ScoringService:
             elif self._stop.is_set() and self._jobs.empty():
                 return
             try:
-                self.stats.logged += self.writer.flush_if_due()
+                self.writer.flush_if_due()
             except Exception as exc:  # the rows stay buffered; the next flush retries them
                 self._background_error(f"prediction log flush: {exc}")
 
@@ -145,16 +283,62 @@ class ScoringService:
         try:
             if job.upload is not None:
                 key, data, ctype = job.upload
-                self.store.put(key, data, ctype)
+                try:
+                    if not self.store.exists(key):  # write-once: claimed at request time, stored here
+                        self.store.put(key, data, ctype)
+                    elif self.store.get(key) != data:  # only another process writing the same key
+                        raise AndonError(f"{key} already holds another image: not overwritten (write-once)")
+                finally:
+                    with self._evidence_lock:
+                        self._claimed.pop(key, None)
             if job.image is not None and job.champion is not None:
                 explain_parts(self.store, self.cfg, job.champion, job.image[None], [row])
                 self.stats.explained += 1
         except Exception as exc:  # the decision is still logged, with what went wrong
             self._background_error(f"{row['part_id']}: {exc}")
+        finally:
+            with self._stats_lock:
+                self._queued_bytes -= _job_bytes(job)
         self.writer.buffer(row)
 
     def _background_error(self, message: str) -> None:
         self.stats.background_errors = [*self.stats.background_errors[-19:], message]
+
+    def reject(self, reason: str, status: int, detail: str) -> Rejected:
+        """A counted refusal (``/healthz``: ``rejected_by_reason``)."""
+        with self._stats_lock:
+            self.stats.rejected[reason] += 1
+        return Rejected(status, detail)
+
+    # ---------------------------------------------------------------- evidence
+    def _evidence_key(self, line: str, now: datetime, part_id: str, ext: str, sha: str) -> tuple[str, bool]:
+        """(the key of this image's evidence, whether it still has to be stored). The first image
+        of a part id gets ``<part-id>.<ext>``; a different one later is kept apart under its
+        content's hash, never over the first."""
+        folder = join_key(self.cfg.object_prefix, line, "online", f"{now:%Y-%m-%d}")
+        key = join_key(folder, f"{part_id}.{ext}")
+        with self._evidence_lock:
+            held = self._claimed.get(key)
+            if held is None and self.store.exists(key):
+                held = hashlib.sha256(self.store.get(key)).hexdigest()
+            if held is None:
+                self._claimed[key] = sha
+                return key, True
+            if held == sha:
+                return key, False
+            apart = join_key(folder, f"{part_id}.{sha[:16]}.{ext}")
+            self.stats.evidence_conflicts += 1
+            new = apart not in self._claimed and not self.store.exists(apart)
+            if new:
+                self._claimed[apart] = sha
+        logger.warning(
+            "%s: part %s already has another image at %s; this one is kept apart at %s",
+            self.cfg.id,
+            part_id,
+            key,
+            apart,
+        )
+        return apart, new
 
     # ---------------------------------------------------------------- scoring
     def score(
@@ -171,20 +355,21 @@ class ScoringService:
         an error row when the image itself is the problem)."""
         t0 = time.perf_counter()
         self.stats.requests += 1
+        try:
+            part_id, sku = check_id("part_id", part_id), check_id("sku", sku)
+        except ValueError as exc:
+            raise self.reject("bad_request", 422, str(exc)) from None
         line = line or self.cfg.line_ids[0]
         if line not in self.cfg.line_ids:
-            raise Rejected(422, f"unknown line {line!r} of {self.cfg.id}; known: {', '.join(self.cfg.line_ids)}")
+            shown = line[:40].encode("unicode_escape").decode()
+            raise self.reject(
+                "unknown_line", 422, f"unknown line {shown!r} of {self.cfg.id}; known: {', '.join(self.cfg.line_ids)}"
+            )
         champion = self.champion
         if champion is None:
-            raise Rejected(503, f"no model to score with: {self.champion_error}")
+            raise self.reject("no_champion", 503, f"no model to score with: {self.champion_error}")
         part_id = part_id or f"{self.cfg.id}-{uuid.uuid4().hex[:16]}"
         now = datetime.now(UTC)
-        upload = None
-        if object_key is None:
-            ext = IMAGE_TYPES.get(content_type, "bin")
-            object_key = join_key(self.cfg.object_prefix, line, "online", f"{now:%Y-%m-%d}", f"{part_id}.{ext}")
-            validate_key(object_key)
-            upload = (object_key, data, content_type)
         row: dict[str, Any] = {
             "part_id": part_id,
             "line": line,
@@ -195,13 +380,25 @@ class ScoringService:
             "model_version": champion.version,
             "model_alias": CHAMPION,
         }
-        fields, problem = check_image(object_key, data, self.cfg, line)
+        if not self._decodes.acquire(timeout=self.decode_wait_s):
+            raise self.reject("busy", 503, f"{self.cfg.id} is decoding other images; retry shortly")
+        try:  # the header before any pixel
+            fields, problem = check_image(object_key or f"upload:{part_id}", data, self.cfg, line)
+            image = None if problem else champion.model_input(data)
+        finally:
+            self._decodes.release()
         row.update(fields)
-        if problem:
-            self.stats.rejected += 1
-            self._enqueue(_Job({**row, **error_fields(problem), "scored_at": datetime.now(UTC)}, upload=upload))
-            raise Rejected(422, f"{part_id}: {problem}")
-        image = champion.model_input(data)
+        if problem or image is None:
+            # a refused upload is not stored: its sha256 and the reason are logged (a flood of
+            # bombs must not fill the queue, the memory or the store with their bodies)
+            self._enqueue(_Job({**row, **error_fields(str(problem)), "scored_at": datetime.now(UTC)}))
+            raise self.reject("bad_image", 422, f"{part_id}: {problem}")
+        upload = None
+        if object_key is None:
+            ext = IMAGE_TYPES.get(content_type, "bin")
+            object_key, new = self._evidence_key(line, now, part_id, ext, fields["sha256"])
+            row["object_key"] = object_key
+            upload = (object_key, data, content_type) if new else None
         with self._infer_lock:
             probs, emb = champion.predict(image[None])
         (pred,) = prediction_rows(champion.classes, probs, emb, champion.threshold)
@@ -227,43 +424,74 @@ class ScoringService:
         }
 
     def score_key(self, object_key: str, **kw: Any) -> dict[str, Any]:
+        """Score the object at ``object_key``, which must lie inside this plant's prefix: a key
+        elsewhere gets the same 404 as a missing one (nothing is read outside the fence)."""
         try:
             validate_key(object_key)
+            if any(len(p.encode()) > MAX_SEGMENT_BYTES for p in object_key.split("/")):
+                raise InvalidKeyError(f"object key has a segment over {MAX_SEGMENT_BYTES} bytes")
+        except InvalidKeyError as exc:
+            raise self.reject("bad_key", 422, str(exc)) from None
+        missing = f"no object {object_key!r} for plant {self.cfg.id}"
+        if not object_key.startswith(self.cfg.object_prefix + "/"):
+            raise self.reject("not_found", 404, missing)
+        try:
             data = self.store.get(object_key)
         except ObjectNotFoundError:
-            raise Rejected(404, f"no object {object_key!r} in the store") from None
-        except DataError as exc:
-            raise Rejected(422, str(exc)) from None
+            raise self.reject("not_found", 404, missing) from None
+        except StorageError as exc:
+            logger.warning("%s: the store failed reading %r: %s", self.cfg.id, object_key, exc)
+            raise self.reject("store_unavailable", 503, "the object store is unavailable; retry shortly") from None
         return self.score(data, object_key=object_key, **kw)
 
     def _enqueue(self, job: _Job) -> None:
+        """Queue ``job`` for the background worker, within a byte budget (images to store and to
+        explain): past it the request gets a counted 503, so a flood cannot grow the memory."""
+        size = _job_bytes(job)
+        with self._stats_lock:
+            held = self._queued_bytes
+            full = held + size > self.max_queued_bytes and held > 0
+            if not full:
+                self._queued_bytes += size
+        if full:
+            raise self.reject("busy", 503, f"the background queue holds {held / 1e6:.1f} MB of images; retry shortly")
         try:
             self._jobs.put(job, timeout=5)
         except queue.Full:
-            raise Rejected(503, "the prediction log is backed up; retry shortly") from None
+            with self._stats_lock:
+                self._queued_bytes -= size
+            raise self.reject("busy", 503, "the prediction log is backed up; retry shortly") from None
 
     def health(self) -> dict[str, Any]:
         c = self.champion
+        log = self.writer.health()
+        status = "no-champion" if c is None else "log-failing" if not log["ok"] else "ok"
+        with self._stats_lock:
+            rejected = dict(sorted(self.stats.rejected.items()))
         return {
-            "status": "ok" if c is not None else "no-champion",
+            "status": status,
             "plant": self.cfg.id,
             "model_name": c.name if c else None,
             "model_version": c.version if c else None,
             "champion_error": self.champion_error or None,
             "queue": self._jobs.qsize(),
+            "queued_mb": round(self._queued_bytes / 1e6, 1),
             "requests": self.stats.requests,
-            "rejected": self.stats.rejected,
-            "logged": self.stats.logged,
+            "rejected": sum(rejected.values()),
+            "rejected_by_reason": rejected,
+            "logged": log["written"],
+            "log": log,
             "explained": self.stats.explained,
+            "evidence_conflicts": self.stats.evidence_conflicts,
             "background_errors": self.stats.background_errors[-5:],
         }
 
 
 def create_app(service: ScoringService) -> FastAPI:
     """The FastAPI app around a started ``service`` (the caller starts and stops it)."""
-    import json
     from contextlib import asynccontextmanager
 
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
@@ -278,6 +506,11 @@ def create_app(service: ScoringService) -> FastAPI:
     async def _rejected(_request: Request, exc: Rejected) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        rejected = service.reject("bad_request", 422, "; ".join(str(e.get("msg", e)) for e in exc.errors())[:500])
+        return JSONResponse({"detail": rejected.detail}, status_code=rejected.status)
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         body = service.health()
@@ -287,41 +520,65 @@ def create_app(service: ScoringService) -> FastAPI:
     async def score(
         request: Request, part_id: str | None = None, line: str | None = None, sku: str | None = None
     ) -> JSONResponse:
+        service.authorize(request.headers.get("authorization"))
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await read_capped(request, service.max_bytes)
+        try:
+            body = await read_capped(request, service.max_bytes)
+        except Rejected as exc:
+            raise service.reject(
+                "too_large" if exc.status == 413 else "incomplete_body", exc.status, exc.detail
+            ) from None
         if not body:
-            raise Rejected(422, "empty request: send the image as the body, or JSON with an object_key")
+            raise service.reject("empty", 422, "empty request: send the image as the body, or JSON with an object_key")
         if ctype == "application/json":
+            if len(body) > MAX_JSON_BYTES:
+                raise service.reject("too_large", 413, f"a JSON request is at most {MAX_JSON_BYTES} bytes")
             try:
-                req = json.loads(body)
-                assert isinstance(req, dict) and isinstance(req.get("object_key"), str)
-            except (ValueError, AssertionError):
-                raise Rejected(422, 'JSON body must be {"object_key": "...", "part_id"?, "line"?, "sku"?}') from None
+                req = parse_json_request(body)
+            except ValueError as exc:
+                raise service.reject(
+                    "bad_request", 422, f'JSON body must be {{"object_key": "...", "part_id"?, "line"?, "sku"?}}: {exc}'
+                ) from None
             result = await run_in_threadpool(
                 service.score_key,
-                req["object_key"],
-                part_id=req.get("part_id") or part_id,
-                line=req.get("line") or line,
-                sku=req.get("sku") or sku,
+                str(req["object_key"]),
+                part_id=req["part_id"] or part_id,
+                line=req["line"] or line,
+                sku=req["sku"] or sku,
             )
         elif ctype in IMAGE_TYPES:
             result = await run_in_threadpool(
                 service.score, body, part_id=part_id, line=line, sku=sku, content_type=ctype
             )
         else:
-            raise Rejected(415, f"content type {ctype or 'missing'}: send image/png, image/jpeg or application/json")
+            shown = ctype[:40].encode("unicode_escape").decode() or "missing"
+            raise service.reject(
+                "unsupported_type",
+                415,
+                f"content type {shown}: send image/png, image/jpeg, image/bmp or application/json",
+            )
         return JSONResponse(result)
 
     return app
 
 
 def serve(cfg: PlantConfig, store: ObjectStore, host: str, port: int, **options: Any) -> None:
-    """Run the service in the foreground until interrupted."""
-    import uvicorn
+    """Run the service in the foreground until interrupted (with the timeouts and connection cap
+    every Andon service has: andon.httpkit.ServerLimits)."""
+    from andon.httpkit import run_server
+    from andon.settings import get_settings
 
-    service = ScoringService(store, cfg, **options)
+    settings = get_settings()
+    token = settings.service_token.get_secret_value() if settings.service_token else None
+    if token is None and (host not in LOOPBACK or settings.authenticated):
+        raise ConfigError(
+            f"andon serve on {host}{' in the authenticated configuration' if settings.authenticated else ''} "
+            "needs ANDON_SERVICE_TOKEN (>= 32 bytes, e.g. `openssl rand -hex 32`): clients then send "
+            "`Authorization: Bearer <token>`; only a loopback service of the embedded stack may stay open"
+        )
+    service = ScoringService(store, cfg, token=token, **options)
     service.start()
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
+    run_server(create_app(service), host, port)
 
 
 @contextmanager

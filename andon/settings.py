@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+MIN_PASSWORD_CHARS = 12  # MLflow's own minimum; Prefect's auth string gets the same
+MIN_SECRET_BYTES = 32  # an HMAC-SHA256 key shorter than its output is guessable by brute force
 
 
 class AndonSettings(BaseSettings):
@@ -73,7 +75,13 @@ class AndonSettings(BaseSettings):
         "for s3://, else $ANDON_HOME/mlflow/artifacts.",
     )
     mes_secret: SecretStr | None = Field(
-        default=None, description="Shared secret of the MES webhook signatures (HMAC-SHA256); the gateway needs it."
+        default=None,
+        description="Shared secret of the MES webhook signatures (HMAC-SHA256, >= 32 bytes); the gateway needs it.",
+    )
+    service_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of `andon serve` (>= 32 bytes); required off loopback and in the authenticated "
+        "configuration.",
     )
     gateway_outbox_url: str = Field(
         default="",
@@ -83,11 +91,80 @@ class AndonSettings(BaseSettings):
     service_start_timeout_s: float = Field(
         default=90.0, gt=0, le=900, description="How long `andon up` waits for a health endpoint."
     )
+    # --- authentication (docs/security.md). Read from the variables Prefect's and MLflow's own
+    # clients read, so one variable serves the servers `andon up` starts, the flows, the workers
+    # and Andon's own HTTP calls. Never on a command line, never in a config file.
+    prefect_api_auth_string: SecretStr | None = Field(
+        default=None,
+        validation_alias="PREFECT_API_AUTH_STRING",
+        description="'user:password' of the Prefect API (Basic auth; the server's PREFECT_SERVER_API_AUTH_STRING). "
+        "Required by the production configuration.",
+    )
+    mlflow_username: str | None = Field(
+        default=None,
+        validation_alias="MLFLOW_TRACKING_USERNAME",
+        min_length=1,
+        max_length=64,
+        description="MLflow basic-auth user (the admin `andon up` bootstraps); required by the production config.",
+    )
+    mlflow_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="MLFLOW_TRACKING_PASSWORD",
+        description="MLflow basic-auth password (>= 12 characters, MLflow's rule).",
+    )
+    mlflow_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="MLFLOW_FLASK_SERVER_SECRET_KEY",
+        description="CSRF key of the MLflow auth app; default: a random one per `andon up`.",
+    )
 
     @field_validator("home", "configs_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("mes_secret", "service_token")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None  # set but empty: the same as unset (the gateway says to set it)
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            n = len(value.get_secret_value().encode())
+            raise ValueError(
+                f"is {n} bytes: use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`), "
+                "the same value on the MES (or the scoring service's clients)"
+            )
+        return value
+
+    @field_validator("prefect_api_auth_string")
+    @classmethod
+    def _auth_string(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        user, sep, password = value.get_secret_value().partition(":")
+        if not (user and sep and len(password) >= MIN_PASSWORD_CHARS):
+            raise ValueError(f"must read 'user:password' with a password of at least {MIN_PASSWORD_CHARS} characters")
+        return value
+
+    @field_validator("mlflow_password")
+    @classmethod
+    def _mlflow_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < MIN_PASSWORD_CHARS:
+            raise ValueError(f"use at least {MIN_PASSWORD_CHARS} characters (MLflow refuses shorter passwords)")
+        return value
+
+    @model_validator(mode="after")
+    def _mlflow_pair(self) -> AndonSettings:
+        if (self.mlflow_username is None) != (self.mlflow_password is None):
+            raise ValueError("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD go together: set both or neither")
+        return self
+
+    @property
+    def authenticated(self) -> bool:
+        """Both servers' credentials are configured."""
+        return self.prefect_api_auth_string is not None and self.mlflow_password is not None
 
     @field_validator("object_store_url")
     @classmethod
@@ -128,10 +205,27 @@ def get_settings() -> AndonSettings:
     try:
         return AndonSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"ANDON_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"environment: {problems}") from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    name = "_".join(str(p) for p in loc).upper()
+    if not name:  # a rule over several variables: its message names them
+        return "settings"
+    native = {str(f.validation_alias) for f in AndonSettings.model_fields.values() if f.validation_alias}
+    return name if name in native else f"ANDON_{name}"
+
+
+def prefect_auth_headers(settings: AndonSettings | None = None) -> dict[str, str]:
+    """The Authorization header Prefect's API wants (what its own client sends for
+    PREFECT_API_AUTH_STRING), for Andon's direct HTTP calls; empty when no credential is set."""
+    import base64
+
+    secret = (settings or get_settings()).prefect_api_auth_string
+    if secret is None:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(secret.get_secret_value().encode()).decode()}
 
 
 def reset_settings() -> None:

@@ -2,17 +2,29 @@
 
 ``andon up`` starts what is not running, waits for both health endpoints and prints the UIs;
 a second ``up`` reuses what runs. Each process gets a PID file (JSON: pid, port, command, start
-time) and a log file under ``$ANDON_HOME``. ``andon down`` stops only processes whose PID file
-it wrote and whose command line still matches, so it never kills a stranger that reused a PID.
-Services start in their own process group, and ``down`` signals the whole group (servers fork
-workers), TERM first, KILL after a grace period.
+time; mode 0600) and a log file under ``$ANDON_HOME``.
+
+Authentication (docs/security.md): with ``PREFECT_API_AUTH_STRING`` set the Prefect server
+requires it (Basic auth on every route but the health probe); with ``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` set the MLflow server runs its basic-auth app with that user as its
+admin. The embedded default (SQLite on loopback) may run open; the production configuration
+(PostgreSQL, or an interface other than loopback) refuses to start without both credentials.
+Secrets reach the servers through their environment, never their command line: the MLflow
+backend URI (with its database password) goes in ``MLFLOW_BACKEND_STORE_URI``.
+
+``andon down`` stops only processes whose PID file it wrote and whose command line still
+matches, so it never kills a stranger that reused a PID. Services start in their own process
+group, and ``down`` signals the whole group (servers fork workers), TERM first, KILL after a
+grace period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from andon.errors import PortInUseError, ServiceError
+from andon.errors import ConfigError, PortInUseError, ServiceError
 from andon.settings import AndonSettings
 
 
@@ -33,8 +45,9 @@ class Service:
     health_path: str
     ui_path: str
     command: list[str]
-    env: dict[str, str]
+    env: dict[str, str]  # may hold secrets: given to the process, never written to the PID file
     host: str
+    files: tuple[tuple[Path, str], ...] = ()  # written (0600) before the process starts
 
     @property
     def base_url(self) -> str:
@@ -72,6 +85,52 @@ def _mlflow_db_url(url: str) -> str:
     return url
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production(settings: AndonSettings) -> bool:
+    """The stack is shared (PostgreSQL) or reachable beyond this machine (not loopback): it must
+    not run without authentication."""
+    shared = not (
+        settings.prefect_database_url.startswith("sqlite") and settings.mlflow_backend_store_uri.startswith("sqlite")
+    )
+    return shared or not _loopback(settings.host)
+
+
+def require_authentication(settings: AndonSettings) -> None:
+    """Refuse to start the production configuration open (see docs/security.md)."""
+    if not production(settings):
+        return
+    missing = []
+    if settings.prefect_api_auth_string is None:
+        missing.append("PREFECT_API_AUTH_STRING ('user:password' for the Prefect API)")
+    if settings.mlflow_password is None:
+        missing.append("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the MLflow basic-auth admin)")
+    if missing:
+        raise ConfigError(
+            f"environment: the production configuration (databases on PostgreSQL or host {settings.host}) "
+            f"starts only authenticated; set {' and '.join(missing)} (docs/security.md)"
+        )
+
+
+def _mlflow_auth_ini(settings: AndonSettings) -> str:
+    # users live in their own SQLite file beside the tracking data: no database password in here
+    # (the auth app reads database_uri from this file only); least privilege for new users
+    return (
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{settings.home / 'mlflow' / 'basic_auth.db'}\n"
+        f"admin_username = {settings.mlflow_username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+
+
 def services(settings: AndonSettings) -> list[Service]:
     """The processes ``andon up`` manages, fully resolved from settings."""
     home = settings.home
@@ -87,6 +146,9 @@ def services(settings: AndonSettings) -> list[Service]:
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": _prefect_db_url(settings.prefect_database_url),
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
+    if settings.prefect_api_auth_string is not None:
+        auth = settings.prefect_api_auth_string.get_secret_value()
+        prefect_env |= {"PREFECT_SERVER_API_AUTH_STRING": auth, "PREFECT_API_AUTH_STRING": auth}
     prefect = Service(
         name="prefect",
         port=settings.prefect_port,
@@ -107,9 +169,30 @@ def services(settings: AndonSettings) -> list[Service]:
         env=prefect_env,
         host=settings.host,
     )
-    mlflow_env: dict[str, str] = {"MLFLOW_HOST": settings.host, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    mlflow_env: dict[str, str] = {
+        "MLFLOW_HOST": settings.host,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        # no job runner and huey consumers (~240 MB each): Andon runs no MLflow jobs
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # read by `mlflow server` itself (its --backend-store-uri envvar): the database password stays
+        # off the command line, which every user of the machine can read in /proc
+        "MLFLOW_BACKEND_STORE_URI": _mlflow_db_url(settings.mlflow_backend_store_uri),
+    }
     if settings.s3_endpoint_url:
         mlflow_env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    app: list[str] = []
+    files: tuple[tuple[Path, str], ...] = ()
+    if settings.mlflow_password is not None:
+        ini = home / "mlflow" / "basic_auth.ini"
+        app = ["--app-name", "basic-auth"]
+        files = ((ini, _mlflow_auth_ini(settings)),)
+        key = settings.mlflow_secret_key.get_secret_value() if settings.mlflow_secret_key else secrets.token_hex(32)
+        mlflow_env |= {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_USERNAME": str(settings.mlflow_username),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": settings.mlflow_password.get_secret_value(),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": key,
+        }
     mlflow = Service(
         name="mlflow",
         port=settings.mlflow_port,
@@ -124,8 +207,7 @@ def services(settings: AndonSettings) -> list[Service]:
             settings.host,
             "--port",
             str(settings.mlflow_port),
-            "--backend-store-uri",
-            _mlflow_db_url(settings.mlflow_backend_store_uri),
+            *app,
             "--serve-artifacts",
             "--artifacts-destination",
             settings.mlflow_artifacts_destination,
@@ -134,6 +216,7 @@ def services(settings: AndonSettings) -> list[Service]:
         ],
         env=mlflow_env,
         host=settings.host,
+        files=files,
     )
     return [prefect, mlflow]
 
@@ -225,9 +308,20 @@ def service_status(settings: AndonSettings) -> list[ServiceStatus]:
     return out
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only (0600), whatever the umask or an older file's mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def _start(settings: AndonSettings, svc: Service) -> subprocess.Popen[bytes]:
     for sub in ("run", "logs", "prefect", "mlflow"):
         (settings.home / sub).mkdir(parents=True, exist_ok=True)
+        (settings.home / sub).chmod(0o700)
+    for path, text in svc.files:
+        _write_private(path, text)
     if not settings.mlflow_artifacts_destination.startswith("s3://"):
         Path(settings.mlflow_artifacts_destination).mkdir(parents=True, exist_ok=True)
     log = log_file(settings, svc.name)
@@ -244,7 +338,7 @@ def _start(settings: AndonSettings, svc: Service) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )
     record = {"pid": proc.pid, "port": svc.port, "command": svc.command, "started": time.time()}
-    _pid_file(settings, svc.name).write_text(json.dumps(record))
+    _write_private(_pid_file(settings, svc.name), json.dumps(record))  # the command holds no secret
     return proc
 
 
@@ -258,6 +352,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -> list[ServiceStatus]:
     """Start every service that is not already running (ours and healthy), then wait for health."""
     say = on_event or (lambda _msg: None)
+    require_authentication(settings)
     started: dict[str, tuple[Service, subprocess.Popen[bytes]]] = {}
     problems: list[str] = []
     for svc in services(settings):

@@ -21,7 +21,7 @@ import uuid
 
 from _common import Recorder, free_port, isolated_home, kill, peak_rss_mb, start_prefect_server
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-of-at-least-32-bytes-long"
 
 
 def main() -> None:

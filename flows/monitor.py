@@ -2,7 +2,10 @@
 (``incremental``), hourly with the Evidently drift report (``hourly``), nightly over 24 h
 (``nightly``). Breaches emit andon.drift.detected / andon.performance.degraded. ``task``
 picks the model: the plant's vision champion (default) or its sensor model (machine-failure).
-The incremental run also queues the window's most informative parts for labeling."""
+The incremental run also queues the window's most informative parts for labeling.
+
+A run charts the window it was scheduled for: ``at`` defaults to the flow run's scheduled start,
+so runs queued while no worker was up each chart their own window when they finally run."""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.monitoring import publish_monitoring, queue_for_labeling, run_monitor
+from tasks.monitoring import publish_monitoring, queue_for_labeling, run_monitor, scheduled_end
 
 
 @flow(name="monitor")
 def monitor_flow(
     plant: str, kind: str = "incremental", at: str | None = None, task: str | None = None
 ) -> dict[str, Any]:
-    result = run_monitor(plant, kind, at, task)
+    result = run_monitor(plant, kind, at or scheduled_end(), task)
     publish_monitoring(result)
     if kind == "incremental" and task is None:  # after each scoring window: parts worth a person's look
         result["labeling"] = queue_for_labeling(plant, result["start"], result["end"])

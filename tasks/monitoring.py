@@ -22,6 +22,17 @@ def _emit(event: str, payload: dict[str, Any], key: str) -> None:
     emit_event(event=event, resource=alert_resource(payload), payload=payload, id=event_id(event, key))
 
 
+def scheduled_end() -> str:
+    """The end of the window this flow run was scheduled for: its scheduled start time (a run
+    started by hand: when it was created), never the time a late worker picked it up."""
+    from datetime import UTC
+
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time
+    return (scheduled or datetime.now(UTC)).isoformat()
+
+
 @task(name="run-monitor", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def run_monitor(plant: str, kind: str, at: str | None = None, task: str | None = None) -> dict[str, Any]:
     from andon.config import load_plant

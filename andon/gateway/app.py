@@ -3,18 +3,20 @@
     POST /v1/mes/events     a signed MES message (see andon/gateway/signing.py and schemas.py)
                             202 {"event_id", "event", "duplicate"} once it is committed to the outbox
                             401 unsigned / forged / expired / replayed; 400 malformed JSON, unknown
-                            type, a wrong field (named), unknown plant or line; 413 over 1 MB
+                            type, a wrong field (named), unknown plant or line, a control character;
+                            408 a body too slow; 413 over 1 MB; 503 the outbox is away
     GET  /healthz           outbox counts and the forwarder's state
     GET  /metrics           Prometheus text: received, duplicates, rejected by reason, pending,
                             delivered, delivery lag
 
-Nothing is enqueued for a rejected request. A message id already in the outbox is acknowledged
-again (``duplicate: true``) and not enqueued twice, so an MES that retries never retrains twice.
+Every refusal is counted by reason; nothing is enqueued for a rejected request, and no input
+gets a 500 (whatever a body holds, it is a counted 4xx). A message id already in the outbox is
+acknowledged again (``duplicate: true``) and not enqueued twice, so an MES that retries never retrains twice.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 from collections import Counter
 from typing import Any
@@ -22,14 +24,29 @@ from typing import Any
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations here
 
 from andon.config import PlantConfig
-from andon.errors import AndonError, DataError
+from andon.errors import ConfigError, DataError
 from andon.gateway.forwarder import Forwarder
-from andon.gateway.outbox import Outbox, ReplayError
-from andon.gateway.schemas import parse_message, to_event
+from andon.gateway.outbox import Outbox, OutboxError, ReplayError
+from andon.gateway.schemas import decode_json, parse_message, to_event
 from andon.gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from andon.httpkit import Rejected, read_capped
+from andon.settings import MIN_SECRET_BYTES
 
 MAX_BYTES = 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def check_secret(secret: str) -> str:
+    """``secret`` when it is long enough to sign with (HMAC-SHA256 wants >= 32 bytes of key)."""
+    if not secret:
+        raise ConfigError("the gateway needs the MES signing secret: set ANDON_MES_SECRET")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"ANDON_MES_SECRET is {len(secret.encode())} bytes: use at least {MIN_SECRET_BYTES} random bytes "
+            "(e.g. `openssl rand -hex 32`) and give the MES the same value"
+        )
+    return secret
 
 
 class Gateway:
@@ -43,9 +60,7 @@ class Gateway:
         forwarder: Forwarder | None = None,
         max_bytes: int = MAX_BYTES,
     ) -> None:
-        if not secret:
-            raise AndonError("the gateway needs the MES signing secret: set ANDON_MES_SECRET")
-        self.outbox, self.plants, self.secret = outbox, plants, secret
+        self.outbox, self.plants, self.secret = outbox, plants, check_secret(secret)
         self.forwarder = forwarder
         self.max_bytes = max_bytes
         self.accepted: Counter[str] = Counter()  # by source
@@ -63,31 +78,48 @@ class Gateway:
             sig = verify(body, timestamp, signature, self.secret)
         except SignatureError as exc:
             raise self.reject(exc.reason, 401, str(exc)) from None
+        raw = self.decode(body)
         try:
-            raw = json.loads(body)
-        except ValueError as exc:
-            raise self.reject("malformed", 400, f"malformed JSON: {exc}") from None
-        return self.receive(raw, "http", sig)
+            return self.receive(raw, "http", sig)
+        except OutboxError as exc:
+            raise self.reject("outbox_unavailable", 503, f"not stored, send it again later: {exc}") from None
 
-    def receive(self, raw: Any, source: str, signature: str | None = None) -> dict[str, Any]:
-        """Check ``raw`` (decoded JSON), persist its event; the answer for the sender."""
+    def decode(self, body: bytes) -> Any:
+        """The JSON of a body or MQTT payload, or a counted rejection."""
+        try:
+            return decode_json(body)
+        except DataError as exc:
+            raise self.reject("malformed", 400, str(exc)) from None
+
+    def check(self, raw: Any) -> dict[str, Any]:
+        """The Prefect event of ``raw`` (decoded JSON), or a counted rejection (Rejected) that
+        names what is wrong: whatever ``raw`` holds, nothing else is raised."""
         try:
             msg = parse_message(raw)
+            cfg = self.plants.get(msg.plant)
+            if cfg is None:
+                known = ", ".join(sorted(self.plants))
+                raise self.reject("unknown_plant", 400, f"plant: unknown plant {msg.plant!r} (known: {known})")
+            return to_event(msg, cfg)
+        except Rejected:
+            raise
         except DataError as exc:
             reason = "unknown_type" if str(exc).startswith("type:") else "schema"
             raise self.reject(reason, 400, str(exc)) from None
-        cfg = self.plants.get(msg.plant)
-        if cfg is None:
-            known = ", ".join(sorted(self.plants))
-            raise self.reject("unknown_plant", 400, f"plant: unknown plant {msg.plant!r} (known: {known})")
-        try:
-            event = to_event(msg, cfg)
-        except DataError as exc:
-            raise self.reject("schema", 400, str(exc)) from None
+        except Exception as exc:  # a validator's surprise: still the message's fault, never a 500
+            log.warning("MES message refused: %s while checking it", type(exc).__name__)
+            raise self.reject("invalid", 400, f"unusable message ({type(exc).__name__})") from None
+
+    def receive(self, raw: Any, source: str, signature: str | None = None) -> dict[str, Any]:
+        """Check ``raw`` (decoded JSON), persist its event; the answer for the sender. Rejected
+        for a message that will never be valid; OutboxError when it could not be stored now."""
+        event = self.check(raw)
         try:
             new = self.outbox.put(event, source, signature)
         except ReplayError as exc:
             raise self.reject("replayed", 401, str(exc)) from None
+        except DataError as exc:  # the database refuses a value the schema let through
+            raise self.reject("schema", 400, str(exc)) from None
         with self._lock:
             if new:
                 self.accepted[source] += 1
@@ -95,7 +127,8 @@ class Gateway:
                 self.duplicates += 1
         if new and self.forwarder:
             self.forwarder.wake()
-        return {"event_id": event["id"], "event": event["event"], "plant": cfg.id, "duplicate": not new}
+        plant = event["resource"]["plant.id"]
+        return {"event_id": event["id"], "event": event["event"], "plant": plant, "duplicate": not new}
 
     def health(self) -> dict[str, Any]:
         counts = self.outbox.counts()
@@ -128,6 +161,9 @@ class Gateway:
             "# HELP andon_gateway_events_delivered_total events the Prefect server confirmably stored",
             "# TYPE andon_gateway_events_delivered_total counter",
             f"andon_gateway_events_delivered_total {counts['delivered']}",
+            "# HELP andon_gateway_events_dead events the Prefect server refused for good, parked with a reason",
+            "# TYPE andon_gateway_events_dead gauge",
+            f"andon_gateway_events_dead {counts['dead']}",
         ]
         if self.forwarder:
             lags = sorted(self.forwarder.stats.lags)
@@ -161,7 +197,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         try:
             body = await read_capped(request, gateway.max_bytes)
         except Rejected as exc:
-            raise gateway.reject("too_large", exc.status, exc.detail) from None
+            reason = {413: "too_large", 408: "body_timeout", 400: "disconnected"}.get(exc.status, "body")
+            raise gateway.reject(reason, exc.status, exc.detail) from None
         answer = await run_in_threadpool(
             gateway.receive_http, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
         )
@@ -184,9 +221,7 @@ def build_gateway(api_url: str | None = None, outbox_url: str | None = None, for
     from andon.settings import get_settings
 
     settings = get_settings()
-    secret = settings.mes_secret.get_secret_value() if settings.mes_secret else ""
-    if not secret:
-        raise AndonError("the gateway needs the MES signing secret: set ANDON_MES_SECRET")
+    secret = check_secret(settings.mes_secret.get_secret_value() if settings.mes_secret else "")
     url = outbox_url or settings.gateway_outbox_url
     if url.startswith("sqlite:///"):
         from pathlib import Path

@@ -5,15 +5,29 @@ Why confirm: the open-source server's event queue lives in memory; a 204 means "
 crash loses what was queued. An event the store does not show ``resend_after`` seconds after it
 was sent is sent again (same id). A server that remembers the id ignores it; a restarted one
 does not, and the retrain policy step recognizes the re-delivered event id instead. While the
-server is away the forwarder backs off (0.5 s doubling to 10 s) and keeps everything.
+server is away the forwarder backs off (0.5 s doubling to 10 s) and keeps everything; a new event
+does not cut a backoff short (a failing server gets one attempt per interval, not one per event).
+
+A poison event (one the server refuses, e.g. a text Prefect on PostgreSQL cannot store) never
+holds back the others. One that cannot be encoded (a lone surrogate, NaN) is parked before it is
+sent, and so is one holding a NUL (written before the gateway refused control characters):
+Prefect answers 204, then fails to store the whole batch it is flushed with, again and again,
+dropping the valid events around it. After a refused batch the forwarder sends the events one by
+one; one refused alone with a client error (4xx), or with a server error while others of the
+same round were accepted, is parked as dead with the server's answer as reason. A resent event
+still not in the server's store after ``max_attempts`` tries, while events received after it were
+confirmed, is parked too. Resends go one event per request. Parked events stay in the outbox
+(``dead``, with ``dead_reason``).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from andon.gateway.outbox import Outbox, Pending
 
@@ -25,6 +39,7 @@ class ForwarderStats:
     resent: int = 0
     confirmed: int = 0
     failures: int = 0
+    dead: int = 0
     last_error: str = ""
     last_success: float = 0.0
     backoff: float = 0.0
@@ -42,14 +57,18 @@ class Forwarder:
         confirm_after: float = 0.5,
         timeout: float = 5.0,
         max_backoff: float = 10.0,
+        min_backoff: float = 0.5,
+        max_attempts: int = 5,
     ) -> None:
         import httpx
 
         self.outbox = outbox
         self.api_url = api_url.rstrip("/")
         self.batch, self.resend_after, self.confirm_after = batch, resend_after, confirm_after
-        self.max_backoff = max_backoff
-        self.client = httpx.Client(timeout=timeout)
+        self.max_backoff, self.min_backoff, self.max_attempts = max_backoff, min_backoff, max_attempts
+        from andon.settings import prefect_auth_headers
+
+        self.client = httpx.Client(timeout=timeout, headers=prefect_auth_headers())  # PREFECT_API_AUTH_STRING
         self.stats = ForwarderStats()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -60,20 +79,94 @@ class Forwarder:
         due = self.outbox.due(self.batch, self.resend_after)
         if not due:
             return 0
-        ids = [p.id for p in due]
+        due = [p for p in due if not self._poison(p)]
+        fresh = [p for p in due if p.sent_at is None]
+        resends = [p for p in due if p.sent_at is not None]
+        moved = self._send_batch(fresh) if fresh else 0
+        if resends:
+            overtaken_before = self.outbox.newest_confirmed()
+            for p in resends:
+                if p.attempts >= self.max_attempts and p.received_at < overtaken_before:
+                    self._park(p, f"never confirmed by the server after {p.attempts} attempts, while later events were")
+                else:
+                    moved += self._send_batch([p])
+        return moved
+
+    def _poison(self, p: Pending) -> bool:
+        """Park ``p`` when no server could ever take it: it cannot be sent as JSON (a lone
+        surrogate, NaN: the whole batch would fail to encode) or holds a NUL."""
         try:
-            resp = self.client.post(f"{self.api_url}/events", json=[p.event for p in due])
+            json.dumps(p.event, ensure_ascii=False, allow_nan=False).encode()
+        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+            self._park(p, f"cannot be sent as JSON ({type(exc).__name__}: {str(exc)[:200]}): never sent")
+            return True
+        if _holds_nul(p.event):
+            self._park(p, "holds a NUL character (\\u0000), which Prefect on PostgreSQL cannot store: never sent")
+            return True
+        return False
+
+    def _post(self, events: list[Pending]) -> Any:
+        """The server's answer; a transport error marks the events failed and propagates."""
+        try:
+            return self.client.post(f"{self.api_url}/events", json=[p.event for p in events])
         except Exception as exc:
-            self.outbox.mark_failed(ids, f"{type(exc).__name__}: {exc}")
+            self.outbox.mark_failed([p.id for p in events], f"{type(exc).__name__}: {exc}")
             raise
-        if resp.status_code >= 300:
-            self.outbox.mark_failed(ids, f"HTTP {resp.status_code}: {resp.text[:200]}")
-            raise RuntimeError(f"the Prefect server answered {resp.status_code}")
-        self.outbox.mark_sent(ids)
+
+    def _accepted(self, events: list[Pending]) -> int:
+        self.outbox.mark_sent([p.id for p in events])
         self.stats.posts += 1
-        self.stats.sent += len(due)
-        self.stats.resent += sum(1 for p in due if p.attempts > 0)
-        return len(due)
+        self.stats.sent += len(events)
+        self.stats.resent += sum(1 for p in events if p.sent_at is not None)
+        return len(events)
+
+    def _park(self, p: Pending, reason: str) -> None:
+        self.outbox.mark_dead(p.id, reason)
+        self.stats.dead += 1
+        self.stats.last_error = f"event {p.id} parked as dead: {reason}"[:300]
+
+    def _send_batch(self, events: list[Pending]) -> int:
+        resp = self._post(events)
+        verdict = _verdict(resp.status_code)
+        if verdict == "ok":
+            return self._accepted(events)
+        answer = f"HTTP {resp.status_code}: {resp.text[:300]}"
+        if len(events) > 1 and verdict != "retry":  # one of them may be poison: find it, one by one
+            return self._send_singly(events)
+        if verdict == "refused":
+            self._park(events[0], f"refused by the server: {answer}")
+            return 1
+        self.outbox.mark_failed([p.id for p in events], answer)
+        raise RuntimeError(f"the Prefect server answered {resp.status_code}")
+
+    def _send_singly(self, events: list[Pending]) -> int:
+        accepted = 0
+        doubtful: list[tuple[Pending, str]] = []
+        for i, p in enumerate(events):
+            try:
+                resp = self._post([p])
+            except Exception:
+                self.outbox.mark_failed([q.id for q, _ in doubtful] + [q.id for q in events[i + 1 :]], "not sent")
+                raise
+            answer = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            verdict = _verdict(resp.status_code)
+            if verdict == "ok":
+                accepted += self._accepted([p])
+            elif verdict == "refused":
+                self._park(p, f"refused by the server: {answer}")
+            elif verdict == "error":
+                doubtful.append((p, answer))
+            else:  # overloaded, away, unauthorized: stop here and back off
+                self.outbox.mark_failed([q.id for q, _ in doubtful] + [q.id for q in events[i:]], answer)
+                raise RuntimeError(f"the Prefect server answered {resp.status_code}")
+        for p, answer in doubtful:
+            if accepted:  # the server took others of this round: it fails on what this one holds
+                self._park(p, f"refused by the server while it accepted others: {answer}")
+            else:
+                self.outbox.mark_failed([p.id], answer)
+        if doubtful and not accepted:  # nothing went through: the server is failing, not the events
+            raise RuntimeError(f"the Prefect server failed on all {len(doubtful)} events sent one by one")
+        return len(events)
 
     def confirm(self) -> int:
         waiting = self.outbox.unconfirmed(50, self.confirm_after)  # the server's page size is 50
@@ -116,11 +209,14 @@ class Forwarder:
             except Exception as exc:
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                backoff = min(self.max_backoff, max(0.5, backoff * 2))
+                backoff = min(self.max_backoff, max(self.min_backoff, backoff * 2))
                 moved = 0
             self.stats.backoff = backoff
-            if not moved:
-                self._wake.wait(backoff or 0.2)
+            if backoff:  # new events wait out the backoff too; only stop() cuts it short
+                self._stop.wait(backoff)
+                self._wake.clear()
+            elif not moved:
+                self._wake.wait(0.2)
                 self._wake.clear()
 
     def wake(self) -> None:
@@ -137,6 +233,32 @@ class Forwarder:
         if self._thread:
             self._thread.join(timeout=30)
         self.client.close()
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL is in any string or key of ``value`` (decoded JSON)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _verdict(status: int) -> str:
+    """ok; refused (a client error about the event itself); error (a server error: the event's
+    fault when others get through); retry (auth, routing, overload, timeouts: never the event's)."""
+    if status < 300:
+        return "ok"
+    if status in (401, 403, 404, 408, 409, 425, 429, 502, 503, 504) or status < 400:
+        return "retry"
+    return "refused" if status < 500 else "error"
 
 
 def _occurred(p: Pending) -> datetime:

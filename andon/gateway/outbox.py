@@ -9,8 +9,13 @@ signatures seen recently (replay protection that survives a restart). SQLite und
 Lifecycle of a row: received (``received_at``) -> sent (``sent_at``, the server answered 204)
 -> confirmed (``confirmed_at``, the server's event store has it). A row sent but unconfirmed for
 ``resend_after`` seconds is sent again: the server's queue is in memory and may have died with
-it. Rows are never deleted by the gateway (``prune`` removes confirmed rows older than a cut-off
+it. An event the server refuses for good (see ``forwarder``) is parked: ``dead_at`` and
+``dead_reason`` set, never sent again, counted as ``dead``, and it holds back nothing.
+Rows are never deleted by the gateway (``prune`` removes confirmed rows older than a cut-off
 when an operator asks).
+
+A database that is away raises OutboxError (the caller keeps the message: an MQTT message
+stays unacknowledged, an HTTP request gets 503); a value the database refuses raises DataError.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from andon.errors import ServiceError
+from andon.errors import DataError, ServiceError
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Pending:
     event: dict[str, Any]
     received_at: float
     attempts: int
+    sent_at: float | None = None
 
 
 class Outbox:
@@ -71,6 +77,8 @@ class Outbox:
             sa.Column("confirmed_at", sa.Float, nullable=True, index=True),
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             sa.Column("last_error", sa.Text, nullable=True),
+            sa.Column("dead_at", sa.Float, nullable=True),
+            sa.Column("dead_reason", sa.Text, nullable=True),
         )
         self.signatures = sa.Table(
             "andon_outbox_signatures",
@@ -81,8 +89,20 @@ class Outbox:
         self._lock = threading.Lock() if sqlite else None  # SQLite: one writer at a time, no busy retries
         try:
             meta.create_all(self.engine)
+            self._add_missing_columns()
         except Exception as exc:
             raise ServiceError(f"cannot open the gateway outbox at {self._safe_url()}: {exc}") from None
+
+    def _add_missing_columns(self) -> None:
+        """An outbox created by an older gateway gets the columns added since (nullable ones)."""
+        import sqlalchemy as sa
+
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(self.events.name)}
+        missing = [c for c in self.events.columns if c.name not in have]
+        with self._write() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=self.engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {self.events.name} ADD COLUMN {column.name} {kind}"))
 
     def _safe_url(self) -> str:
         from sqlalchemy.engine import make_url
@@ -102,6 +122,22 @@ class Outbox:
     def put(self, event: dict[str, Any], source: str, signature: str | None = None, replay_window: float = 600) -> bool:
         """Persist ``event`` (committed when this returns). Returns False when an event with its id
         is already here (an MES retry). Raises ReplayError for a signature seen before."""
+        from sqlalchemy import exc as sa_exc
+
+        try:
+            return self._put(event, source, signature, replay_window)
+        except sa_exc.DataError as exc:  # the database refuses this value: it never will accept it
+            raise DataError(f"the outbox refused the event: {exc.orig!s:.200}") from None
+        except sa_exc.DBAPIError as exc:  # away, full, locked, misconfigured: keep the message
+            raise OutboxError(f"the outbox at {self._safe_url()} is unavailable: {exc.orig!s:.200}") from None
+        except sa_exc.StatementError as exc:  # the driver refused a value before sending it
+            if isinstance(exc.orig, ValueError | TypeError):
+                raise DataError(f"the outbox refused the event: {exc.orig!s:.200}") from None
+            raise OutboxError(f"the outbox at {self._safe_url()} is unavailable: {exc.orig!s:.200}") from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise OutboxError(f"the outbox at {self._safe_url()} is unavailable: {exc!s:.200}") from None
+
+    def _put(self, event: dict[str, Any], source: str, signature: str | None, replay_window: float) -> bool:
         import sqlalchemy as sa
         from sqlalchemy.exc import IntegrityError
 
@@ -130,13 +166,13 @@ class Outbox:
         t = self.events
         cut = time.time() - resend_after
         q = (
-            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts)
-            .where(t.c.confirmed_at.is_(None), sa.or_(t.c.sent_at.is_(None), t.c.sent_at < cut))
+            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts, t.c.sent_at)
+            .where(t.c.confirmed_at.is_(None), t.c.dead_at.is_(None), sa.or_(t.c.sent_at.is_(None), t.c.sent_at < cut))
             .order_by(t.c.received_at)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [Pending(r.id, json.loads(r.body), r.received_at, r.attempts) for r in conn.execute(q)]
+            return [Pending(r.id, json.loads(r.body), r.received_at, r.attempts, r.sent_at) for r in conn.execute(q)]
 
     def unconfirmed(self, limit: int, older_than: float) -> list[Pending]:
         """Sent, not yet confirmed, sent more than ``older_than`` seconds ago."""
@@ -144,13 +180,18 @@ class Outbox:
 
         t = self.events
         q = (
-            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts)
-            .where(t.c.confirmed_at.is_(None), t.c.sent_at.is_not(None), t.c.sent_at < time.time() - older_than)
+            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts, t.c.sent_at)
+            .where(
+                t.c.confirmed_at.is_(None),
+                t.c.dead_at.is_(None),
+                t.c.sent_at.is_not(None),
+                t.c.sent_at < time.time() - older_than,
+            )
             .order_by(t.c.sent_at)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [Pending(r.id, json.loads(r.body), r.received_at, r.attempts) for r in conn.execute(q)]
+            return [Pending(r.id, json.loads(r.body), r.received_at, r.attempts, r.sent_at) for r in conn.execute(q)]
 
     def mark_sent(self, ids: list[str]) -> None:
         import sqlalchemy as sa
@@ -167,6 +208,39 @@ class Outbox:
         with self._write() as conn:
             conn.execute(sa.update(t).where(t.c.id.in_(ids)).values(attempts=t.c.attempts + 1, last_error=error[:500]))
 
+    def mark_dead(self, event_id: str, reason: str) -> None:
+        """Park an event the server refuses for good: never sent again, kept with the reason."""
+        import sqlalchemy as sa
+
+        t = self.events
+        with self._write() as conn:
+            open_ = sa.and_(t.c.id == event_id, t.c.confirmed_at.is_(None))
+            conn.execute(sa.update(t).where(open_).values(dead_at=time.time(), dead_reason=reason[:1000]))
+
+    def dead(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The parked events, newest first: id, name, plant, dead_at, dead_reason."""
+        import sqlalchemy as sa
+
+        t = self.events
+        q = (
+            sa.select(t.c.id, t.c.name, t.c.plant, t.c.dead_at, t.c.dead_reason)
+            .where(t.c.dead_at.is_not(None))
+            .order_by(t.c.dead_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def newest_confirmed(self) -> float:
+        """The receipt time of the newest event the server confirmed (0 when none): an event
+        received before it that is still unconfirmed was overtaken."""
+        import sqlalchemy as sa
+
+        t = self.events
+        q = sa.select(sa.func.max(t.c.received_at)).where(t.c.confirmed_at.is_not(None))
+        with self.engine.connect() as conn:
+            return float(conn.execute(q).scalar() or 0.0)
+
     def mark_confirmed(self, ids: list[str]) -> None:
         import sqlalchemy as sa
 
@@ -176,18 +250,25 @@ class Outbox:
             conn.execute(sa.update(t).where(open_).values(confirmed_at=time.time()))
 
     def counts(self) -> dict[str, int]:
-        """received (rows), pending (not confirmed), unsent, delivered (confirmed)."""
+        """stored (rows), pending (neither confirmed nor dead), unsent, delivered (confirmed), dead."""
         import sqlalchemy as sa
 
         t = self.events
         q = sa.select(
             sa.func.count(),
             sa.func.count(t.c.confirmed_at),
-            sa.func.sum(sa.case((t.c.sent_at.is_(None), 1), else_=0)),
+            sa.func.sum(sa.case((sa.and_(t.c.sent_at.is_(None), t.c.dead_at.is_(None)), 1), else_=0)),
+            sa.func.count(t.c.dead_at),
         )
         with self.engine.connect() as conn:
-            total, confirmed, unsent = conn.execute(q).one()
-        return {"stored": total, "pending": total - confirmed, "unsent": int(unsent or 0), "delivered": confirmed}
+            total, confirmed, unsent, dead = conn.execute(q).one()
+        return {
+            "stored": total,
+            "pending": total - confirmed - dead,
+            "unsent": int(unsent or 0),
+            "delivered": confirmed,
+            "dead": dead,
+        }
 
     def lags(self, since: float = 0.0) -> list[float]:
         """Seconds from receipt to confirmation of the events confirmed after ``since``."""
@@ -213,3 +294,7 @@ class Outbox:
 
 class ReplayError(ServiceError):
     """A signed request seen before (HTTP 401)."""
+
+
+class OutboxError(ServiceError):
+    """The outbox database cannot take an event now (HTTP 503; an MQTT message stays unacknowledged)."""

@@ -10,15 +10,23 @@ Every message: ``type``, ``message_id`` (the MES's own id: retries send the same
   shift (total variation distance) is computed here, and the event is significant when it
   reaches the plant's ``mes.product_mix_threshold``
 - ``line.reconfigured``: ``line`` (required), ``change``
+
+Every text is refused with a control character in it (NUL, ESC, ... : Prefect on PostgreSQL
+refuses a NUL in an event's JSON, and escapes reach operators' terminals); free text
+(``description``, ``change``) may hold tabs and line breaks. ``decode_json`` and
+``parse_message`` are the one validation path of HTTP and MQTT: whatever a body holds, they
+answer a message or a DataError naming the field, never another exception.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from andon.errors import DataError
 from andon.events import SIGNIFICANT, mes_event_id, plant_resource
@@ -27,14 +35,45 @@ if TYPE_CHECKING:
     from andon.config import PlantConfig
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/ -]{0,127}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 and DEL
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # ... but tab, CR and LF
+
+
+def _plain(value: str) -> str:
+    if found := _CONTROL.search(value):
+        raise ValueError(f"control character {found.group()!r} at position {found.start()} is not allowed")
+    return value
+
+
+def _text(value: str) -> str:
+    if found := _CONTROL_IN_TEXT.search(value):
+        raise ValueError(f"control character {found.group()!r} at position {found.start()} is not allowed")
+    return value
+
+
+Plain = Annotated[str, AfterValidator(_plain)]
+"""A one-line string: no control character."""
+Text = Annotated[str, AfterValidator(_text)]
+"""Free text: tabs and line breaks allowed, no other control character."""
+SkuName = Annotated[str, Field(pattern=NAME)]
+
+
+def decode_json(body: bytes | str) -> Any:
+    """The decoded JSON of a request body or MQTT payload; DataError for anything that is not
+    JSON (bad UTF-8, nesting too deep for the decoder, an integer of 5,000 digits...)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise DataError(f"malformed JSON: {reason}") from None
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    message_id: str = Field(min_length=1, max_length=200)
-    plant: str = Field(min_length=1, max_length=64)
-    line: str | None = Field(default=None, max_length=64)
+    message_id: Plain = Field(min_length=1, max_length=200)
+    plant: Plain = Field(min_length=1, max_length=64)
+    line: Plain | None = Field(default=None, max_length=64)
     occurred_at: datetime
 
     @field_validator("occurred_at")
@@ -42,25 +81,28 @@ class _Message(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("needs a timezone (e.g. 2026-11-26T08:00:00Z)")
-        return value.astimezone(UTC)
+        try:  # year 1 at +14:00 or 9999 at -14:00 has no UTC time
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range in UTC") from None
 
 
 class SkuIntroduced(_Message):
     type: Literal["sku.introduced"]
     sku: str = Field(pattern=NAME)
-    description: str = Field(default="", max_length=500)
+    description: Text = Field(default="", max_length=500)
 
 
 class FailureTypeLogged(_Message):
     type: Literal["failure_type.logged"]
     failure_type: str = Field(pattern=NAME)
-    machine: str | None = Field(default=None, max_length=64)
+    machine: Plain | None = Field(default=None, max_length=64)
 
 
 class ProductMixChanged(_Message):
     type: Literal["product_mix.changed"]
-    mix: dict[str, float] = Field(min_length=1)
-    previous_mix: dict[str, float] = Field(min_length=1)
+    mix: dict[SkuName, float] = Field(min_length=1, max_length=1000)
+    previous_mix: dict[SkuName, float] = Field(min_length=1, max_length=1000)
 
     @field_validator("mix", "previous_mix")
     @classmethod
@@ -81,8 +123,8 @@ class ProductMixChanged(_Message):
 
 class LineReconfigured(_Message):
     type: Literal["line.reconfigured"]
-    line: str = Field(min_length=1, max_length=64)
-    change: str = Field(min_length=1, max_length=500)
+    line: Plain = Field(min_length=1, max_length=64)
+    change: Text = Field(min_length=1, max_length=500)
 
 
 MesMessage = Annotated[
@@ -90,21 +132,35 @@ MesMessage = Annotated[
 ]
 MESSAGE_TYPES = ("sku.introduced", "failure_type.logged", "product_mix.changed", "line.reconfigured")
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(MesMessage)
+_JSON_TYPES = {dict: "object", list: "array", int: "number", float: "number", bool: "boolean"}
 
 
 def parse_message(raw: Any) -> SkuIntroduced | FailureTypeLogged | ProductMixChanged | LineReconfigured:
-    """A message from decoded JSON; DataError names the field that is wrong."""
+    """A message from decoded JSON; DataError names the field that is wrong (and is the only
+    exception: a validator's surprise is a refusal too, never a 500 or an unacknowledged message)."""
     if not isinstance(raw, dict):
         raise DataError("the body must be a JSON object")
     kind = raw.get("type")
-    if kind not in MESSAGE_TYPES:
-        raise DataError(f"type: unknown event type {kind!r}; known: {', '.join(MESSAGE_TYPES)}")
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
+        shown = (
+            repr(kind)[:80]
+            if isinstance(kind, str) or kind is None
+            else f"of JSON type {_JSON_TYPES.get(type(kind), '?')}"
+        )
+        raise DataError(f"type: unknown event type {shown}; known: {', '.join(MESSAGE_TYPES)}")
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"][1:]) or "body"  # drop the union tag
-        raise DataError(f"{loc}: {first['msg']}") from None
+        first = exc.errors(include_input=False, include_url=False)[0]
+        loc = ".".join(str(p)[:64] for p in first["loc"][1:]) or "body"  # drop the union tag
+        raise DataError(f"{_plain_repr(loc)}: {first['msg'][:300]}") from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        raise DataError(f"body: unusable message ({type(exc).__name__})") from None
+
+
+def _plain_repr(text: str) -> str:
+    """``text`` safe for a log line and a terminal (a key may hold anything)."""
+    return text if not _CONTROL.search(text) else repr(text)
 
 
 def to_event(

@@ -132,7 +132,7 @@ def train_central(store: ObjectStore, manifest_id: str, *, recipe: Recipe | None
     """Train ``central.<task>`` on a pooled dataset version; champion when it meets the standard
     quality targets (``base.yaml``'s ``quality``) and does not do worse than the current one."""
     from andon.promotion import check_rules
-    from andon.registry import CHAMPION, PREVIOUS, alias_version, record_move, set_alias, version_info
+    from andon.registry import CHAMPION, alias_version, move_champion, record_move, version_info
     from andon.training.run import train_plant
 
     cfg = central_config()
@@ -145,9 +145,7 @@ def train_central(store: ObjectStore, manifest_id: str, *, recipe: Recipe | None
         current_metrics = {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
     violations = check_rules(out.metrics, current_metrics, cfg)
     if not violations:
-        if current is not None:
-            set_alias(out.model_name, PREVIOUS, current)
-        set_alias(out.model_name, CHAMPION, out.version)
+        move_champion(out.model_name, out.version, expect=current)
         record_move(out.model_name, out.version, "promotion", "central baseline: all quality rules passed")
     else:
         record_move(out.model_name, out.version, "promotion_refused", "; ".join(violations))

@@ -7,7 +7,10 @@ that was already charted reports but does not update the charts again, so rerunn
 Alerts: a breach opens an escalation record ``alerts/<plant>/<alert-id>.json`` (status
 ``open`` -> ``acked`` by a person; ``cleared_at`` when the condition clears) and emits
 ``andon.drift.detected`` or ``andon.performance.degraded``. While a condition stays active it
-does not alert again (hysteresis); it clears after a window without a breach.
+does not alert again (hysteresis); it clears only after its series was back in control for
+``monitoring.clear_after_windows`` charted windows in a row (a rerun of a window already charted
+never clears anything). A gross departure of an image statistic (``monitoring.gross_relative_change``
+of its reference mean) alarms in Phase I and Phase II whatever its z.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ class Verdict:
     n: int
     z: float
     rules: list[str]
-    status: str  # ok | baseline (Phase I) | waiting (few samples) | breach | active (alerted) | cleared | flagged
+    # ok | baseline (Phase I) | waiting (few samples) | breach | active (alerted) | recovering (alerted, back in
+    # control for fewer than clear_after_windows windows) | cleared | flagged
+    status: str
+    relative_change: float | None = None  # (value - reference mean) / |reference mean| of the window
 
 
 @dataclass
@@ -168,6 +174,9 @@ def monitor(
     charted = state["last_end"] is None or datetime.fromisoformat(state["last_end"]) <= start
     budget = budget_for(cfg, ref, sensor)
     verdicts = [chart_series(state, s, limits_of(budget, s), charted, cfg.monitoring.baseline_windows) for s in series]
+    for s, v in zip(series, verdicts, strict=True):
+        if s.ready:
+            v.relative_change = round(s.relative_change, 4)
 
     if not sensor and (drift_report or window >= timedelta(hours=1)):  # the plant rule is an hourly check: the
         verdicts.append(_rule_24h_verdict(store, cfg, log, where, name, version, end, ref))  # 5-min run skips it
@@ -201,7 +210,7 @@ def monitor(
                 "breach" if hit else "ok",
             )
         )
-    result.alerts = _alerts(store, cfg, state, result, ref, emit)
+    result.alerts = _alerts(store, cfg, state, result, ref, emit, cfg.monitoring.clear_after_windows)
     if drift_report or result.alerts:  # a picture for the report and for whoever takes the alert
         from andon.monitoring.drift import charts_png
 
@@ -242,13 +251,14 @@ def chart_series(
     if not s.ready:
         return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, 0.0, [], "waiting")
     base: list[float] = state.setdefault("baseline", {}).setdefault(s.name, [])
+    relative = ["relative-change"] if s.gross_departure else []
     if s.baseline and len(base) < baseline_windows:
         z = s.z
-        gross = abs(z) > limits.shewhart
-        if charted and not gross:  # a window that breaches never becomes part of "normal"
+        rules = (["shewhart"] if abs(z) > limits.shewhart else []) + relative
+        if charted and not rules:  # a window that breaches never becomes part of "normal"
             base.append(s.value)
-        return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), ["shewhart"] if gross else [],
-                       "breach" if gross else "baseline")  # fmt: skip
+        return Verdict(s.name, s.kind, s.value, s.ref_mean, s.n, round(z, 3), rules,
+                       "breach" if rules else "baseline")  # fmt: skip
     reference = s.ref_mean
     if s.baseline:
         mu0 = reference = float(np.mean(base))
@@ -269,7 +279,8 @@ def chart_series(
         state["charts"][s.name] = asdict(cs)
     else:  # the window was charted already: read the verdict, change nothing
         v = update(ChartState(**asdict(cs)), z, limits)
-    return Verdict(s.name, s.kind, s.value, reference, s.n, round(z, 3), v.rules, "breach" if v.alarm else "ok")
+    rules = [*v.rules, *relative]
+    return Verdict(s.name, s.kind, s.value, reference, s.n, round(z, 3), rules, "breach" if rules else "ok")
 
 
 def _rule_24h_verdict(
@@ -297,12 +308,15 @@ def _alerts(
     result: MonitorResult,
     ref: Reference,
     emit: Emit | None,
+    clear_after: int = 3,
 ) -> list[dict[str, Any]]:
     opened = []
     now = datetime.now(UTC).isoformat()
+    calm: dict[str, int] = state.setdefault("calm", {})  # charted in-control windows since the alert's series fired
     for v in result.verdicts:
         active = state["active"].get(v.series)
         if v.status == "breach":
+            calm.pop(v.series, None)
             if active:
                 v.status = "active"  # hysteresis: alerted already, not cleared since
                 continue
@@ -310,6 +324,14 @@ def _alerts(
             state["active"][v.series] = record["id"]
             opened.append(record)
         elif v.status in ("ok", "baseline") and active:
+            if not result.charted:  # a window charted before (a rerun, an hourly over 5-min windows) proves nothing
+                v.status = "active"
+                continue
+            calm[v.series] = calm.get(v.series, 0) + 1
+            if calm[v.series] < clear_after:
+                v.status = "recovering"
+                continue
+            calm.pop(v.series)
             state["active"].pop(v.series)
             v.status = "cleared"
             key = join_key("alerts", cfg.id, f"{active}.json")

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from andon.monitoring.charts import z_score
-from andon.monitoring.reference import DRIFT_FEATURES, EMBEDDING_FEATURES, Reference, calibrated_confidence
+from andon.monitoring.reference import (
+    DRIFT_FEATURES,
+    EMBEDDING_FEATURES,
+    IMAGE_FEATURES,
+    Reference,
+    calibrated_confidence,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,10 +53,25 @@ class Series:
     baseline: bool = True  # charted against the first windows of production (Phase I), not the reference
     detect_shift: float = 0.0  # a drop of interest (value units): its CUSUM is tuned to catch it fast
     binary: bool = False  # a share of 0/1 outcomes: its noise follows from its mean (sqrt(p (1 - p) / n))
+    gross: float = 0.0  # a relative change from the reference mean that alarms whatever its z (0: off)
 
     @property
     def ready(self) -> bool:
         return self.n >= self.min_n and not math.isnan(self.value)
+
+    @property
+    def relative_change(self) -> float:
+        """(window mean - reference mean) / |reference mean|; 0 where the reference mean is ~0."""
+        if not self.ready or abs(self.ref_mean) < 1e-9:
+            return 0.0
+        return (self.value - self.ref_mean) / abs(self.ref_mean)
+
+    @property
+    def gross_departure(self) -> bool:
+        """A departure no plausible spread explains: a lamp failure took brightness from 113 to 65
+        and sharpness from 199 to 2.3 at z of only -2.9 / -2.3, the reference spread being wide.
+        Judged the same in Phase I and Phase II."""
+        return self.gross > 0 and abs(self.relative_change) >= self.gross
 
     @property
     def z(self) -> float:
@@ -117,8 +138,22 @@ def window_series(
             value = float(rows[name].mean()) if n else float("nan")
         else:
             continue
+        gross = spec.gross_relative_change if name in IMAGE_FEATURES else 0.0  # not embeddings: centred on ~0
         out.append(
-            Series(name, "data", "both", value, n, fr.mean, fr.sd, spec.min_parts, fr.tol_down, fr.tol_up, ref.n)
+            Series(
+                name,
+                "data",
+                "both",
+                value,
+                n,
+                fr.mean,
+                fr.sd,
+                spec.min_parts,
+                fr.tol_down,
+                fr.tol_up,
+                ref.n,
+                gross=gross,
+            )
         )
     probs = np.stack(rows["probabilities"].to_numpy()) if n else np.zeros((0, len(ref.classes)))
     first = ref.classes[0]

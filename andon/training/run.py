@@ -9,7 +9,9 @@ is registered as ``<plant>.<task>`` with alias ``challenger``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import platform
 import tempfile
 import time
@@ -20,7 +22,7 @@ from typing import Any
 
 from andon.config import PlantConfig, Recipe
 from andon.datasets import combine, load_manifest, require_usable
-from andon.errors import DataError
+from andon.errors import DataError, IntegrityError
 from andon.monitoring.reference import build_reference
 from andon.quality import (
     OperatingPoint,
@@ -36,6 +38,14 @@ from andon.training.augment import build_augmentations
 from andon.training.data import ImageCache, load_split, split_objects
 from andon.training.evaluate import classification_metrics, confusion_png, frontier_png, worst_errors_png
 from andon.training.loop import PREPROCESSING, EpochLog, FitResult, fit, predict, seed_everything, to_tensor
+
+log = logging.getLogger(__name__)
+
+# Lineage of what a version decides with: recorded as run and version tags at training, verified
+# before every load (a file swapped in the artifact store is refused, never loaded).
+WEIGHTS_TAG = "weights.sha256"  # andon/state_dict.pt
+SPECS_TAG = "specs.sha256"  # the files that shape decisions besides the weights
+SPEC_FILES = ("architecture.json", "preprocessing.json", "operating_point.json")
 
 
 @dataclass
@@ -368,6 +378,9 @@ def train_plant(
         reference, ref_frame = build_reference(store, cache, model, recipe, sets["val"], name, threshold=op.threshold)
         (andon_dir / "reference.json").write_text(reference.to_json())
         ref_frame.to_parquet(andon_dir / "reference.parquet")
+        digests = artifact_digests(andon_dir)
+        mlflow.set_tags(digests)
+        tags.update(digests)
         mlflow.log_artifacts(str(andon_dir), artifact_path="andon")
         model.eval()
         info = mlflow.pytorch.log_model(
@@ -421,15 +434,82 @@ def environment() -> dict[str, str]:
     return env
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _specs_sha256(folder: Path) -> str:
+    lines = [f"{name} {file_sha256(folder / name)}" for name in SPEC_FILES if (folder / name).exists()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def artifact_digests(folder: Path) -> dict[str, str]:
+    """The tags that pin a version's ``andon/`` folder: the weights file and the decision specs.
+    Written by every trainer before the folder is logged (``train_plant``, ``train_sensor``)."""
+    return {WEIGHTS_TAG: file_sha256(folder / "state_dict.pt"), SPECS_TAG: _specs_sha256(folder)}
+
+
+def _recorded_digests(run_id: str, version_tags: dict[str, str] | None, what: str) -> dict[str, str]:
+    """The digests the run's lineage recorded; the version's tags, where given, must agree."""
+    from andon.registry import client, with_retries
+
+    run_tags = with_retries(lambda: client().get_run(run_id).data.tags, f"read run {run_id}")
+    recorded = {t: run_tags.get(t, "") for t in (WEIGHTS_TAG, SPECS_TAG)}
+    if not recorded[WEIGHTS_TAG]:
+        raise IntegrityError(
+            f"{what}: no {WEIGHTS_TAG} in its lineage, so its weights cannot be verified; refusing to load it "
+            "(versions trained before weight digests existed must be retrained: `andon train`)"
+        )
+    for tag, value in (version_tags or {}).items():
+        if tag in recorded and value and value != recorded[tag]:
+            raise IntegrityError(
+                f"{what}: the version's {tag} {value} is not its run's {recorded[tag]}: its lineage was altered; "
+                "refusing to load it"
+            )
+    return recorded
+
+
+def _refuse(what: str, artifact: str, expected: str, found: str) -> IntegrityError:
+    message = (
+        f"{what}: {artifact} does not match its lineage (expected sha256 {expected}, found {found}): "
+        "the file was replaced or corrupted in the artifact store; refusing to load it"
+    )
+    log.error(message)
+    return IntegrityError(message)
+
+
+def verify_weights(path: Path, expected: str, what: str) -> None:
+    found = file_sha256(path)
+    if found != expected:
+        raise _refuse(what, "andon/state_dict.pt", expected, found)
+
+
+def verify_folder(folder: Path, recorded: dict[str, str], what: str) -> None:
+    """Refuse ``folder`` (a downloaded ``andon/``) unless its weights and specs are as recorded."""
+    verify_weights(folder / "state_dict.pt", recorded[WEIGHTS_TAG], what)
+    if recorded.get(SPECS_TAG):
+        found = _specs_sha256(folder)
+        if found != recorded[SPECS_TAG]:
+            raise _refuse(what, f"andon/{{{','.join(SPEC_FILES)}}}", recorded[SPECS_TAG], found)
+
+
 def load_state_dict(name: str, version: int) -> dict[str, Any]:
-    """The state_dict of a registered version, loaded with ``weights_only=True`` (no unpickling)."""
+    """The state_dict of a registered version, its sha256 verified against the version's lineage,
+    loaded with ``weights_only=True`` (no unpickling)."""
     import mlflow
     import torch
 
     from andon.registry import version_info
 
     info = version_info(name, version)
-    path = mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="andon/state_dict.pt")
+    what = f"{name} version {version}"
+    recorded = _recorded_digests(info.run_id, info.tags, what)
+    path = Path(mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="andon/state_dict.pt"))
+    verify_weights(path, recorded[WEIGHTS_TAG], what)
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return state
 
@@ -466,19 +546,24 @@ def load_version(name: str, version: int) -> LoadedVersion:
     """A registered version (network, specs, operating point)."""
     from andon.registry import version_info
 
-    return load_run(version_info(name, version).run_id)
+    info = version_info(name, version)
+    return load_run(info.run_id, version_tags=info.tags, what=f"{name} version {version}")
 
 
-def load_run(run_id: str) -> LoadedVersion:
+def load_run(run_id: str, *, version_tags: dict[str, str] | None = None, what: str = "") -> LoadedVersion:
     """A training run's model, registered or not (a governance trial or a tune candidate is not).
-    A version trained before operating points existed decides as it did then (argmax: a defect
-    probability of 0.5 for two classes)."""
+    Its weights and specs are verified against the sha256 its lineage recorded before anything is
+    loaded (:class:`IntegrityError` otherwise). A version trained before operating points existed
+    decides as it did then (argmax: a defect probability of 0.5 for two classes)."""
     import mlflow
     import torch
 
     from andon.models import build_from_arch
 
+    what = what or f"run {run_id}"
+    recorded = _recorded_digests(run_id, version_tags, what)
     root = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="andon"))
+    verify_folder(root, recorded, what)
     arch = json.loads((root / "architecture.json").read_text())
     prep = json.loads((root / "preprocessing.json").read_text())
     model = build_from_arch(arch)

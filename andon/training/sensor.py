@@ -31,7 +31,7 @@ from andon.registry import (
 )
 from andon.storage import ObjectStore, join_key
 from andon.training.data import split_of
-from andon.training.run import TrainOutcome, environment
+from andon.training.run import TrainOutcome, artifact_digests, environment
 
 TASK = SENSOR_TASK
 AI4I_FEATURES = (
@@ -239,6 +239,9 @@ def train_sensor(
         )
         (d / "reference.json").write_text(ref.to_json())
         ref_table.to_parquet(d / "reference.parquet")
+        digests = artifact_digests(d)  # verified at every load (andon.training.run.load_run)
+        mlflow.set_tags(digests)
+        tags.update(digests)
         mlflow.log_artifacts(str(d), artifact_path="andon")
         info = mlflow.pytorch.log_model(
             model,

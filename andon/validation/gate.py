@@ -6,13 +6,21 @@ Quarantine: a copy of the batch under ``<prefix>/<line>/quarantine/<batch-id>/``
 ``result.json`` and ``report.html`` (each failed rule with example rows / files).
 Either way a status record ``<prefix>/<line>/validation/<batch-id>.json`` marks the raw batch,
 and the HTML report is also kept under ``reports/<plant>/validation/``.
+
+``batch.json`` is input like any other: its line, date, batch id and prefix must be the folder it
+lies in (``<prefix>/<line>/raw/<date>/<batch-id>``), and every key the gate writes is built from
+that folder, never from the file. A batch.json that disagrees, cannot be read, or a batch id
+already used by another batch of the line is quarantined with the reason recorded. A verdict
+never overwrites another batch's status record or quarantine copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -22,7 +30,7 @@ from andon.datasets import Manifest, build_manifest, save_manifest
 from andon.errors import DataError, ObjectNotFoundError
 from andon.storage import ObjectStore, join_key, validate_key
 from andon.validation.gx import RuleResult
-from andon.validation.images import image_stats, validate_images
+from andon.validation.images import camera_image_rules, image_stats, validate_images
 from andon.validation.profile import ValidationProfile
 from andon.validation.spec import metadata_spec, sensor_spec
 from andon.validation.tables import TableReport, validate_table
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     from andon.config import PlantConfig
 
 ACCEPTED, QUARANTINED = "accepted", "quarantined"
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a batch id or line id that may become a key
 
 
 @dataclass
@@ -131,7 +140,9 @@ def check_batch(
             assert sensors is not None
             reports.append(validate_table(sensors, sensor_spec(cfg), tables.get("sensors")))
     image_keys = [o.key for o in store.list(f"{info.prefix}/images/")]
-    stats = image_stats(store, image_keys, progress=progress)
+    camera = cfg.camera_for(info.line) if info.line in cfg.line_ids else cfg.camera
+    rules = camera_image_rules(camera)  # the same per-image rules the scoring service refuses on
+    stats = image_stats(store, image_keys, progress=progress, max_side=rules["size"][1])  # bombs: header only
     meta_keys = None
     if metadata is not None and "image_key" in metadata.columns:
         meta_keys = set(metadata["image_key"].dropna().astype(str))
@@ -141,12 +152,10 @@ def check_batch(
             stats["sha256_matches"] = [
                 recorded.get(k, s) == s for k, s in zip(stats.image_key, stats.sha256, strict=True)
             ]
-    camera = cfg.camera_for(info.line) if info.line in cfg.line_ids else cfg.camera
     image_report = validate_images(
         stats,
         metadata_keys=meta_keys,
-        size=camera.side_range(),
-        mode=camera.color_mode,
+        **rules,
         profile=profile.images_for(cfg.camera_signature(info.line)) if profile and info.line in cfg.line_ids else None,
     )
     reports.append(image_report)
@@ -164,11 +173,75 @@ def manifest_objects(metadata: pd.DataFrame, stats: pd.DataFrame) -> list[dict[s
     return out
 
 
-def _quarantine(store: ObjectStore, cfg: PlantConfig, info: BatchInfo) -> str:
-    target = join_key(cfg.object_prefix, info.line, "quarantine", info.batch_id)
+def _quarantine(store: ObjectStore, info: BatchInfo, target: str) -> str:
     for obj in store.list(f"{info.prefix}/"):
         store.copy(obj.key, target + obj.key[len(info.prefix) :])
     return target
+
+
+def _share(info: BatchInfo) -> float | None:
+    try:
+        return round(info.defects / info.parts, 4) if info.parts else None
+    except TypeError:
+        return None
+
+
+def _location_problems(
+    cfg: PlantConfig, claimed: BatchInfo, prefix: str, line: str, date: str, batch_id: str
+) -> list[tuple[str, str]]:
+    """What batch.json claims that its folder does not say (each claim may become a key)."""
+    problems = []
+    for what, said, actual in (
+        ("plant", claimed.plant, cfg.id),
+        ("line", claimed.line, line),
+        ("date", claimed.date, date),
+        ("batch_id", claimed.batch_id, batch_id),
+        ("prefix", claimed.prefix, prefix),
+    ):
+        if said != actual:
+            problems.append((f"batch.json: {what} is its folder's", f"says {str(said)[:200]!r}, the folder {actual!r}"))
+    if line not in cfg.line_ids:
+        problems.append(("batch: line is known", f"{line!r} is not one of {cfg.line_ids}"))
+    if not SAFE_ID.fullmatch(batch_id):
+        problems.append(("batch: id is letters, digits, . _ -", f"{batch_id!r}"))
+    return problems
+
+
+def _batch_report(problems: list[tuple[str, str]]) -> TableReport:
+    return TableReport(
+        "batch",
+        0,
+        [RuleResult(rule=rule, expectation="batch.json", success=False, error=why) for rule, why in problems],
+    )
+
+
+def _verdict_keys(store: ObjectStore, cfg: PlantConfig, info: BatchInfo) -> tuple[str, str, str | None]:
+    """(status key, quarantine prefix, the other batch already holding them or None).
+
+    Verdicts are write-once per batch: when the line's ``<batch-id>`` record belongs to another
+    batch (same id, another date or a crafted folder), this batch's verdict goes beside it under
+    ``<batch-id>~<digest of its prefix>`` and the other record is left alone."""
+    status = join_key(cfg.object_prefix, info.line, "validation", f"{info.batch_id}.json")
+    quarantine = join_key(cfg.object_prefix, info.line, "quarantine", info.batch_id)
+    owner = _owner(store, status) or _owner(store, f"{quarantine}/result.json")
+    if owner is None or owner == info.prefix:
+        return status, quarantine, None
+    alt = f"{info.batch_id}~{hashlib.sha256(info.prefix.encode()).hexdigest()[:12]}"
+    return (
+        join_key(cfg.object_prefix, info.line, "validation", f"{alt}.json"),
+        join_key(cfg.object_prefix, info.line, "quarantine", alt),
+        owner,
+    )
+
+
+def _owner(store: ObjectStore, key: str) -> str | None:
+    """The batch prefix a verdict record belongs to (a record that cannot be read: "unknown")."""
+    try:
+        return str(json.loads(store.get(key)).get("batch_prefix") or "unknown")
+    except ObjectNotFoundError:
+        return None
+    except (ValueError, AttributeError):
+        return "unknown"
 
 
 def run_gate(
@@ -193,16 +266,37 @@ def run_gate(
             f"{prefix} is not a raw batch: give {cfg.object_prefix}/<line>/raw/<date>/<batch-id> "
             f"(quarantined copies are not re-validated){hint}"
         )
+    line, _, date, batch_id = parts
+    claimed: BatchInfo | None = None
     try:
-        info = read_batch_info(store, f"{prefix}/batch.json")
+        read = read_batch_info(store, f"{prefix}/batch.json")
     except ObjectNotFoundError:
         if any(True for _ in store.list(f"{prefix}/")):
             raise DataError(f"{prefix} has no batch.json: the batch is incomplete (still uploading?)") from None
         raise DataError(f"no batch at {prefix} in {store.url}") from None
-    if info.plant != cfg.id:
-        raise DataError(f"{prefix} belongs to plant {info.plant}, not {cfg.id}")
+    except DataError as exc:
+        problems = [("batch.json: readable", str(exc))]
+    else:
+        claimed = read
+        problems = _location_problems(cfg, read, prefix, line, date, batch_id)
+    # every key below comes from the folder (validated), never from what batch.json claims
+    info = replace(
+        claimed or BatchInfo(cfg.id, line, date, batch_id, prefix, 0, 0, "unknown", {}),
+        plant=cfg.id,
+        line=line,
+        date=date,
+        batch_id=batch_id,
+        prefix=prefix,
+    )
+    status_key, quarantine_key, owner = _verdict_keys(store, cfg, info)
+    if owner:
+        problems.append(
+            ("batch id: unique on its line", f"{batch_id} already names {owner} (its verdict is kept, not replaced)")
+        )
 
     reports, metadata, stats = check_batch(store, cfg, info, profile, progress)
+    if problems:
+        reports.insert(0, _batch_report(problems))
     now = datetime.now(UTC)
     result = GateResult(
         plant=cfg.id,
@@ -214,7 +308,7 @@ def run_gate(
         validated_at=now.isoformat(timespec="seconds"),
         parts=info.parts,
         profile_version=profile.version if profile else None,
-        extra={"purpose": info.purpose, "defect_share": round(info.defects / info.parts, 4) if info.parts else None},
+        extra={"purpose": info.purpose, "defect_share": _share(info)},
     )
     if result.accepted:
         assert metadata is not None and stats is not None
@@ -224,7 +318,7 @@ def run_gate(
         save_manifest(store, manifest)
         result.manifest_id = manifest.id
     else:
-        result.quarantine_prefix = _quarantine(store, cfg, info)
+        result.quarantine_prefix = _quarantine(store, info, quarantine_key)
 
     html = render_html(result, store, stats).encode()
     result.report_key = join_key(
@@ -234,7 +328,7 @@ def run_gate(
     if result.quarantine_prefix:
         store.put(f"{result.quarantine_prefix}/report.html", html, "text/html")
         store.put(f"{result.quarantine_prefix}/result.json", _json(result.as_dict()), "application/json")
-    result.status_key = join_key(cfg.object_prefix, info.line, "validation", f"{info.batch_id}.json")
+    result.status_key = status_key
     status = {k: v for k, v in result.as_dict().items() if k != "reports"}
     store.put(result.status_key, _json(status), "application/json")
     return result
@@ -247,10 +341,27 @@ def _json(data: Any) -> bytes:
 
 
 def batch_status(store: ObjectStore, cfg: PlantConfig, line: str, batch_id: str) -> dict[str, Any] | None:
-    """The last gate verdict of a raw batch, or None when it was never validated."""
+    """The last gate verdict recorded for ``batch_id`` on ``line``, or None when none was."""
     key = join_key(cfg.object_prefix, line, "validation", f"{batch_id}.json")
     try:
         data: dict[str, Any] = json.loads(store.get(key))
     except ObjectNotFoundError:
         return None
     return data
+
+
+def verdict_of(store: ObjectStore, cfg: PlantConfig, batch_prefix: str) -> dict[str, Any] | None:
+    """The last gate verdict of the raw batch at ``batch_prefix`` (only a record that names this
+    very batch counts), or None when it was never validated."""
+    prefix = batch_prefix.strip("/")
+    parts = prefix.split("/")
+    if len(parts) < 4 or parts[-3] != "raw":
+        return None
+    line, batch_id = parts[-4], parts[-1]
+    info = BatchInfo(cfg.id, line, parts[-2], batch_id, prefix, 0, 0, "unknown", {})
+    key, _, _ = _verdict_keys(store, cfg, info)
+    try:
+        data: dict[str, Any] = json.loads(store.get(key))
+    except (ObjectNotFoundError, ValueError):
+        return None
+    return data if data.get("batch_prefix") == prefix else None

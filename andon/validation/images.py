@@ -1,35 +1,49 @@
-"""Image checks: every file decodes, has the expected size and colour mode, brightness /
+"""Image checks: every file is in a camera format and decodes, has the expected size and colour mode, brightness /
 contrast / sharpness within the bounds learned from a reference, no duplicate content, and a
 metadata row for every image (and an image for every row).
 
 Statistics are computed on the grey image: brightness = mean, contrast = standard deviation,
 sharpness = variance of the 4-neighbour Laplacian (falls when focus or motion blur sets in).
+
+Files are opened with :func:`andon.imaging.open_image`, the decode the scoring service uses too: a
+format no camera sends, or a header that declares more pixels than the camera's largest side
+allows (a decompression bomb), is a failed "decodes" row with its reason, never a decode.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from andon.imaging import CAMERA_FORMATS
 from andon.validation.gx import Rule
 from andon.validation.tables import TableReport
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from andon.config import Camera
     from andon.storage import ObjectStore
     from andon.validation.profile import ImageProfile
 
 STAT_COLUMNS = ("brightness", "contrast", "sharpness")
 
 
-def image_stats_from_bytes(key: str, data: bytes) -> dict[str, Any]:
-    """One row of statistics; a file that does not decode gets ``decodes=False`` and the reason."""
+def camera_image_rules(camera: Camera) -> dict[str, Any]:
+    """The per-image rules of a camera (keyword arguments of :func:`validate_images`): the gate
+    quarantines and the scoring service refuses on exactly these."""
+    return {"size": camera.side_range(), "mode": camera.color_mode, "formats": CAMERA_FORMATS}
+
+
+def image_stats_from_bytes(key: str, data: bytes, max_side: int | None = None) -> dict[str, Any]:
+    """One row of statistics; a file that is refused or does not decode gets ``decodes=False`` and
+    the reason. Nothing larger than ``max_side`` pixels per side (or ``imaging.MAX_PIXELS`` in
+    all) is decoded: its header is reported and the reason names its size."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+
+    from andon.imaging import ImageRefused, open_image
 
     row: dict[str, Any] = {
         "image_key": key,
@@ -37,6 +51,7 @@ def image_stats_from_bytes(key: str, data: bytes) -> dict[str, Any]:
         "bytes": len(data),
         "decodes": False,
         "error": None,
+        "format": None,
         "width": None,
         "height": None,
         "mode": None,
@@ -44,19 +59,19 @@ def image_stats_from_bytes(key: str, data: bytes) -> dict[str, Any]:
         "contrast": None,
         "sharpness": None,
     }
-    if not data:
-        row["error"] = "empty file (0 bytes)"
-        return row
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            row["width"], row["height"], row["mode"] = img.width, img.height, img.mode
+        with open_image(data, max_side=max_side) as img:
+            row["format"], row["mode"] = img.format, img.mode
+            row["width"], row["height"] = img.width, img.height
             if img.format == "JPEG":
                 img.draft("L", img.size)  # decode straight to grey: same statistics, less work
             grey = np.asarray(img.convert("L"), dtype=np.float32)
-    except UnidentifiedImageError:
-        row["error"] = "not an image (unidentified format)"
+    except ImageRefused as exc:
+        row["error"], row["format"], row["mode"] = str(exc), exc.format, exc.mode
+        if exc.size:
+            row["width"], row["height"] = exc.size
         return row
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt streams
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated / corrupt streams
         row["error"] = f"does not decode: {exc}"
         return row
     lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
@@ -74,13 +89,14 @@ def image_stats(
     keys: Iterable[str],
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
+    max_side: int | None = None,
 ) -> pd.DataFrame:
     """Statistics of every image, read from the store (threads overlap I/O and decoding, which
-    releases the GIL in Pillow and numpy)."""
+    releases the GIL in Pillow and numpy); nothing over ``max_side`` pixels per side is decoded."""
     import pandas as pd
 
     def one(key: str) -> dict[str, Any]:
-        row = image_stats_from_bytes(key, store.get(key))
+        row = image_stats_from_bytes(key, store.get(key), max_side=max_side)
         if progress:
             progress(1)
         return row
@@ -98,6 +114,7 @@ def image_rules(
     size: tuple[int, int] | None,
     mode: str | None,
     profile: ImageProfile | None,
+    formats: tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, list[Rule]]:
     """``size``: the smallest and largest side (pixels) the camera sends (equal for a fixed crop)."""
     """The frame and rules of the image suite (one row per image file, plus orphan metadata rows)."""
@@ -164,6 +181,15 @@ def image_rules(
                     side,
                 )
             )
+    if formats is not None:
+        rules.append(
+            Rule(
+                f"image: format {', '.join(formats)}",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "format", "value_set": list(formats)},
+                "format",
+            )
+        )
     if mode is not None:
         rules.append(
             Rule(
@@ -202,8 +228,9 @@ def validate_images(
     size: tuple[int, int] | None = None,
     mode: str | None = None,
     profile: ImageProfile | None = None,
+    formats: tuple[str, ...] | None = None,
 ) -> TableReport:
     from andon.validation.gx import run_rules
 
-    frame, rules = image_rules(stats, metadata_keys, size, mode, profile)
+    frame, rules = image_rules(stats, metadata_keys, size, mode, profile, formats)
     return TableReport("images", len(stats), run_rules(frame, rules, id_column="image_key", suite_name="images"))

@@ -86,7 +86,10 @@ def render_html(result: GateResult, store: ObjectStore, stats: pd.DataFrame | No
             for ex in rule.examples:
                 parts.append("<tr>" + "".join(f"<td>{_e(ex.get(c, ''))}</td>" for c in cols) + "</tr>")
             parts.append("</table>")
-            keys = [str(e["image_key"]) for e in rule.examples if "image_key" in e][:THUMBS_PER_RULE]
+            # only the batch's own images (a crafted metadata row may name any key, even one that walks out)
+            inside = f"{result.batch_prefix}/images/"
+            named = [str(e.get("image_key", "")) for e in rule.examples]
+            keys = [k for k in named if _is_key_inside(k, inside)][:THUMBS_PER_RULE]
             thumbs = [(k, _thumb(store, k)) for k in keys if store.exists(k)]
             if any(t for _, t in thumbs):
                 parts.append("<div class='thumbs'>")
@@ -119,3 +122,13 @@ def render_html(result: GateResult, store: ObjectStore, stats: pd.DataFrame | No
             parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _is_key_inside(key: str, prefix: str) -> bool:
+    from andon.errors import InvalidKeyError
+    from andon.storage import validate_key
+
+    try:
+        return key.startswith(prefix) and validate_key(key) == key
+    except InvalidKeyError:
+        return False

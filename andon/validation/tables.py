@@ -3,12 +3,16 @@
 Raw values that GX cannot compare (strings or infinities in a numeric column, unparseable or
 naive timestamps) are first turned into helper columns, so each problem is its own named rule
 and the remaining rules run on clean, coerced values. The raw table is never changed.
+
+A timestamp must also not lie in the future (beyond ``FUTURE_TOLERANCE`` of clock skew): a part
+stamped in 2262 is a broken clock or a forged row, and it would sit at the end of every window.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from andon.validation.gx import Rule, RuleResult, run_rules
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from andon.validation.spec import TableSpec
 
 _TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
+FUTURE_TOLERANCE = timedelta(minutes=15)  # camera and MES clocks run a little fast; 2262 does not
 
 
 @dataclass
@@ -95,10 +100,13 @@ def table_rules(frame: pd.DataFrame, spec: TableSpec) -> list[Rule]:
     ]
 
 
-def prepare(frame: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[Rule]]:
-    """The frame GX sees (coerced values + helper columns) and the column rules to run on it."""
+def prepare(frame: pd.DataFrame, spec: TableSpec, now: datetime | None = None) -> tuple[pd.DataFrame, list[Rule]]:
+    """The frame GX sees (coerced values + helper columns) and the column rules to run on it;
+    ``now`` (default: the clock) is what timestamps may not lie beyond."""
     import numpy as np
     import pandas as pd
+
+    latest_ok = pd.Timestamp((now or datetime.now(UTC)) + FUTURE_TOLERANCE)
 
     rules: list[Rule] = []
     present_cols = set(frame.columns)
@@ -194,6 +202,16 @@ def prepare(frame: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[Ru
                     f"{col}: timezone-aware",
                     "ExpectColumnValuesToBeInSet",
                     {"column": f"__{col}__aware", "value_set": [True]},
+                    col,
+                )
+            )
+            helper = f"__{col}__not_future"
+            out[helper] = parsed.isna() | (parsed <= latest_ok)
+            rules.append(
+                Rule(
+                    f"{col}: not in the future (beyond {FUTURE_TOLERANCE.total_seconds() / 60:.0f} min of clock skew)",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": helper, "value_set": [True]},
                     col,
                 )
             )
@@ -352,10 +370,13 @@ def learned_rules_wide(frame: pd.DataFrame, profile: TableProfile) -> tuple[pd.D
     return stats, rules
 
 
-def validate_table(frame: pd.DataFrame, spec: TableSpec, profile: TableProfile | None = None) -> TableReport:
-    """Every rule of ``spec`` (and of the learned ``profile``) on ``frame``: all collected, none short-circuits."""
+def validate_table(
+    frame: pd.DataFrame, spec: TableSpec, profile: TableProfile | None = None, now: datetime | None = None
+) -> TableReport:
+    """Every rule of ``spec`` (and of the learned ``profile``) on ``frame``: all collected, none
+    short-circuits. ``now`` (default: the clock) bounds timestamps from the future."""
     results = run_rules(frame, table_rules(frame, spec), suite_name=f"{spec.name}-table")
-    prepared, rules = prepare(frame, spec)
+    prepared, rules = prepare(frame, spec, now)
     if profile is not None and len(profile.columns) <= WIDE_TABLE_COLUMNS:
         prepared, more = learned_rules(prepared, profile)
         rules += more

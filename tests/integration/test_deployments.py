@@ -21,7 +21,7 @@ from andon.gateway.outbox import Outbox
 from andon.gateway.signing import headers
 from andon.httpkit import run_in_thread
 
-SECRET = "e2e-secret"
+SECRET = "e2e-secret-of-at-least-32-bytes-long"
 
 
 def _api_url() -> str:

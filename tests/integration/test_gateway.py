@@ -22,7 +22,7 @@ from andon.gateway.outbox import Outbox
 from andon.gateway.signing import headers
 from andon.httpkit import run_in_thread
 
-SECRET = "integration-secret"
+SECRET = "integration-secret-of-at-least-32-bytes"
 
 
 def _msg(i: int, plant: str = "plant-a", **extra: Any) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def test_signed_events_reach_prefect_once_even_through_an_outage(prefect_harness
             assert client.post("/v1/mes/events", content=again, headers=resigned).json()["duplicate"]
             # the Prefect server is "down": everything waits in the outbox, the forwarder backs off
             _wait(lambda: forwarder.stats.failures >= 2)
-            assert box.counts() == {"stored": 20, "pending": 20, "unsent": 20, "delivered": 0}
+            assert box.counts() == {"stored": 20, "pending": 20, "unsent": 20, "delivered": 0, "dead": 0}
             forwarder.api_url = _api_url().rstrip("/")  # ... and back
             _wait(lambda: box.counts()["delivered"] == 20, timeout=60)
             metrics = client.get("/metrics").text
@@ -110,7 +110,7 @@ def test_outbox_on_postgres(postgres_database: Callable[[str], str]) -> None:
     assert due.id == event["id"]
     again.mark_sent([due.id])
     again.mark_confirmed([due.id])
-    assert again.counts() == {"stored": 1, "pending": 0, "unsent": 0, "delivered": 1}
+    assert again.counts() == {"stored": 1, "pending": 0, "unsent": 0, "delivered": 1, "dead": 0}
 
 
 def _mosquitto() -> None:

@@ -42,7 +42,9 @@ def test_monitor_charts_alerts_once_and_clears(
     store = open_store()
     cfg = CFG.model_copy(
         update={
-            "monitoring": CFG.monitoring.model_copy(update={"min_parts": 20, "min_labels": 10, "baseline_windows": 1})
+            "monitoring": CFG.monitoring.model_copy(
+                update={"min_parts": 20, "min_labels": 10, "baseline_windows": 1, "clear_after_windows": 2}
+            )
         }
     )
     out = train_plant(store, CFG, [_dataset(store, 7)], recipe=SMALL)
@@ -100,10 +102,16 @@ def test_monitor_charts_alerts_once_and_clears(
     assert [a for a in list_alerts(store, cfg.id) if a["payload"]["series"] == "brightness"] == brightness_alerts
     # rerunning an already charted window reports without charting twice
     assert not monitor(store, cfg, end=t3, window=t3 - t2).charted
-    # the lamp is fixed: the condition clears, and the record says when
+    # the lamp is fixed: the condition clears after clear_after_windows (2) windows back in control,
+    # and the record says when
     _score(store, cfg, 14)
     t4 = datetime.now(UTC)
     fixed = monitor(store, cfg, end=t4, window=t4 - t3, emit=emit)
+    assert {v.series: v for v in fixed.verdicts}["brightness"].status == "recovering"
+    assert not next(a for a in list_alerts(store, cfg.id) if a["id"] == first["id"])["cleared_at"]
+    _score(store, cfg, 15)
+    t5 = datetime.now(UTC)
+    fixed = monitor(store, cfg, end=t5, window=t5 - t4, emit=emit)
     assert {v.series: v for v in fixed.verdicts}["brightness"].status == "cleared"
     assert next(a for a in list_alerts(store, cfg.id) if a["id"] == first["id"])["cleared_at"]
 
@@ -183,3 +191,42 @@ def test_sensor_model_readings_are_monitored(sensor_champion) -> None:  # type: 
     assert not store.exists("monitoring/plant-a/state.json")  # the vision model's charts are its own
     with pytest.raises(DataError, match="no monitoring for task"):
         monitor(store, cfg, task="welding")
+
+
+def test_queued_monitor_runs_each_chart_the_window_they_were_scheduled_for(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 point 12: a worker that starts late finds several scheduled monitor runs; each
+    must chart its own window (its scheduled start), not "now minus 5 minutes" eight times."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    from andon.monitoring import monitor as monitoring
+    from flows.monitor import monitor_flow
+
+    windows: list[tuple[datetime, timedelta | None]] = []
+
+    def recording_monitor(store, cfg, *, end=None, window=None, **_kw):  # type: ignore[no-untyped-def]
+        windows.append((end, window))
+        w = window or timedelta(minutes=cfg.monitoring.window_minutes)
+        return monitoring.MonitorResult(cfg.id, "m", 1, end - w, end, 0, 0, [])
+
+    monkeypatch.setattr(monitoring, "monitor", recording_monitor)
+    params = {"plant": "plant-a", "kind": "incremental", "task": "machine-failure"}  # no labeling step
+    due = [datetime(2026, 11, 30, 8, 0, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(3)]
+    with get_client(sync_client=True) as client:
+        queued = [
+            client.create_flow_run(monitor_flow, parameters=params, state=Scheduled(scheduled_time=t)) for t in due
+        ]
+    for flow_run in queued:  # the late worker runs them now, one after another
+        result = run_flow(monitor_flow, flow_run=flow_run, parameters=params)
+        assert result["end"] == due[queued.index(flow_run)].isoformat()
+    assert [end for end, _w in windows] == due
+    # an explicit `at` still wins; a run started by hand charts up to when it was created
+    windows.clear()
+    before = datetime.now(UTC)
+    monitor_flow(**params)
+    monitor_flow(**params, at="2026-11-30T07:00:00+00:00")
+    assert before - timedelta(seconds=1) <= windows[0][0] <= datetime.now(UTC)
+    assert windows[1][0] == datetime(2026, 11, 30, 7, tzinfo=UTC)

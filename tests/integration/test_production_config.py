@@ -37,6 +37,11 @@ def test_stack_on_postgres_and_s3(
     monkeypatch.setenv("ANDON_OBJECT_STORE_URL", "s3://prod-bucket")
     monkeypatch.setenv("ANDON_S3_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("ANDON_SERVICE_START_TIMEOUT_S", "180")
+    # the production configuration starts only authenticated (tests/security/test_auth.py); every
+    # client below (MLflow's, the flow run's Prefect client) reads these from the environment
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "andon-ops:prefect-test-credential")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "andon")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "mlflow-test-credential")
     reset_settings()
     settings = get_settings()
     bucket = S3ObjectStore("prod-bucket", endpoint_url=s3_endpoint)

@@ -17,7 +17,7 @@ from andon.gateway.outbox import Outbox, ReplayError
 from andon.gateway.schemas import parse_message, to_event
 from andon.gateway.signing import SignatureError, headers, sign, verify
 
-SECRET = "unit-test-secret"
+SECRET = "unit-test-secret-of-at-least-32-bytes"
 
 
 def _msg(kind: str = "sku.introduced", **extra: Any) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def test_outbox_is_durable_idempotent_and_remembers_signatures(tmp_path: Path) -
     assert box.put(_event(1), "http", "sig-2") is False  # an MES retry (new signature, same message)
     with pytest.raises(ReplayError):
         box.put(_event(2), "http", "sig-1")  # the same signed request again
-    assert box.counts() == {"stored": 1, "pending": 1, "unsent": 1, "delivered": 0}
+    assert box.counts() == {"stored": 1, "pending": 1, "unsent": 1, "delivered": 0, "dead": 0}
     box.close()
 
     box = Outbox(url)  # after a restart: nothing lost, the replay still refused

@@ -50,7 +50,7 @@ def test_production_services_use_postgres_s3_and_redis() -> None:
     assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
     assert prefect_env["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
     mlflow_cmd = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql+psycopg2://" in mlflow_cmd
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     assert "--artifacts-destination=s3://" in mlflow_cmd
     init = (INFRA / "postgres-init.sql").read_text()
     assert "CREATE DATABASE prefect" in init and "pg_trgm" in init
@@ -83,3 +83,40 @@ def test_kubernetes_work_pool_templates_are_complete_and_current() -> None:
     config = yaml.safe_load((k8s / "andon-config.yaml").read_text())
     assert config["kind"] == "ConfigMap" and config["metadata"]["name"] == "andon-config"
     assert not any("SECRET" in k or "PASSWORD" in k for k in config["data"])  # secrets live in the Secret
+
+
+def test_servers_are_authenticated_and_secrets_stay_off_command_lines() -> None:
+    """Issue 16 points 5 and 11: Prefect's API auth string and MLflow's basic-auth app on; no
+    password on any command line (``ps`` shows them to every user)."""
+    services = _compose()["services"]
+    prefect_env = services["prefect-server"]["environment"]
+    assert prefect_env["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    mlflow = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${") and env["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${")
+    ini = (INFRA / env["MLFLOW_AUTH_CONFIG_PATH"].rsplit("/", 1)[1]).read_text()
+    assert "default_permission = NO_PERMISSIONS" in ini and "password" not in ini.split("[mlflow]")[1].lower()
+    for name, svc in services.items():
+        command = " ".join(map(str, svc.get("command", []) + svc.get("entrypoint", [])))
+        assert not re.search(r"PASSWORD|SECRET|AUTH_STRING|postgresql", command), name
+    for name in ("gateway", "worker-plant-a", "worker-plant-b", "worker-plant-c"):
+        assert services[name]["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING")
+    for name in ("worker-plant-a", "worker-plant-b", "worker-plant-c"):
+        assert services[name]["environment"]["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD")
+
+
+def test_minio_root_credentials_only_for_the_bucket_setup_job() -> None:
+    """Point 11: least privilege. The gateway has no object-store credential; workers and MLflow
+    have their own users, created with scoped policies by ``minio-setup``."""
+    services = _compose()["services"]
+    holders = {name for name, svc in services.items() if "MINIO_ROOT" in str(svc.get("environment", {}))}
+    assert holders == {"minio", "minio-setup"}
+    assert not any(k.startswith("AWS_") for k in services["gateway"]["environment"])
+    assert services["worker-plant-a"]["environment"]["AWS_ACCESS_KEY_ID"] == "andon-worker"
+    assert services["mlflow"]["environment"]["AWS_ACCESS_KEY_ID"] == "andon-mlflow"
+    for name in ("mlflow", "worker-plant-a"):
+        assert services[name]["depends_on"]["minio-setup"]["condition"] == "service_completed_successfully"
+    script = (INFRA / "minio-setup.sh").read_text()
+    assert "mc admin user add local andon-worker" in script and "mc admin user add local andon-mlflow" in script
+    assert "arn:aws:s3:::${BUCKET}/mlflow-artifacts/*" in script

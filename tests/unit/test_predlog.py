@@ -121,3 +121,66 @@ def test_buffered_rows_flush_when_the_oldest_has_waited(tmp_path: Path) -> None:
     time.sleep(0.25)
     assert writer.flush_if_due() == 2 and writer.pending == 0
     assert len(log.read(T0, T0 + timedelta(hours=1))) == 2
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        {"sku": {"$gt": ""}},  # what an untyped JSON field used to put in a row
+        {"part_id": 12345},
+        {"probabilities": "high"},
+        {"model_version": 2**40},
+        {"scored_at": T0.replace(tzinfo=None)},
+        {"model_version": None},
+    ],
+)
+def test_one_bad_row_never_blocks_the_rows_behind_it(tmp_path: Path, poison: dict[str, object]) -> None:
+    log = PredictionLog(LocalObjectStore(tmp_path), "plant-a")
+    writer = PredictionWriter(log, max_rows=1000, max_seconds=3600)
+    writer.buffer({**_row(0, T0), **poison})
+    for i in range(1, 31):
+        writer.buffer(_row(i, T0))
+    writer.flush()
+    writer.buffer(_row(31, T0))
+    writer.flush()
+    rows = log.read(T0 - timedelta(days=1), datetime.now(UTC) + timedelta(hours=1))
+    assert len(rows) == 32 and writer.written == 32 and writer.refused == 1
+    bad = rows[rows.predicted_class == "error"]
+    assert len(bad) == 1 and bad.error.iloc[0].startswith("log row refused:"), bad.error.tolist()
+    assert writer.health() == {
+        "ok": True, "pending": 0, "written": 32, "refused": 1, "failed_flushes": 0, "last_error": None
+    }  # fmt: skip
+
+
+def test_a_row_changed_after_it_was_added_is_isolated_at_flush(tmp_path: Path) -> None:
+    log = PredictionLog(LocalObjectStore(tmp_path), "plant-a")
+    writer = PredictionWriter(log, max_rows=1000, max_seconds=3600)
+    writer.buffer(_row(0, T0))
+    writer.buffer(_row(1, T0))
+    writer._rows[0]["sku"] = ["not", "text"]  # as a caller mutating its dict after handing it over would
+    writer.flush()
+    rows = log.read(T0, T0 + timedelta(hours=1))
+    assert sorted(rows.predicted_class) == ["error", "ok"] and writer.refused == 1
+
+
+def test_a_failed_write_shows_in_health_and_spilled_rows_are_recovered_once(tmp_path: Path) -> None:
+    store = _FlakyStore(tmp_path / "objects")
+    log = PredictionLog(store, "plant-a")
+    writer = PredictionWriter(log, max_rows=1000, max_seconds=3600)
+    for i in range(3):
+        writer.buffer(_row(i, T0))
+    store.failures = 1
+    with pytest.raises(StorageError):
+        writer.flush()
+    health = writer.health()
+    assert not health["ok"] and health["failed_flushes"] == 1 and "disk full" in health["last_error"]
+    assert health["pending"] == 3
+    spool = tmp_path / "spool"
+    path = writer.spill(spool)
+    assert path is not None and path.exists() and writer.pending == 0
+    assert writer.spill(spool) is None  # nothing left to spill
+    again = PredictionWriter(log)
+    assert again.recover(spool) == 3 and not list(spool.glob("*"))
+    assert again.recover(spool) == 0  # a file is logged once
+    rows = log.read(T0, T0 + timedelta(hours=1))
+    assert sorted(rows.part_id) == ["p00000", "p00001", "p00002"]
