@@ -165,8 +165,11 @@ def test_tune_tries_a_grid_within_its_budget_and_registers_the_best(
 
     progress = [line for line in out.output.splitlines() if re.match(r"\s+\d+/\d+ ", line)]
     trained = [line for line in progress if ": trained (" in line]
-    assert len(children) == len(trained) >= 1 and len(progress) >= 7
-    assert all(": trained (" in line or ("skipped" in line and "budget" in line) for line in progress), progress
+    # a candidate that fails (its run exists, with the reason printed) must not end the search;
+    # which candidates fit the budget depends on the machine's load, so the count is not fixed
+    ran = trained + [line for line in progress if ": failed (" in line]
+    assert len(children) == len(ran) and len(trained) >= 1 and len(progress) >= 7, out.output
+    assert all(line in ran or ("skipped" in line and "budget" in line) for line in progress), progress
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "tune")}
     assert arts == {"tune/candidates.json", "tune/frontier.png"}
     version = alias_version("plant-b.surface-defects", CHALLENGER)
