@@ -50,7 +50,7 @@ class CastingLab:
     home: Path
     model_name: str
     version: int
-    accuracy: float
+    metrics: dict[str, float]
     test_batches: list[str]
     test_objects: list[dict]
 
@@ -102,7 +102,7 @@ def casting_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CastingLab
             tmp / "home",
             out.model_name,
             out.version,
-            out.metrics["accuracy"],
+            out.metrics,
             [b.prefix for b in batches],
             objects,
         )
@@ -128,7 +128,10 @@ def test_saliency_maps_of_the_logged_method_on_casting_parts(casting_lab: Castin
     from andon.training.run import load_version
 
     lab = casting_lab
-    assert lab.accuracy > 0.85
+    # a model that learned the defect (at its operating point, on its own test split), not a
+    # knife-edge on accuracy: the maps below are of a model that separates the classes
+    m = lab.metrics
+    assert m["escape_rate"] + m["overkill_rate"] < 0.4, m
     loaded = load_version(lab.model_name, lab.version)
     cache = ImageCache(lab.home / "cache")
     images = load_split(lab.store, lab.test_objects, loaded.classes, 128, cache).images
