@@ -2,7 +2,7 @@
 ``monitor`` (every ``monitoring.window_minutes``), ``monitor-hourly`` and ``drift-nightly``
 (cron in the plant's timezone) and ``retrain`` with one event trigger per cause and a schedule
 every ``schedules.retrain_every_days`` (trigger ``schedule``: it still needs new labels). Plain data
-(no Prefect import); ``andon deploy`` applies the file (``tasks/apply_deployments.py``).
+(no Prefect import); ``andon deploy`` applies the file (``cli/prefect_deploy.py``).
 
 Every trigger matches on the plant's resource id, so an event of plant A never starts plant B's
 retrain (Prefect does not scope triggers to the deployment by itself), and on the label

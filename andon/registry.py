@@ -23,12 +23,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from andon.errors import AndonError, ServiceError
+from andon.errors import AndonError, DataError, ServiceError
+
+if TYPE_CHECKING:
+    from andon.config import Recipe
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 PAIR_TAG = "andon.aliases"  # the committed (champion, previous-champion) of a model, one JSON value
+CENTRAL = "central"  # the fleet's baseline: central.<task>
 SENSOR_TASK = "machine-failure"  # the AI4I-style sensor model of a plant: <plant>.machine-failure
 LINEAGE_TAGS = ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "plant")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -470,3 +474,25 @@ def record_move(name: str, version: int, kind: str, reason: str, forced: bool = 
         tags[f"{kind}.forced"] = "true"
     tag_version(name, version, tags)
     return tags
+
+
+def central_champion(task: str) -> tuple[str, int]:
+    name = model_name(CENTRAL, task)
+    version = alias_version(name, CHAMPION)
+    if version is None:
+        raise RegistryError(f"{name} has no champion: train the central baseline first (`andon governance central`)")
+    return name, version
+
+
+def compatible_central(recipe: Recipe, who: str) -> tuple[str, int]:
+    """The central champion, if its network is the one ``recipe`` builds (same name and width);
+    else a clear error (its weights cannot start ``who``)."""
+    parent = central_champion(recipe.task)
+    params = version_info(*parent).params
+    theirs = (params.get("model.name"), params.get("model.width"))
+    if theirs != (recipe.model.name, str(recipe.model.width)):
+        raise DataError(
+            f"{who} uses {recipe.model.name} (width {recipe.model.width}); the central baseline "
+            f"{parent[0]} v{parent[1]} is {theirs[0]} (width {theirs[1]}): it cannot start from it"
+        )
+    return parent

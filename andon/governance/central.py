@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from andon.config import PlantConfig
 from andon.errors import DataError
-from andon.registry import RegistryError
+from andon.registry import CENTRAL, compatible_central
 from andon.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
     from andon.config import Recipe
     from andon.training.run import TrainOutcome
-
-CENTRAL = "central"
 
 
 def central_config() -> PlantConfig:
@@ -153,32 +151,6 @@ def train_central(store: ObjectStore, manifest_id: str, *, recipe: Recipe | None
         out.model_name, out.version, not violations, out.metrics["escape_rate"], out.metrics["overkill_rate"],
         out.metrics["accuracy"], current, (current_metrics or {}).get("escape_rate"), manifest_id, violations,
     )  # fmt: skip
-
-
-def central_champion(task: str) -> tuple[str, int]:
-    from andon.registry import CHAMPION, alias_version, model_name
-
-    name = model_name(CENTRAL, task)
-    version = alias_version(name, CHAMPION)
-    if version is None:
-        raise RegistryError(f"{name} has no champion: train the central baseline first (`andon governance central`)")
-    return name, version
-
-
-def compatible_central(recipe: Recipe, who: str) -> tuple[str, int]:
-    """The central champion, if its network is the one ``recipe`` builds (same name and width);
-    else a clear error (its weights cannot start ``who``)."""
-    from andon.registry import version_info
-
-    parent = central_champion(recipe.task)
-    params = version_info(*parent).params
-    theirs = (params.get("model.name"), params.get("model.width"))
-    if theirs != (recipe.model.name, str(recipe.model.width)):
-        raise DataError(
-            f"{who} uses {recipe.model.name} (width {recipe.model.width}); the central baseline "
-            f"{parent[0]} v{parent[1]} is {theirs[0]} (width {theirs[1]}): it cannot start from it"
-        )
-    return parent
 
 
 def fine_tune(

@@ -193,7 +193,7 @@ def anomaly_backbone(store: ObjectStore, recipe: Recipe, model: Any) -> Any:
 
     spec = recipe.anomaly
     if spec.backbone == "central":
-        from andon.governance.central import compatible_central
+        from andon.registry import compatible_central
 
         parent = compatible_central(recipe, "the recipe's anomaly backbone")
         model.load_state_dict(load_state_dict(*parent))

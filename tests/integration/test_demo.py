@@ -24,7 +24,7 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory, casting_dir: Path) -> I
     """One quick demo in its own ANDON_HOME and ports; the stack is stopped afterwards."""
     from andon import stack
     from andon.settings import get_settings, reset_settings
-    from flows.demo import run_demo
+    from cli.demo.story import run_demo
 
     home = tmp_path_factory.mktemp("demo") / "home"
     # the demo sets PREFECT_API_URL, ANDON_CONFIGS_DIR, ANDON_MES_SECRET, MLFLOW_* for its process:
@@ -48,7 +48,7 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory, casting_dir: Path) -> I
 def test_the_quick_demo_tells_the_whole_story(quick_demo: dict[str, Any]) -> None:
     from andon.registry import CHAMPION, alias_version
     from andon.storage import open_store
-    from flows.demo import CHAPTERS
+    from cli.demo.story import CHAPTERS
 
     done, text = quick_demo["state"]["done"], quick_demo["text"]
     assert list(done) == [key for key, _, _ in CHAPTERS], text
@@ -85,7 +85,7 @@ def test_the_quick_demo_tells_the_whole_story(quick_demo: dict[str, Any]) -> Non
 
 
 def test_a_rerun_resumes_and_prints_the_summary(quick_demo: dict[str, Any], casting_dir: Path) -> None:
-    from flows.demo import CHAPTERS, run_demo
+    from cli.demo.story import CHAPTERS, run_demo
 
     with mock.patch.dict(os.environ), pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANDON_HOME", str(quick_demo["home"]))

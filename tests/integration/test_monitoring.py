@@ -11,12 +11,12 @@ import pytest
 from test_training_lifecycle import CFG, SMALL, _dataset
 from typer.testing import CliRunner
 
-from andon.cli import app
 from andon.errors import DataError
 from andon.labels import ReviewLog
 from andon.storage import open_store
 from andon.synth.images import Drift
 from andon.synth.plant import synthesize_plant
+from cli.main import app
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,7 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack_env: Path) -> None:
     assert {n: s.pid for n, s in again.items()} == {n: s.pid for n, s in first.items()}, "second up reuses"
 
     # the CLI shows the same thing
-    out = subprocess.run([sys.executable, "-m", "andon.cli", "status"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "cli", "status"], capture_output=True, text=True, check=True)
     assert out.stdout.count("running") == 2
 
     groups = [s.pid for s in first.values() if s.pid]

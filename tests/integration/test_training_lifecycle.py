@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from andon.cli import app
 from andon.config import PlantConfig, load_plant
 from andon.data import parquet_to_frame
 from andon.datasets import build_manifest, save_manifest
@@ -26,6 +25,7 @@ from andon.registry import (
 )
 from andon.storage import ObjectStore, open_store
 from andon.synth.plant import synthesize_plant
+from cli.main import app
 
 pytestmark = pytest.mark.slow
 CFG = load_plant("plant-b")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from andon.cli import app
 from andon.config import load_plant
 from andon.data import parquet_to_frame
 from andon.datasets import combine, diff, load_manifest
@@ -23,6 +22,7 @@ from andon.synth.images import Drift
 from andon.synth.plant import synthesize_plant
 from andon.validation.gate import batch_status, run_gate
 from andon.validation.learn import learn_from_batches
+from cli.main import app
 
 CFG = load_plant("plant-b")
 START = datetime(2026, 11, 9, 6, tzinfo=UTC)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from andon.cli import app
 from andon.config import load_plant
 from andon.data import BatchInfo, read_batch_info
 from andon.errors import DataError
@@ -24,6 +23,7 @@ from andon.ingest import ingest_folder
 from andon.storage import LocalObjectStore, ObjectStore, open_store
 from andon.synth.plant import synthesize_plant
 from andon.validation.gate import run_gate, verdict_of
+from cli.main import app
 
 pytestmark = pytest.mark.integration
 CFG = load_plant("plant-b")

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from andon.audit import audit_report, csv_cell
-from andon.cli import app
 from andon.config import load_plant
 from andon.predlog import PredictionLog
 from andon.storage import open_store
+from cli.main import app
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

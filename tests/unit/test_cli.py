@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from andon.cli import app
+from cli.main import app
 
 runner = CliRunner()
 COMMANDS = [
@@ -46,7 +46,7 @@ def test_help_lists_every_command_with_an_example() -> None:
 
 def test_help_imports_no_heavy_library() -> None:
     heavy = {"torch", "prefect", "mlflow", "pandas", "great_expectations", "evidently", "shap", "boto3"}
-    code = f"import sys; from andon.cli import app; print(sorted({heavy!r} & set(sys.modules)))"
+    code = f"import sys; from cli.main import app; print(sorted({heavy!r} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -70,7 +70,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
         (["synth", "--plant", "plant-b", "--start", "2026-11-26T06:00"], "--start: give a timezone"),
     ]:
         proc = subprocess.run(
-            [sys.executable, "-m", "andon.cli", *args], capture_output=True, text=True, env={**_env(), **env}
+            [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env={**_env(), **env}
         )
         assert proc.returncode == 1, (args, proc.stderr)
         assert needle in proc.stderr, proc.stderr

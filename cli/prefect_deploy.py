@@ -1,11 +1,15 @@
-"""Apply a rendered ``prefect.yaml`` in one process, concurrently: ``python -m
-tasks.apply_deployments FILE``. What `prefect deploy --all` makes of the same file (flows,
-deployments with parameter schemas, work pools, schedules with their parameters, concurrency
-limits, pull steps, and one automation per trigger owned by its deployment), but it loads each
-flow once, talks to the server with up to 8 requests in flight and deletes owned automations
-only where there are some (benchmarks/governance_scale.py: 282 deployments of 47 plants took
-130 s with `prefect deploy --all`). ``andon deploy`` uses it; `prefect deploy --all --prefect-file
-FILE` remains equivalent.
+"""Apply the plants' deployments to a Prefect server, one process per step, for ``andon deploy``
+(which runs it with the server's URL in the environment):
+
+- ``python -m cli.prefect_deploy pools NAME ...`` creates (or keeps) process work pools, all in
+  one process (a ``prefect work-pool create`` per plant costs a second or two of start-up each);
+- ``python -m cli.prefect_deploy apply FILE`` applies a rendered ``prefect.yaml`` concurrently:
+  what `prefect deploy --all` makes of the same file (flows, deployments with parameter schemas,
+  work pools, schedules with their parameters, concurrency limits, pull steps, and one automation
+  per trigger owned by its deployment), but it loads each flow once, talks to the server with up
+  to 8 requests in flight and deletes owned automations only where there are some
+  (benchmarks/governance_scale.py: 282 deployments of 47 plants took 130 s with `prefect deploy
+  --all`). `prefect deploy --all --prefect-file FILE` remains equivalent.
 """
 
 from __future__ import annotations
@@ -116,7 +120,34 @@ async def apply(doc: dict[str, Any], concurrency: int = 8) -> list[str]:
         return list(await asyncio.gather(*(one(d) for d in doc["deployments"])))
 
 
+async def ensure_pools(names: list[str]) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    created = []
+    async with get_client() as client:
+        for name in names:
+            try:
+                await client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+                created.append(name)
+            except ObjectAlreadyExists:
+                pass
+    return created
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["pools"]:
+        made = asyncio.run(ensure_pools(argv[1:]))
+        sys.stdout.write(f"{len(made)} work pools created, {len(argv) - 1 - len(made)} existed\n")
+    elif len(argv) == 2 and argv[0] == "apply":
+        sys.path.insert(0, os.getcwd())  # the deployments' entrypoints (flows/...) are relative to the checkout
+        applied = asyncio.run(apply(yaml.safe_load(Path(argv[1]).read_text())))
+        sys.stdout.write(f"applied {len(applied)} deployments\n")
+    else:
+        sys.stderr.write("usage: python -m cli.prefect_deploy pools NAME ... | apply FILE\n")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, os.getcwd())
-    applied = asyncio.run(apply(yaml.safe_load(Path(sys.argv[1]).read_text())))
-    sys.stdout.write(f"applied {len(applied)} deployments\n")
+    main(sys.argv[1:])

@@ -1,0 +1,5 @@
+"""``python -m cli ...`` is ``andon ...``."""
+
+from cli.main import main
+
+main()

@@ -1,0 +1,28 @@
+"""The ``andon`` entry point: the root app with every command group added, and ``main`` that
+prints a user error as one clean line (no traceback) with its exit code.
+
+Entry points are one layer: ``cli -> flows -> tasks -> andon``, every arrow down."""
+
+from __future__ import annotations
+
+import sys
+
+from cli import config, data, demo, gateway, governance, label, models, monitor, scoring, stack  # noqa: F401  (each adds its commands)
+from cli.root import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: user errors print one clean message, no traceback."""
+    import os
+
+    from andon.errors import AndonError
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # factories are often offline; nothing phones home
+
+    try:
+        app()
+    except AndonError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)

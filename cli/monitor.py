@@ -1,0 +1,140 @@
+"""Monitoring: `andon monitor` and the escalation records (`andon alerts`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    pass
+
+from cli.common import duration, make_console, parse_time, post_event
+from cli.root import app
+
+
+@app.command()
+def monitor(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    window: Annotated[str, typer.Option(help="5m, 1h, 24h ...")] = "1h",
+    at: Annotated[str | None, typer.Option(help="end of the window, ISO time (default: now)")] = None,
+    drift_report: Annotated[bool, typer.Option(help="also run the Evidently drift report (seconds)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the verdicts as JSON on stdout")] = False,
+    task: Annotated[
+        str | None, typer.Option(help="the model: the plant's vision task (default) or machine-failure (sensor)")
+    ] = None,
+) -> None:
+    """Monitor the champion over a window of the prediction log: data, prediction and performance
+    drift on control charts; a breach opens an alert (exit 1 when one did).
+
+    Example: andon monitor --plant plant-a --window 1h --drift-report
+             andon monitor --plant plant-a --task machine-failure --window 24h --drift-report
+    """
+    import json
+
+    from rich.table import Table
+
+    from andon.config import load_plant
+    from andon.monitoring.monitor import monitor as run_monitor
+    from andon.storage import open_store
+
+    cfg = load_plant(plant)
+    result = run_monitor(
+        open_store(),
+        cfg,
+        end=parse_time(at, "--at"),
+        window=duration(window),
+        drift_report=drift_report,
+        emit=lambda event, payload, _key: post_event(event, cfg.id, payload),
+        task=task,
+    )
+    if as_json:
+        from dataclasses import asdict
+
+        sys.stdout.write(json.dumps(asdict(result), default=str, indent=1) + "\n")
+    else:
+        table = Table(
+            title=f"{cfg.id}: {result.model} v{result.version}, {result.start:%Y-%m-%d %H:%M} to "
+            f"{result.end:%H:%M} UTC, {result.parts} parts, {result.reviewed} reviewed"
+        )
+        for col in ("series", "kind", "value", "reference", "n", "z", "rules", "status"):
+            table.add_column(col)
+        colour = {"breach": "red", "active": "red", "cleared": "green", "waiting": "dim", "ok": "green"}
+        colour |= {"baseline": "cyan", "flagged": "yellow"}
+        for v in result.verdicts:
+            table.add_row(
+                v.series,
+                v.kind,
+                f"{v.value:.4g}",
+                f"{v.reference:.4g}",
+                str(v.n),
+                f"{v.z:+.2f}",
+                ",".join(v.rules),
+                f"[{colour[v.status]}]{v.status}[/]",
+            )
+        con = make_console()
+        con.print(table)
+        if result.drift_report_key:
+            con.print(f"drift report: {result.drift_report_key} (share of drifted features {result.drift_share:.2f})")
+        for a in result.alerts:
+            con.print(f"[red]alert[/] {a['id']}: {a['event']} {a['payload']['series']} ({a['payload']['severity']})")
+    raise typer.Exit(1 if result.alerts else 0)
+
+
+alerts_app = typer.Typer(help="Escalation records opened by monitoring.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    status: Annotated[str | None, typer.Option(help="open, acked")] = None,
+) -> None:
+    """Alerts of a plant, oldest first.
+
+    Example: andon alerts list --plant plant-a --status open
+    """
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from andon.config import load_plant
+    from andon.monitoring.monitor import list_alerts
+    from andon.storage import open_store
+
+    def when(stamp: str | None) -> str:  # 2026-11-30T10:05:00+00:00 -> 11-30 10:05 (UTC)
+        return f"{stamp[5:10]} {stamp[11:16]}" if stamp else ""
+
+    cfg = load_plant(plant)
+    alerts = list_alerts(open_store(), cfg.id, status)
+    table = Table(title=f"{cfg.id} alerts (times UTC)", box=box.SIMPLE_HEAD, show_edge=False)
+    # the id (it names the series) is what `alerts ack` needs: never cut or wrapped at any width
+    table.add_column("id", no_wrap=True, min_width=max((len(a["id"]) for a in alerts), default=2))
+    for col in ("kind", "severity", "status"):
+        table.add_column(col, overflow="fold")
+    table.add_column("opened / cleared", overflow="fold")
+    for a in alerts:
+        kind = "perf" if a["event"].endswith("performance.degraded") else "drift"
+        opened_cleared = when(a["opened_at"]) + (f"\n{when(a['cleared_at'])}" if a["cleared_at"] else "")
+        table.add_row(Text(a["id"]), kind, Text(str(a["payload"]["severity"])), Text(a["status"]), opened_cleared)
+    make_console().print(table)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[str, typer.Argument(help="the alert id from `andon alerts list`")],
+    plant: Annotated[str, typer.Option(help="plant id")],
+    who: Annotated[str, typer.Option(help="who takes it")],
+    note: Annotated[str, typer.Option(help="what was done or decided")] = "",
+) -> None:
+    """Acknowledge an alert: a person has it.
+
+    Example: andon alerts ack --plant plant-a --who "j.doe" 20261126T0800-brightness-1a2b3c
+    """
+    from andon.config import load_plant
+    from andon.monitoring.monitor import ack_alert
+    from andon.storage import open_store
+
+    rec = ack_alert(open_store(), load_plant(plant).id, alert_id, who, note)
+    make_console().print(f"{rec['id']} acknowledged by {rec['acked_by']}")

@@ -1,0 +1,100 @@
+"""The layers: ``cli -> flows -> tasks -> andon``, every arrow down, and no import cycle among the
+modules of the repository. Imports inside functions count (they are how heavy libraries stay
+lazy, and an upward arrow is no better for being late)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAYERS = ("cli", "flows", "tasks", "andon")  # top to bottom
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under ``if TYPE_CHECKING:`` (a type-only import is no arrow at run time)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports at run time, absolute and resolved relative."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = _module(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    out: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join([*base, node.module] if node.module else base)
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import module`
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for layer in LAYERS for p in (REPO / layer).rglob("*.py")]
+    modules = {_module(p): p for p in files}
+    return {name: {m for m in _imports(path) if m in modules} for name, path in modules.items()}
+
+
+def test_every_arrow_points_down() -> None:
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    up = [
+        f"{mod} -> {dep}"
+        for mod, deps in _graph().items()
+        for dep in deps
+        if rank[dep.split(".")[0]] < rank[mod.split(".")[0]]
+    ]
+    assert not up, up
+
+
+@pytest.mark.parametrize("lib", ["prefect"])
+def test_the_domain_never_imports_prefect(lib: str) -> None:
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "andon").rglob("*.py")
+        if any(m == lib or m.startswith(f"{lib}.") for m in _imports(p))
+    ]
+    assert not offenders, offenders
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    # a package imports its own submodules by design (cli.main assembles cli.*): only module cycles count
+    graph = {
+        m: {d for d in deps if not m.startswith(f"{d}.") and not d.startswith(f"{m}.")} for m, deps in graph.items()
+    }
+    seen: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        seen[node] = 1
+        for dep in sorted(graph[node]):
+            if seen.get(dep) == 1:
+                cycles.append([*stack[stack.index(dep) :], dep])
+            elif dep not in seen:
+                visit(dep, [*stack, dep])
+        seen[node] = 2
+
+    for node in sorted(graph):
+        if node not in seen:
+            visit(node, [node])
+    assert not cycles, cycles
