@@ -7,6 +7,7 @@ Every Andon event is about a plant: resource ``andon.plant.<plant>`` with labels
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 NAMESPACE = uuid.UUID("6f1d3c1e-8a55-4c0e-9d2b-7a3e5f0c2b11")
@@ -32,7 +33,47 @@ def event_id(*parts: Any) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, "|".join(str(p) for p in parts))
 
 
-def post_event(api_url: str, event: str, resource: dict[str, str], payload: dict[str, Any], eid: uuid.UUID) -> bool:
+@dataclass(frozen=True)
+class Event:
+    """One Andon event as it is sent: name, resource, payload and its deterministic id. The
+    builders below make each event in one place; a task emits it through Prefect
+    (``emit_event(**ev.emit_kwargs())``), the CLI posts it (``post_event``): same id, same payload."""
+
+    event: str
+    resource: dict[str, str]
+    payload: dict[str, Any]
+    id: uuid.UUID
+
+    def emit_kwargs(self) -> dict[str, Any]:
+        return {"event": self.event, "resource": self.resource, "payload": self.payload, "id": self.id}
+
+
+PROMOTION_KEYS = ("challenger", "champion", "violations", "forced", "evaluated_on", "decided_at")
+
+
+def model_promoted(plant: str, decision: dict[str, Any]) -> Event:
+    """``andon.model.promoted`` of a passed (or forced) promotion decision (``Decision.as_dict()``)."""
+    payload = {k: decision[k] for k in PROMOTION_KEYS}
+    return Event(
+        MODEL_PROMOTED, plant_resource(plant), payload, event_id(MODEL_PROMOTED, plant, decision["challenger"])
+    )
+
+
+def model_rolled_back(plant: str, before: int, after: int, reason: str, at: str) -> Event:
+    """``andon.model.rolled_back``: champion moved from ``before`` back to ``after`` at ``at`` (ISO)."""
+    payload = {"from": before, "to": after, "reason": reason, "at": at}
+    return Event(
+        MODEL_ROLLED_BACK, plant_resource(plant), payload, event_id(MODEL_ROLLED_BACK, plant, before, after, at)
+    )
+
+
+def monitoring_alert(event: str, payload: dict[str, Any], key: str) -> Event:
+    """A monitoring alert's event (drift detected, performance degraded); ``key`` is the alert's
+    own key, so a re-run of the same window never raises it twice."""
+    return Event(event, alert_resource(payload), payload, event_id(event, key))
+
+
+def post_event(api_url: str, ev: Event) -> bool:
     """Send one event to a Prefect server over its REST API (no Prefect import: the CLI uses it).
 
     Returns False, without raising, when the server does not answer: the fact is recorded in
@@ -44,11 +85,11 @@ def post_event(api_url: str, event: str, resource: dict[str, str], payload: dict
 
     body = [
         {
-            "id": str(eid),
+            "id": str(ev.id),
             "occurred": datetime.now(UTC).isoformat(),
-            "event": event,
-            "resource": resource,
-            "payload": payload,
+            "event": ev.event,
+            "resource": ev.resource,
+            "payload": ev.payload,
         }
     ]
     from andon.settings import prefect_auth_headers

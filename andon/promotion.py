@@ -17,6 +17,7 @@ import json
 import math
 import subprocess
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from andon.config import PlantConfig
@@ -50,6 +51,7 @@ class GateDecision:
     evaluated_on: str
     forced: bool = False
     notes: list[str] = field(default_factory=list)
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())  # one decision, one event
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()

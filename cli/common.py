@@ -52,15 +52,46 @@ def parse_time(value: str | None, option: str = "--start") -> datetime | None:
     return ts
 
 
-def post_event(event: str, plant: str, payload: dict[str, Any]) -> None:
+def post_event(ev: Any) -> None:
+    """Send an ``andon.events.Event`` (built by its one builder) to Andon's Prefect; a server that
+    does not answer is a note on stderr, not a failure (the fact is on the registry either way)."""
     from andon import events
 
-    settings = andon_settings()
-    eid = events.event_id(event, plant, *payload.values())
-    # a monitoring alert carries the label retrain triggers match; other facts are just the plant
-    resource = events.alert_resource(payload) if "retrain" in payload else events.plant_resource(plant)
-    if not events.post_event(settings.prefect_api_url, event, resource, payload, eid):
-        sys.stderr.write(f"note: {event} not delivered (Prefect at {settings.prefect_api_url} did not answer)\n")
+    url = prefect_api_url()
+    if not events.post_event(url, ev):
+        sys.stderr.write(f"note: {ev.event} not delivered (Prefect at {url} did not answer)\n")
+
+
+def prefect_api_url() -> str:
+    """The Prefect server commands talk to: the current Prefect settings' (a profile,
+    PREFECT_API_URL, a test harness), else Andon's own (ANDON_PREFECT_API_URL, `andon up`)."""
+    from prefect.settings import get_current_settings
+
+    return (get_current_settings().api.url or andon_settings().prefect_api_url).rstrip("/")
+
+
+def run_flow(flow: Any, **params: Any) -> Any:
+    """Run a flow of ``flows/`` in this process against Andon's Prefect server, so a command that
+    is a pipeline (promote, governance central / fine-tune) is the flow: the same tasks, events,
+    ids and artifacts, and its run shows in the UI (``prefect_api_url``); a server that does not
+    answer is a clear error within seconds."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from andon.errors import ServiceError
+    from andon.settings import prefect_auth_headers
+
+    url = prefect_api_url()
+    try:
+        ok = httpx.get(f"{url}/health", timeout=5, headers=prefect_auth_headers()).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if not ok:
+        raise ServiceError(
+            f"Prefect at {url} is not answering: start it with `andon up` (or set ANDON_PREFECT_API_URL)"
+        )
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        return flow(**params)
 
 
 def time_window(start: str | None, end: str | None, days: int) -> tuple[datetime, datetime]:

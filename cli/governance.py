@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import make_console
+from cli.common import make_console, run_flow
 from cli.root import app
 
 governance_app = typer.Typer(help="Federated governance: policy checks and cross-plant reports.", no_args_is_help=True)
@@ -75,20 +75,17 @@ def governance_central(
 ) -> None:
     """Train the central baseline central.<task> with the standard recipe on the plants' pooled
     dataset versions (referenced, not copied; each contribution recorded and summarized anonymously).
+    Runs the `central-baseline` flow on Andon's Prefect.
 
     Example: andon governance central --dataset plant-b:2e0abe65 --dataset plant-c:9c41d7aa
     """
     from andon.config import load_plant
-    from andon.governance.central import pool, publish_summary, train_central
-    from andon.storage import open_store
+    from andon.governance.central import CentralOutcome
+    from flows.governance import central_baseline_flow
 
-    store = open_store()
-    contributions = _contributions(dataset)
-    for plant, ids in contributions.items():
-        for mid in ids:
-            publish_summary(store, load_plant(plant), mid)
-    out = train_central(store, pool(store, contributions))
-    sys.stdout.write(out.summary() + "\n")
+    contributions = {load_plant(plant).id: ids for plant, ids in _contributions(dataset).items()}
+    out = run_flow(central_baseline_flow, contributions=contributions)
+    sys.stdout.write(CentralOutcome(**out).summary() + "\n")
 
 
 @governance_app.command("fine-tune")
@@ -98,21 +95,22 @@ def governance_fine_tune(
 ) -> None:
     """Fine-tune the plant's challenger from the central champion on its own data and overrides,
     run the plant's promotion gate, and report the metrics back to the central experiment.
+    Runs the `fine-tune` flow on Andon's Prefect (the promotion's event is the flow's).
 
     Example: andon governance fine-tune --plant plant-b --dataset 2e0abe65
     """
     from andon.config import load_plant
     from andon.datasets import resolve_manifest_id
-    from andon.governance.central import fine_tune, report_back
-    from andon.promotion import promote, verdict_line
+    from andon.promotion import verdict_line
     from andon.storage import open_store
+    from flows.governance import fine_tune_flow
 
     cfg, store = load_plant(plant), open_store()
-    out = fine_tune(store, cfg, [resolve_manifest_id(store, cfg.id, d) for d in dataset])
-    decision = promote(store, cfg, reason="fine-tuned from the central baseline")
-    report_back(cfg, out, decision.passed)
-    verdict = "promoted" if decision.passed else "refused: " + "; ".join(decision.violations)
-    sys.stdout.write(f"{out.model_name} v{out.version}: {verdict_line(out.metrics, cfg)}; {verdict}\n")
+    ids = [resolve_manifest_id(store, cfg.id, d) for d in dataset]
+    result = run_flow(fine_tune_flow, plant=cfg.id, dataset_ids=ids)
+    out, decision = result["training"], result["promotion"]
+    verdict = "promoted" if decision["passed"] else "refused: " + "; ".join(decision["violations"])
+    sys.stdout.write(f"{out['model_name']} v{out['version']}: {verdict_line(out['metrics'], cfg)}; {verdict}\n")
 
 
 @governance_app.command("report")

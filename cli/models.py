@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-from cli.common import duration, make_console, post_event, progress_bar
+from cli.common import duration, make_console, post_event, progress_bar, run_flow
 from cli.root import app
 
 models_app = typer.Typer(help="Registered model versions (MLflow registry).", no_args_is_help=True)
@@ -166,28 +166,26 @@ def promote(
     reason: Annotated[str, typer.Option(help="why (kept with the version)")] = "",
 ) -> None:
     """Challenger vs champion on the golden set; promote if every rule passes. Exit 1 if refused.
+    Runs the `promote` flow on Andon's Prefect (its run, artifact and event show in the UI).
 
     Example: andon promote --plant plant-b
     """
-    from andon.config import load_plant
-    from andon.promotion import promote as run_promote
-    from andon.registry import model_name
-    from andon.storage import open_store
+    from types import SimpleNamespace
 
-    cfg = load_plant(plant)
-    d = run_promote(open_store(), cfg, force=force, reason=reason)
+    from andon.config import load_plant
+    from andon.promotion import verdict_line
+    from andon.registry import model_name
+    from flows.train import promote_flow
+
+    cfg = load_plant(plant)  # a bad plant id fails here, before any flow run
+    d = SimpleNamespace(**run_flow(promote_flow, plant=cfg.id, force=force, reason=reason))
     console = make_console()
     _print_gate_metrics(console, d)
-    from andon.promotion import verdict_line
-
     console.print(f"challenger v{d.challenger}: {verdict_line(d.challenger_metrics, cfg)}")
     name = model_name(cfg.id, cfg.recipe.task)
-    if d.passed:
+    if d.passed:  # the flow published andon.model.promoted
         note = " [yellow](FORCED)[/]" if d.forced else ""
         console.print(f"[green]PROMOTED[/]{note}: {name}@champion = v{d.challenger} (was {d.champion or 'none'})")
-        post_event(
-            "andon.model.promoted", cfg.id, {"version": d.challenger, "previous": d.champion, "forced": d.forced}
-        )
     else:
         for v in d.violations:
             console.print(f"  [red]x[/] {v}")
@@ -235,8 +233,10 @@ def rollback(
     Example: andon rollback plant-a.surface-defects --reason "false rejects on line 2"
     """
     import time
+    from datetime import UTC, datetime
 
     from andon.config import load_plant
+    from andon.events import model_rolled_back
     from andon.promotion import rollback as run_rollback
     from andon.registry import plant_of
 
@@ -244,7 +244,7 @@ def rollback(
     cfg = load_plant(plant_of(model))
     before, after = run_rollback(cfg, reason, to)
     registry_s = time.perf_counter() - t0
-    post_event("andon.model.rolled_back", cfg.id, {"from": before, "to": after, "reason": reason})
+    post_event(model_rolled_back(cfg.id, before, after, reason, datetime.now(UTC).isoformat()))
     make_console().print(
         f"[green]ROLLED BACK[/] {model}@champion: v{before} -> v{after} (previous-champion = v{before}); "
         f"registry {registry_s:.2f} s"

@@ -36,6 +36,7 @@ def monitor(
     from rich.table import Table
 
     from andon.config import load_plant
+    from andon.events import monitoring_alert
     from andon.monitoring.monitor import monitor as run_monitor
     from andon.storage import open_store
 
@@ -46,7 +47,7 @@ def monitor(
         end=parse_time(at, "--at"),
         window=duration(window),
         drift_report=drift_report,
-        emit=lambda event, payload, _key: post_event(event, cfg.id, payload),
+        emit=lambda event, payload, key: post_event(monitoring_alert(event, payload, key)),
         task=task,
     )
     if as_json:

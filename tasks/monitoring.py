@@ -17,9 +17,9 @@ WINDOWS = {"incremental": None, "hourly": timedelta(hours=1), "nightly": timedel
 def _emit(event: str, payload: dict[str, Any], key: str) -> None:
     from prefect.events import emit_event
 
-    from andon.events import alert_resource, event_id
+    from andon.events import monitoring_alert
 
-    emit_event(event=event, resource=alert_resource(payload), payload=payload, id=event_id(event, key))
+    emit_event(**monitoring_alert(event, payload, key).emit_kwargs())
 
 
 def scheduled_end() -> str:

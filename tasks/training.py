@@ -96,9 +96,4 @@ def publish_promotion(plant: str, decision: dict[str, Any]) -> None:
     lines += [f"- {v}" for v in decision["violations"]] or ["- all promotion rules passed"]
     create_markdown_artifact(key=f"{plant}-promotion", markdown="\n".join(lines))
     if decision["passed"]:
-        emit_event(
-            event=events.MODEL_PROMOTED,
-            resource=events.plant_resource(plant),
-            id=events.event_id(events.MODEL_PROMOTED, plant, decision["challenger"]),
-            payload={k: decision[k] for k in ("challenger", "champion", "violations", "forced", "evaluated_on")},
-        )
+        emit_event(**events.model_promoted(plant, decision).emit_kwargs())

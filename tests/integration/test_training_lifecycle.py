@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from andon import events
 from andon.config import PlantConfig, load_plant
 from andon.data import parquet_to_frame
 from andon.datasets import build_manifest, save_manifest
@@ -67,6 +68,23 @@ def _dataset(
     return manifest.id
 
 
+def _events(name: str, since: datetime, at_least: int) -> list[dict]:
+    """The events of that name on the test's Prefect server since ``since``; flows emit through a
+    background worker, so wait (at most 60 s) until ``at_least`` arrived."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}, "limit": 50}
+    for _ in range(120):
+        found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30).json()["events"]
+        if len(found) >= at_least:
+            break
+        time.sleep(0.5)
+    return found
+
+
 def mlflow_artifact(run_id: str, path: str) -> str:
     import mlflow
 
@@ -84,6 +102,7 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
     from andon.training import run as training_run
     from flows.train import promote_flow, train_flow
 
+    since = datetime.now(UTC)
     first, second = _dataset(lab, 1), _dataset(lab, 2)
     original = training_run.train_plant
 
@@ -127,17 +146,32 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
             assert version_info(NAME, 2).tags["promotion_refused.reason"]
             promote_flow(plant="plant-b", force=True, reason="test: force v2")
         assert version_info(NAME, 2).tags["promotion.by"]
+        # one event path: `andon promote` runs the same flow, so its event is built the same way
+        v3 = train_flow(plant="plant-b", dataset_ids=[first])
+        cli = CliRunner().invoke(app, ["promote", "--plant", "plant-b", "--force", "--reason", "test: cli"])
+        assert cli.exit_code == 0 and f"champion = v{v3['version']}" in cli.output, cli.output
+        promoted = [e for e in _events("andon.model.promoted", since, 3) if e["resource"]["plant.id"] == "plant-b"]
+        by_version = {e["payload"]["challenger"]: e for e in promoted}
+        assert sorted(by_version) == [1, 2, 3] and len(promoted) == 3, promoted  # one per promotion, by any door
+        flow_made, cli_made = by_version[1], by_version[3]
+        assert flow_made["payload"].keys() == cli_made["payload"].keys() == set(events.PROMOTION_KEYS)
+        assert flow_made["resource"] == cli_made["resource"] == events.plant_resource("plant-b")
+        for e in (flow_made, cli_made):  # the one builder made both
+            assert e["id"] == str(events.model_promoted("plant-b", e["payload"]).id)
+        assert cli_made["payload"]["forced"] is True and cli_made["payload"]["champion"] == 2
     finally:
         training_run.train_plant = original
 
     runner = CliRunner()
-    out = runner.invoke(app, ["rollback", NAME, "--reason", "false rejects on line-1"])
+    out = runner.invoke(app, ["rollback", NAME, "--reason", "false rejects on line-1", "--to", "1"])
     assert out.exit_code == 0, out.output
-    assert (alias_version(NAME, CHAMPION), alias_version(NAME, PREVIOUS)) == (1, 2)
+    assert (alias_version(NAME, CHAMPION), alias_version(NAME, PREVIOUS)) == (1, 3)
     assert "false rejects" in version_info(NAME, 1).tags["rollback.reason"]
+    (rolled,) = _events("andon.model.rolled_back", since, 1)  # to the same server the flows report to
+    assert rolled["payload"] | {"at": None} == {"from": 3, "to": 1, "reason": "false rejects on line-1", "at": None}
     diff = runner.invoke(app, ["models", "diff", NAME, "1", "2"], env={"COLUMNS": "150"})
     assert diff.exit_code == 0, diff.output
-    assert "data.manifest_sha256" in diff.output and "+360 / -360 objects" in diff.output
+    assert "data.manifest_sha256" in diff.output and "+360 / -360 objects" in diff.output  # v1 and v2
     assert "accuracy" in diff.output and "same commit" in diff.output
     listed = runner.invoke(app, ["models", "list", NAME], env={"COLUMNS": "150"})
     assert listed.exit_code == 0 and "champion" in listed.output and "previous-champion" in listed.output

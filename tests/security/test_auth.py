@@ -117,7 +117,7 @@ def test_authenticated_production_stack_refuses_strangers_and_serves_andon(
     import mlflow
     from mlflow import MlflowClient
 
-    from andon.events import post_event
+    from andon.events import Event, post_event
     from andon.storage import S3ObjectStore
 
     _production(monkeypatch, postgres_database, s3_endpoint)
@@ -150,8 +150,8 @@ def test_authenticated_production_stack_refuses_strangers_and_serves_andon(
         assert http.post(f"{api}/deployments/filter", json={}).status_code == 401
         assert http.post(f"{api}/events", json=_event(), headers=_basic(PREFECT_AUTH)).status_code == 204
         # Andon's own event client sends the credential from the environment
-        assert post_event(api, "andon.batch.validated", {"prefect.resource.id": "andon.plant.plant-a"}, {},
-                          uuid.uuid4())  # fmt: skip
+        ev = Event("andon.batch.validated", {"prefect.resource.id": "andon.plant.plant-a"}, {}, uuid.uuid4())
+        assert post_event(api, ev)
 
         # --- MLflow: Andon's client (credentials from the environment) logs, registers and aliases
         mlflow.set_tracking_uri(mlflow_url)
