@@ -229,7 +229,12 @@ def k8s_base_job_template(cfg: PlantConfig) -> dict[str, Any]:
     image, the shared ConfigMap ``andon-config`` and Secret ``andon-secrets``, the plant label and
     node placement, resource requests as variables a deployment may override."""
     variables = {k: dict(v) for k, v in K8S_VARIABLES.items()}
-    variables["env"]["default"] = {"ANDON_PLANT": cfg.id}
+    # the library's progress (epochs, decisions) in each flow run's Logs tab
+    variables["env"]["default"] = {
+        "ANDON_PLANT": cfg.id,
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "andon",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    }
     variables["labels"]["default"] = {"andon.io/plant": cfg.id}
     container = {
         "name": "prefect-job",

@@ -73,6 +73,12 @@ def monitoring_alert(event: str, payload: dict[str, Any], key: str) -> Event:
     return Event(event, alert_resource(payload), payload, event_id(event, key))
 
 
+def retrain_finished(plant: str, decision: dict[str, Any], payload: dict[str, Any]) -> Event:
+    """``andon.retrain.finished``: one per retrain decision (``PolicyDecision.as_dict()``)."""
+    eid = event_id(RETRAIN_FINISHED, plant, decision["decided_at"], decision["event_id"])
+    return Event(RETRAIN_FINISHED, plant_resource(plant), payload, eid)
+
+
 def post_event(api_url: str, ev: Event) -> bool:
     """Send one event to a Prefect server over its REST API (no Prefect import: the CLI uses it).
 

@@ -14,6 +14,7 @@ Every alias move is recorded on the version as tags (who, when, why, forced).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from andon.registry import (
     version_info,
 )
 from andon.storage import ObjectStore, join_key
+
+logger = logging.getLogger(__name__)  # a flow run's Logs tab shows it (PREFECT_LOGGING_EXTRA_LOGGERS=andon)
 
 
 @dataclass
@@ -206,6 +209,8 @@ def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: s
         record_move(name, challenger, "promotion", f"{why} (on {what})", forced=decision.forced)
     else:
         record_move(name, challenger, "promotion_refused", f"{summary} (on {what})")
+    verdict = ("PROMOTED (forced)" if decision.forced else "PROMOTED") if decision.passed else "REFUSED"
+    logger.info("%s v%d %s (champion was %s): %s", name, challenger, verdict, champion, summary)
     return decision
 
 

@@ -23,6 +23,7 @@ every decision: ``retraining/<plant>/decisions/<time>-<trigger>.json``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from andon.storage import ObjectStore, join_key
 if TYPE_CHECKING:
     import pandas as pd
 
+logger = logging.getLogger(__name__)  # a flow run's Logs tab shows it (PREFECT_LOGGING_EXTRA_LOGGERS=andon)
 MANUAL, SCHEDULE = "manual", "schedule"
 VISION = "vision"
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -113,17 +115,21 @@ def decide(
     details = details or {}
     state = load_state(store, cfg.id)
     reasons: list[str] = []
-    seen = state["events"].get(event_id) if event_id else None
-    if seen:
+    seen: dict[str, Any] | None = state["events"].get(event_id) if event_id else None
+    # handled = its decision was a skip, or its retrain ran to the end; a run that failed (or was
+    # cut off) leaves the event open, so a retry of that run (the UI's Retry, a redelivery) goes on
+    handled = seen is not None and seen.get("status", "done") == "done"
+    retry = seen is not None and not handled
+    if seen is not None and handled:
         reasons.append(f"duplicate event {event_id}: handled at {seen['at']} ({seen['summary']})")
     new_labels: int | None = None
-    if trigger != MANUAL and not seen:
+    if trigger != MANUAL and not handled:
         window = in_maintenance(cfg, now)
         if window:
             reasons.append(f"maintenance window ({window})")
         last = state["last_started"].get(task)
         cooldown = timedelta(hours=cfg.retrain.cooldown_hours)
-        if last and now - datetime.fromisoformat(last) < cooldown:
+        if last and now - datetime.fromisoformat(last) < cooldown and not retry:  # its own start is no cooldown
             reasons.append(
                 f"cooldown: the last {task} retrain started at {last} (cooldown {cfg.retrain.cooldown_hours:g} h)"
             )
@@ -134,15 +140,28 @@ def decide(
                 reasons.append(
                     f"too few new labels: {new_labels} since the champion, need {cfg.retrain.min_new_labels}"
                 )
-    if task == SENSOR_TASK and not seen:  # the sensor model retrains to learn a logged failure type
+    if task == SENSOR_TASK and not handled:  # the sensor model retrains to learn a logged failure type
         problem = _sensor_can_learn(cfg, str(details.get("failure_type", "")))
         if problem:
             reasons.append(problem)
     decision = PolicyDecision(
         cfg.id, task, trigger, event_id, not reasons, reasons, now.isoformat(), details, new_labels
     )
-    _record(store, cfg.id, state, decision, now, count=not seen)
+    _record(store, cfg.id, state, decision, now, count=not handled)
+    logger.info("%s %s retrain on %s (event %s): %s", cfg.id, task, trigger, event_id or "-", decision.summary)
     return decision
+
+
+def finish_event(store: ObjectStore, plant: str, event_id: str | None, summary: str) -> None:
+    """The retrain an event started ran to the end: from now on the event is a duplicate."""
+    if not event_id:
+        return
+    state = load_state(store, plant)
+    entry = state["events"].get(event_id)
+    if entry is None or entry.get("status", "done") == "done":
+        return
+    state["events"][event_id] = entry | {"status": "done", "summary": summary[:300]}
+    store.put(_state_key(plant), json.dumps(state, indent=1).encode(), "application/json")
 
 
 def _below_threshold(cfg: PlantConfig, trigger: str, details: dict[str, Any]) -> list[str]:
@@ -188,8 +207,14 @@ def _record(
     doc = d.as_dict()
     key = join_key("retraining", plant, "decisions", f"{now:%Y%m%dT%H%M%S%f}-{d.trigger.replace('.', '-')}.json")
     store.put(key, json.dumps(doc, indent=1, default=str).encode(), "application/json")
-    if d.event_id and count:
-        state["events"][d.event_id] = {"at": d.decided_at, "summary": d.summary[:300], "trigger": d.trigger}
+    if d.event_id and count:  # a skip is final; a retrain is done when its run says so (finish_event)
+        status = "started" if d.go else "done"
+        state["events"][d.event_id] = {
+            "at": d.decided_at,
+            "summary": d.summary[:300],
+            "trigger": d.trigger,
+            "status": status,
+        }
     if d.go:
         state["last_started"][d.task] = d.decided_at
     store.put(_state_key(plant), json.dumps(state, indent=1).encode(), "application/json")

@@ -20,6 +20,8 @@ def main() -> None:
     from andon.errors import AndonError
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # factories are often offline; nothing phones home
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "andon")  # flows run by a command log the library's progress
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # and outside a flow, no warning
 
     try:
         app()

@@ -175,10 +175,14 @@ def worker(
     from andon.config import load_plant
     from andon.deployments import work_pool
     from andon.settings import REPO_ROOT
+    from tasks import LIBRARY_LOGGER
 
     pool = work_pool(load_plant(plant).id)
     api = prefect_api_url or andon_settings().prefect_api_url
-    env = os.environ | {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
+    # the library's progress in each run's log (and, outside a run, no warning about it)
+    env = {"PREFECT_LOGGING_EXTRA_LOGGERS": LIBRARY_LOGGER, "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    env |= os.environ
+    env |= {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     if run_once:
         cmd.append("--run-once")

@@ -18,14 +18,14 @@ from tasks.governance import (
 from tasks.training import promote_challenger, publish_promotion, publish_training
 
 
-@flow(name="central-baseline")
+@flow(name="central-baseline", flow_run_name="central baseline", timeout_seconds=8 * 3600)
 def central_baseline_flow(contributions: dict[str, list[str]]) -> dict[str, Any]:
     """``contributions``: plant -> dataset version ids the plant contributes (by reference)."""
     publish_contributions(contributions)
     return train_central_baseline(contributions)
 
 
-@flow(name="fine-tune")
+@flow(name="fine-tune", flow_run_name="{plant} fine-tune", timeout_seconds=4 * 3600)
 def fine_tune_flow(plant: str, dataset_ids: list[str]) -> dict[str, Any]:
     outcome = fine_tune_from_central(plant, dataset_ids)
     publish_training(outcome)
@@ -35,7 +35,7 @@ def fine_tune_flow(plant: str, dataset_ids: list[str]) -> dict[str, Any]:
     return {"training": outcome, "promotion": decision}
 
 
-@flow(name="governance-report")
+@flow(name="governance-report", flow_run_name="governance report", timeout_seconds=3600)
 def governance_report_flow(plants: list[str] | None = None) -> dict[str, Any]:
     """The center's day: the policy check across plants, then the cross-plant report."""
     findings = policy_check(plants)

@@ -22,7 +22,7 @@ class DriftParams(BaseModel):
     noise_std: float = Field(default=0.0, ge=0, le=64)
 
 
-@flow(name="synthesize-plant")
+@flow(name="synthesize-plant", flow_run_name="{plant} synthesize {parts} parts", timeout_seconds=4 * 3600)
 def synthesize_plant_flow(
     plant: str,
     parts: int = 2000,
@@ -42,7 +42,7 @@ def synthesize_plant_flow(
     return batches
 
 
-@flow(name="ingest-folder")
+@flow(name="ingest-folder", flow_run_name="{plant} ingest {path}", timeout_seconds=4 * 3600)
 def ingest_folder_flow(
     plant: str,
     path: str,

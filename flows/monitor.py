@@ -9,16 +9,22 @@ so runs queued while no worker was up each chart their own window when they fina
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
 from tasks.monitoring import publish_monitoring, queue_for_labeling, run_monitor, scheduled_end
 
+# the kinds of run (tasks.monitoring.WINDOWS) and the models: choices in the UI, checked by Prefect
+MonitorKind = Literal["incremental", "hourly", "nightly"]
 
-@flow(name="monitor")
+
+@flow(name="monitor", flow_run_name="{plant} monitor {kind}", timeout_seconds=30 * 60)
 def monitor_flow(
-    plant: str, kind: str = "incremental", at: str | None = None, task: str | None = None
+    plant: str,
+    kind: MonitorKind = "incremental",
+    at: str | None = None,
+    task: Literal["machine-failure"] | None = None,
 ) -> dict[str, Any]:
     result = run_monitor(plant, kind, at or scheduled_end(), task)
     publish_monitoring(result)

@@ -5,7 +5,7 @@ says why (artifact, champion tags, andon.retrain.finished)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
@@ -20,12 +20,25 @@ from tasks.retraining import (
 )
 from tasks.training import promote_challenger, publish_promotion, publish_training
 
+# what starts a retrain: a person, the schedule, or one of the events the deployment's triggers match
+Trigger = Literal[
+    "manual",
+    "schedule",
+    "mes.sku.introduced",
+    "mes.failure_type.logged",
+    "mes.product_mix.changed",
+    "mes.line.reconfigured",
+    "andon.drift.detected",
+    "andon.performance.degraded",
+]
 
-@flow(name="retrain")
+
+# one run at a time per plant (the deployment's concurrency limit, ENQUEUE): a hung run must end
+@flow(name="retrain", flow_run_name="{plant} retrain {task} on {trigger}", timeout_seconds=4 * 3600)
 def retrain_flow(
     plant: str,
-    task: str = "vision",
-    trigger: str = "manual",
+    task: Literal["vision", "machine-failure"] = "vision",
+    trigger: Trigger = "manual",
     event_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from prefect import flow
 from tasks.scoring import publish_scoring, score_raw_batch
 
 
-@flow(name="score-batch")
+@flow(name="score-batch", flow_run_name="{plant} score {batch}", timeout_seconds=3600)
 def score_batch_flow(plant: str, batch: str) -> dict[str, Any]:
     summary = score_raw_batch(plant, batch)
     publish_scoring(summary)

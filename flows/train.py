@@ -15,14 +15,14 @@ from tasks.training import (
 )
 
 
-@flow(name="train")
+@flow(name="train", flow_run_name="{plant} train", timeout_seconds=4 * 3600)
 def train_flow(plant: str, dataset_ids: list[str], parent_version: int | None = None) -> dict[str, Any]:
     outcome = train_version(plant, dataset_ids, parent_version)
     publish_training(outcome)
     return outcome
 
 
-@flow(name="train-sensor")
+@flow(name="train-sensor", flow_run_name="{plant} train-sensor", timeout_seconds=2 * 3600)
 def train_sensor_flow(
     plant: str, table_key: str, spec: str = "ai4i2020", hold_out: list[str] | None = None
 ) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def train_sensor_flow(
     return train_sensor_version(plant, table_key, spec, hold_out or [])
 
 
-@flow(name="promote")
+@flow(name="promote", flow_run_name="{plant} promote", timeout_seconds=3600)
 def promote_flow(plant: str, force: bool = False, reason: str = "") -> dict[str, Any]:
     decision = promote_challenger(plant, force, reason)
     publish_promotion(plant, decision)

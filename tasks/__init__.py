@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+LIBRARY_LOGGER = "andon"
+
+
+def link_artifact(key: str, store: Any, object_key: str, text: str) -> None:
+    """A link artifact to a report in the object store that opens from the Prefect UI: on S3 a
+    presigned HTTPS URL (valid 7 days); on the embedded file store a ``file://`` URL, which opens
+    only on the machine that ran the flow (the link text says so)."""
+    from prefect.artifacts import create_link_artifact
+
+    from andon.storage import S3ObjectStore
+
+    if isinstance(store, S3ObjectStore):
+        link = store.presigned_url(object_key, expires_s=7 * 24 * 3600)
+    else:
+        link, text = store.uri(object_key), f"{text} (a file on the machine that ran this flow)"
+    create_link_artifact(key=key, link=link, link_text=text)
+
+
+def library_logs_to_run() -> None:
+    """The library's progress (epochs, gate and retrain decisions) in the flow run's Logs tab:
+    Prefect attaches its API handler to the ``andon`` logger (PREFECT_LOGGING_EXTRA_LOGGERS=andon,
+    set by Andon's deployments, workers and CLI); this lets its INFO lines through."""
+    logging.getLogger(LIBRARY_LOGGER).setLevel(logging.INFO)
 
 
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:

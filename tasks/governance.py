@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import transient_only
+from tasks import library_logs_to_run, link_artifact, transient_only
 
 
 @task(name="publish-contributions")
@@ -32,6 +32,7 @@ def publish_contributions(contributions: dict[str, list[str]]) -> list[dict[str,
 
 @task(name="train-central", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def train_central_baseline(contributions: dict[str, list[str]]) -> dict[str, Any]:
+    library_logs_to_run()
     from andon.governance.central import pool, train_central
     from andon.storage import open_store
 
@@ -49,6 +50,7 @@ def train_central_baseline(contributions: dict[str, list[str]]) -> dict[str, Any
 
 @task(name="fine-tune-from-central", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def fine_tune_from_central(plant: str, dataset_ids: list[str]) -> dict[str, Any]:
+    library_logs_to_run()
     from andon.config import load_plant
     from andon.governance.central import fine_tune
     from andon.storage import open_store
@@ -78,9 +80,7 @@ def cross_plant_report(plants: list[str] | None) -> dict[str, Any]:
     if report.settings:
         rows = [{**r, "plants": ", ".join(r["plants"]), "value": str(r["value"])} for r in report.settings]
         create_table_artifact(key="governance-settings", table=rows, description="which recipe settings travel")
-    from prefect.artifacts import create_link_artifact
-
-    create_link_artifact(key="governance-report", link=store.uri(key), link_text="cross-plant report (HTML)")
+    link_artifact("governance-report", store, key, "cross-plant report (HTML)")
     return {"key": key, "plants": report.table(), "matrix": report.matrix, "seconds": report.seconds}
 
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import transient_only
+from tasks import link_artifact, transient_only
 
 WINDOWS = {"incremental": None, "hourly": timedelta(hours=1), "nightly": timedelta(hours=24)}
 
@@ -82,11 +82,8 @@ def publish_monitoring(result: dict[str, Any]) -> None:
     if result["drift_report_key"]:
         from andon.storage import open_store
 
-        create_link_artifact(
-            key=f"{plant}-drift-report",
-            link=open_store().uri(result["drift_report_key"]),
-            link_text=f"Evidently drift report ({result['drift_share']:.2f} of features drifted)",
-        )
+        text = f"Evidently drift report ({result['drift_share']:.2f} of features drifted)"
+        link_artifact(f"{plant}-drift-report", open_store(), result["drift_report_key"], text)
     breaches = [v for v in result["verdicts"] if v["status"] in ("breach", "active")]
     lines = [
         f"# {plant}: {result['model']} v{result['version']}, {result['parts']} parts, {result['reviewed']} reviewed",

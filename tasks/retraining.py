@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks import transient_only
+from tasks import library_logs_to_run, transient_only
 
 
 @task(name="retrain-policy")
@@ -16,6 +16,7 @@ def retrain_policy(
     plant: str, task_name: str, trigger: str, event_id: str | None, details: dict[str, Any]
 ) -> dict[str, Any]:
     """Decide, record the decision in the store and as tags on the champion version."""
+    library_logs_to_run()
     from andon.config import load_plant
     from andon.registry import tag_version
     from andon.retraining import champion_created, decide
@@ -56,6 +57,7 @@ def collect_training_data(plant: str) -> dict[str, Any]:
 @task(name="fine-tune", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def fine_tune(plant: str, dataset_id: str, trigger: str, event_id: str | None) -> dict[str, Any]:
     """A challenger fine-tuned from the champion's weights on the collected dataset."""
+    library_logs_to_run()
     from andon.config import load_plant
     from andon.retraining import champion_created
     from andon.storage import open_store
@@ -85,6 +87,7 @@ def record_labels_used(plant: str, part_ids: list[str], model: str, version: int
 
 @task(name="retrain-sensor", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def retrain_sensor_model(plant: str, failure_type: str) -> dict[str, Any]:
+    library_logs_to_run()
     from andon.config import load_plant
     from andon.retraining import retrain_sensor
     from andon.storage import open_store
@@ -107,9 +110,10 @@ def announce_retrain(plant: str, decision: dict[str, Any], result: dict[str, Any
         "reasons": decision["reasons"],
         **result,
     }
-    emit_event(
-        event=events.RETRAIN_FINISHED,
-        resource=events.plant_resource(plant),
-        id=events.event_id(events.RETRAIN_FINISHED, plant, decision["decided_at"], decision["event_id"]),
-        payload=payload,
-    )
+    emit_event(**events.retrain_finished(plant, decision, payload).emit_kwargs())
+    if decision["go"]:  # the run got here: its event is handled (a failed run leaves it open for a retry)
+        from andon.retraining import finish_event
+        from andon.storage import open_store
+
+        summary = f"retrained: v{result.get('version')}, promoted {result.get('promoted')}"
+        finish_event(open_store(), plant, decision["event_id"], summary)

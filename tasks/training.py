@@ -8,11 +8,12 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import transient_only
+from tasks import library_logs_to_run, transient_only
 
 
 @task(name="train-version", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def train_version(plant: str, dataset_ids: list[str], parent_version: int | None) -> dict[str, Any]:
+    library_logs_to_run()
     from andon.config import load_plant
     from andon.registry import model_name
     from andon.storage import open_store
@@ -46,6 +47,7 @@ def publish_training(outcome: dict[str, Any]) -> None:
 
 @task(name="train-sensor-version", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def train_sensor_version(plant: str, table_key: str, spec: str, hold_out: list[str]) -> dict[str, Any]:
+    library_logs_to_run()
     import tempfile
     from pathlib import Path
 
@@ -63,6 +65,7 @@ def train_sensor_version(plant: str, table_key: str, spec: str, hold_out: list[s
 
 @task(name="promote-challenger", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def promote_challenger(plant: str, force: bool, reason: str) -> dict[str, Any]:
+    library_logs_to_run()
     from andon.config import load_plant
     from andon.promotion import promote
     from andon.storage import open_store

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import transient_only
+from tasks import link_artifact, transient_only
 
 
 @task(name="validate-raw-batch", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only)
@@ -24,7 +24,7 @@ def validate_raw_batch(plant: str, batch: str) -> dict[str, Any]:
 @task(name="publish-validation")
 def publish_validation(result: dict[str, Any]) -> None:
     """Markdown summary, a table of failed expectations, and a link to the HTML report."""
-    from andon.storage import S3ObjectStore, open_store
+    from andon.storage import open_store
 
     plant, verdict = result["plant"], result["verdict"]
     failed = [
@@ -53,13 +53,7 @@ def publish_validation(result: dict[str, Any]) -> None:
     create_markdown_artifact(key=f"{plant}-validation", markdown="\n".join(lines), description=verdict)
     if failed:
         create_table_artifact(key=f"{plant}-failed-expectations", table=failed, description=result["batch_id"])
-    store = open_store()
-    link = (
-        store.presigned_url(result["report_key"], expires_s=7 * 24 * 3600)
-        if isinstance(store, S3ObjectStore)
-        else store.uri(result["report_key"])
-    )
-    create_link_artifact(key=f"{plant}-validation-report", link=link, link_text=f"report: {result['batch_id']}")
+    link_artifact(f"{plant}-validation-report", open_store(), result["report_key"], f"report: {result['batch_id']}")
 
 
 @task(name="emit-batch-event")

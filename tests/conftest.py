@@ -31,6 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
+    os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = "andon"  # as Andon's workers and CLI run flows
+    os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
     os.environ["ANDON_HOME"] = str(scratch / "andon-home")
     os.environ["MPLBACKEND"] = "Agg"
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

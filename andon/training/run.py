@@ -39,7 +39,7 @@ from andon.training.data import ImageCache, load_split, split_objects
 from andon.training.evaluate import classification_metrics, confusion_png, frontier_png, worst_errors_png
 from andon.training.loop import PREPROCESSING, EpochLog, FitResult, fit, predict, seed_everything, to_tensor
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)  # a flow run's Logs tab shows it (PREFECT_LOGGING_EXTRA_LOGGERS=andon)
 
 # Lineage of what a version decides with: recorded as run and version tags at training, verified
 # before every load (a file swapped in the artifact store is refused, never loaded).
@@ -327,6 +327,10 @@ def train_plant(
                 },
                 step=log.epoch,
             )
+            logger.info(
+                "%s epoch %d/%d: train loss %.4f, val loss %.4f, val overkill at the escape target %.1f %% (%.0f s)",
+                cfg.id, log.epoch, tr.epochs, log.train_loss, log.val_loss, -100 * log.val_objective, log.seconds,
+            )  # fmt: skip
             if on_epoch:
                 on_epoch(log)
 
@@ -394,6 +398,11 @@ def train_plant(
             version = register_version(name, info.model_uri, run.info.run_id, tags, model_id=info.model_id)
             set_alias(name, CHALLENGER, version)
     epochs = len(result.history)
+    logger.info(
+        "%s: %s at its operating point (held-out test): escape %.1f %%, overkill %.1f %% on %d defects",
+        name, f"v{version} registered as challenger" if version else "trained (not registered)",
+        100 * metrics["escape_rate"], 100 * metrics["overkill_rate"], int(metrics["defects"]),
+    )  # fmt: skip
     return TrainOutcome(
         model_name=name,
         version=version,
@@ -478,7 +487,7 @@ def _refuse(what: str, artifact: str, expected: str, found: str) -> IntegrityErr
         f"{what}: {artifact} does not match its lineage (expected sha256 {expected}, found {found}): "
         "the file was replaced or corrupted in the artifact store; refusing to load it"
     )
-    log.error(message)
+    logger.error(message)
     return IntegrityError(message)
 
 

@@ -85,6 +85,24 @@ def _events(name: str, since: datetime, at_least: int) -> list[dict]:
     return found
 
 
+def _run_and_logs(flow_run_id: str, wait_for: str) -> tuple[dict, list[str]]:
+    """A flow run and its log lines (sent by a background worker: wait, at most 60 s, for a line
+    with ``wait_for``)."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    for _ in range(120):
+        lines = [r["message"] for r in httpx.post(f"{api}/logs/filter", json=body, timeout=30).json()]
+        if any(wait_for in line for line in lines):
+            break
+        time.sleep(0.5)
+    return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json(), lines
+
+
 def mlflow_artifact(run_id: str, path: str) -> str:
     import mlflow
 
@@ -111,8 +129,13 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
 
     training_run.train_plant = small  # the flow trains the shrunk recipe (the real one is tested in benchmarks)
     try:
-        v1 = train_flow(plant="plant-b", dataset_ids=[first])
+        state = train_flow(plant="plant-b", dataset_ids=[first], return_state=True)
+        v1 = state.result()
         assert v1["version"] == 1 and alias_version(NAME, CHALLENGER) == 1
+        # the run has a readable name, and its Logs tab shows the library's progress
+        run, lines = _run_and_logs(str(state.state_details.flow_run_id), "registered as challenger")
+        assert run["name"] == "plant-b train", run["name"]
+        assert any("plant-b epoch 1/2: train loss" in line for line in lines), lines
         info = version_info(NAME, 1)
         for tag in ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "plant"):
             assert info.tags[tag], tag

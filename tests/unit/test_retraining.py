@@ -11,7 +11,7 @@ import pytest
 
 from andon.config import PlantConfig, list_plants, load_plant
 from andon.errors import DataError
-from andon.retraining import decide, in_maintenance, load_state
+from andon.retraining import decide, finish_event, in_maintenance, load_state
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # a Thursday
 
@@ -37,14 +37,32 @@ def _cfg(**retrain: Any) -> PlantConfig:
 
 
 def test_a_first_event_retrains_and_the_same_event_again_is_a_duplicate(store: Any, labels: dict[str, int]) -> None:
-    cfg = _cfg()
+    cfg = _cfg(cooldown_hours=6)
     first = decide(store, cfg, "vision", "mes.sku.introduced", "ev-1", {"sku": "X"}, now=NOW)
     assert first.go and first.reasons == [] and first.summary == "retrain"
+    assert load_state(store, "plant-a")["events"]["ev-1"]["status"] == "started"
+    # its run failed (nothing marked it done): a retry of the same event goes on, cooldown or not
+    retry = decide(store, cfg, "vision", "mes.sku.introduced", "ev-1", {"sku": "X"}, now=NOW + timedelta(hours=1))
+    assert retry.go and retry.reasons == [], retry.reasons
+    finish_event(store, "plant-a", "ev-1", "retrained: v2, promoted True")
     again = decide(store, cfg, "vision", "mes.sku.introduced", "ev-1", {"sku": "X"}, now=NOW + timedelta(days=3))
-    assert not again.go and again.reasons[0].startswith("duplicate event ev-1: handled at 2026-11-26T12:00:00")
+    assert not again.go and again.reasons[0].startswith("duplicate event ev-1: handled at 2026-11-26T13:00:00")
     state = load_state(store, "plant-a")
-    assert state["events"]["ev-1"]["summary"] == "retrain" and state["last_started"]["vision"] == NOW.isoformat()
-    assert len(list(store.list("retraining/plant-a/decisions/"))) == 2
+    assert (
+        state["events"]["ev-1"]["summary"].startswith("retrained: v2") and state["events"]["ev-1"]["status"] == "done"
+    )
+    assert state["last_started"]["vision"] == (NOW + timedelta(hours=1)).isoformat()
+    assert len(list(store.list("retraining/plant-a/decisions/"))) == 3
+
+
+def test_a_skipped_event_is_handled_at_once(store: Any, labels: dict[str, int]) -> None:
+    cfg = _cfg()  # a product-mix shift below the plant's threshold: a skip, and a skip is final
+    skipped = decide(store, cfg, "vision", "mes.product_mix.changed", "ev-2", {"shift": 0.0}, now=NOW)
+    assert not skipped.go and load_state(store, "plant-a")["events"]["ev-2"]["status"] == "done"
+    again = decide(
+        store, cfg, "vision", "mes.product_mix.changed", "ev-2", {"shift": 0.9}, now=NOW + timedelta(hours=1)
+    )
+    assert not again.go and again.reasons[0].startswith("duplicate event ev-2")
 
 
 def test_cooldown_then_go(store: Any, labels: dict[str, int]) -> None:
