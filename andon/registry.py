@@ -17,6 +17,7 @@ import contextlib
 import getpass
 import hashlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -74,25 +75,35 @@ def code_state(repo: Path = REPO_ROOT) -> tuple[str, bool]:
     return commit, bool(status)
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = 3, delay_s: float = 1.0) -> T:
-    """Retry an MLflow call on connection problems, then fail with a clear message."""
+# ONE retry policy for every MLflow call: MLflow's own (urllib3 retries with backoff), bounded so
+# that "MLflow is down" is said within about 30 s (MLflow's defaults retry for minutes); a user's
+# own MLFLOW_HTTP_REQUEST_* settings win. Read by MLflow at each request.
+MLFLOW_RETRY_POLICY = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",  # sleeps of about 1, 2, 4 s between attempts
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",  # per request: a large artifact upload still fits on a LAN
+}
+
+
+def with_retries(fn: Callable[[], T], what: str) -> T:
+    """An MLflow call under MLflow's bounded retry policy (``MLFLOW_RETRY_POLICY``; no second
+    round on top of it), its failure said clearly: an unknown model or version is a
+    ``RegistryError``, a tracking server that did not answer a ``ServiceError``."""
     from mlflow.exceptions import MlflowException
 
-    last: Exception | None = None
-    for i in range(attempts):
-        try:
-            return fn()
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "INVALID_PARAMETER" in str(exc.error_code):
-                raise RegistryError(f"{what}: {exc.message}") from None
-            last = exc
-        except (ConnectionError, OSError) as exc:
-            last = exc
-        time.sleep(delay_s * 2**i)
+    try:
+        return fn()
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "INVALID_PARAMETER" in str(exc.error_code):
+            raise RegistryError(f"{what}: {exc.message}") from None
+        last: Exception = exc
+    except (ConnectionError, OSError) as exc:
+        last = exc
     import mlflow
 
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", MLFLOW_RETRY_POLICY["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
     raise ServiceError(
-        f"{what}: MLflow at {mlflow.get_tracking_uri()} did not answer after {attempts} attempts ({last}); "
+        f"{what}: MLflow at {mlflow.get_tracking_uri()} did not answer ({retries} retries; {str(last)[:300]}); "
         "is the tracking server up (`andon up`)?"
     )
 
@@ -103,6 +114,8 @@ def use_tracking_server() -> str:
 
     from andon.settings import get_settings
 
+    for var, value in MLFLOW_RETRY_POLICY.items():
+        os.environ.setdefault(var, value)
     uri = get_settings().mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     return uri

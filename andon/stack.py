@@ -251,25 +251,23 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def _cmdline(pid: int) -> list[str] | None:
+    import psutil
+
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return list(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
         return None
-    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie is not alive for our purposes)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    # a zombie is not alive for our purposes
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+    except psutil.AccessDenied:
         return True
 
 
@@ -420,16 +418,13 @@ def _stop_pid(pid: int, grace_s: float = 15.0) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
+    """Any process of the group still running (zombies aside)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
     return False
 
 
