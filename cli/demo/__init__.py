@@ -35,9 +35,8 @@ def demo(
 
     Example: andon demo --quick
     """
-    from flows.demo import run_demo
-
     from andon.settings import REPO_ROOT
+    from cli.demo.story import run_demo
 
     casting = casting or REPO_ROOT.parent / "shared" / "data" / "casting"
     run_demo(make_console(), casting=casting, quick=quick, fresh=fresh, day=day, seed=seed)

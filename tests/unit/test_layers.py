@@ -98,3 +98,50 @@ def test_no_import_cycle() -> None:
         if node not in seen:
             visit(node, [node])
     assert not cycles, cycles
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """The names a module defines at its top level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):  # `A = ...` and `A, B = ...`
+            targets = [e for t in node.targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.If):  # TYPE_CHECKING blocks, guarded definitions
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.FunctionDef | ast.ClassDef):
+                    names.add(sub.name)
+                elif isinstance(sub, ast.Import | ast.ImportFrom):
+                    names |= {(a.asname or a.name).split(".")[0] for a in sub.names}
+    return names
+
+
+def test_every_import_of_the_repository_resolves() -> None:
+    """Lazy imports inside commands and tasks run only when they run: a moved module or a renamed
+    function must fail here, not in front of a user (`andon demo` once imported a module that had
+    moved)."""
+    files = {_module(p): p for layer in LAYERS for p in (REPO / layer).rglob("*.py")}
+    defined = {name: _top_level_names(path) for name, path in files.items()}
+    broken = []
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                if node.module.split(".")[0] not in LAYERS:
+                    continue
+                if node.module not in files:
+                    broken.append(f"{name}: no module {node.module}")
+                    continue
+                for alias in node.names:
+                    if alias.name not in defined[node.module] and f"{node.module}.{alias.name}" not in files:
+                        broken.append(f"{name}: {node.module} has no {alias.name}")
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in LAYERS and alias.name not in files:
+                        broken.append(f"{name}: no module {alias.name}")
+    assert not broken, broken
