@@ -27,7 +27,10 @@ def library_logs_to_run() -> None:
     """The library's progress (epochs, gate and retrain decisions) in the flow run's Logs tab:
     Prefect attaches its API handler to the ``andon`` logger (PREFECT_LOGGING_EXTRA_LOGGERS=andon,
     set by Andon's deployments, workers and CLI); this lets its INFO lines through."""
-    logging.getLogger(LIBRARY_LOGGER).setLevel(logging.INFO)
+    lib = logging.getLogger(LIBRARY_LOGGER)
+    lib.setLevel(logging.INFO)
+    if lib.handlers:  # Prefect's API handler is attached: the run's log has them; a terminal (the CLI,
+        lib.propagate = False  # the demo, a worker) keeps its own output, not every epoch twice
 
 
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:
