@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of a table")]
+
+
+def print_json(data: Any) -> None:
+    """What a list or show command found, as JSON on stdout (for scripts and pipes)."""
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
 def make_console() -> Console:

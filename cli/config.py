@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import make_console
+from cli.common import JsonOption, make_console, print_json
 from cli.root import app
 
 config_app = typer.Typer(help="Plant configs: base recipe + per-plant overrides.", no_args_is_help=True)
@@ -43,7 +43,7 @@ def config_show(
 
 
 @config_app.command("list")
-def config_list() -> None:
+def config_list(as_json: JsonOption = False) -> None:
     """List the plants that have a config.
 
     Example: andon config list
@@ -51,6 +51,10 @@ def config_list() -> None:
     from rich.table import Table
 
     from andon.config import load_all_plants
+
+    if as_json:
+        print_json({pid: cfg.model_dump(mode="json") for pid, cfg in load_all_plants().items()})
+        return
 
     table = Table(title="Plants")
     for col in ("plant", "name", "timezone", "lines", "SKUs", "camera", "data"):

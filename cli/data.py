@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 if TYPE_CHECKING:
     from rich.console import Console
 
-from cli.common import make_console, parse_time, progress_bar
+from cli.common import JsonOption, make_console, parse_time, print_json, progress_bar
 from cli.root import app
 
 
@@ -174,6 +174,7 @@ def _print_batches(console: Console, store: Any, batches: list[Any]) -> None:
 def store_ls(
     prefix: Annotated[str, typer.Argument(help="key prefix, e.g. plant-a/line-1/raw/")] = "",
     limit: Annotated[int, typer.Option(min=1, help="print at most N keys")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List objects under a prefix with their sizes.
 
@@ -182,6 +183,10 @@ def store_ls(
     from andon.storage import open_store
 
     store = open_store()
+    if as_json:
+        objs = [{"key": o.key, "size": o.size} for _, o in zip(range(limit), store.list(prefix), strict=False)]
+        print_json(objs)
+        return
     n = size = 0
     for obj in store.list(prefix):
         if n < limit:
@@ -340,7 +345,7 @@ def _read_table_file(path: Path) -> Any:
 
 
 @datasets_app.command("list")
-def datasets_list(plant: Annotated[str, typer.Option(help="plant id")]) -> None:
+def datasets_list(plant: Annotated[str, typer.Option(help="plant id")], as_json: JsonOption = False) -> None:
     """Dataset versions of a plant, oldest first.
 
     Example: andon datasets list --plant plant-b
@@ -353,6 +358,15 @@ def datasets_list(plant: Annotated[str, typer.Option(help="plant id")]) -> None:
 
     cfg = load_plant(plant)
     store = open_store()
+    if as_json:
+        print_json(
+            [
+                {"id": m.id, "created": m.created, "objects": len(m.objects), "per_class": m.counts(),
+                 "usable": not revoked_sources(store, m), "sources": m.sources}
+                for m in list_manifests(store, cfg.id)
+            ]
+        )  # fmt: skip
+        return
     table = Table(title=f"dataset versions at {cfg.id}")
     for col in ("id", "created", "objects", "per class", "usable", "sources"):
         table.add_column(col, overflow="fold")

@@ -12,7 +12,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import duration, make_console, parse_time
+from cli.common import JsonOption, duration, make_console, parse_time, print_json
 from cli.root import app
 
 label_app = typer.Typer(
@@ -50,6 +50,7 @@ def label_list(
     plant: Annotated[str, typer.Option(help="plant id")],
     status: Annotated[str | None, typer.Option(help="queued, labeled or used")] = None,
     days: Annotated[int, typer.Option(min=1, help="queued in the last N days")] = 30,
+    as_json: JsonOption = False,
 ) -> None:
     """The label queue with each part's status (queued -> labeled -> used in a version).
 
@@ -65,6 +66,9 @@ def label_list(
     queue = LabelQueue(open_store(), cfg.id).status(days)
     if status:
         queue = queue[queue["status"] == status]
+    if as_json:
+        print_json(queue.astype(object).where(queue.notna(), None).to_dict(orient="records"))
+        return
     table = Table(title=f"{cfg.id} label queue ({len(queue)} parts)")
     for col in ("part", "reason", "predicted", "confidence", "status", "label", "used in", "queued"):
         table.add_column(col)

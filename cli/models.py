@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,7 +12,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-from cli.common import duration, make_console, post_event, progress_bar, run_flow
+from cli.common import JsonOption, duration, make_console, post_event, print_json, progress_bar, run_flow
 from cli.root import app
 
 models_app = typer.Typer(help="Registered model versions (MLflow registry).", no_args_is_help=True)
@@ -252,7 +253,10 @@ def rollback(
 
 
 @models_app.command("list")
-def models_list(model: Annotated[str, typer.Argument(help="registered model, e.g. plant-b.surface-defects")]) -> None:
+def models_list(
+    model: Annotated[str, typer.Argument(help="registered model, e.g. plant-b.surface-defects")],
+    as_json: JsonOption = False,
+) -> None:
     """Every version with its aliases, data, code and held-out metrics.
 
     Example: andon models list plant-b.surface-defects
@@ -262,6 +266,9 @@ def models_list(model: Annotated[str, typer.Argument(help="registered model, e.g
     from andon.quality import fmt_rate
     from andon.registry import list_versions
 
+    if as_json:
+        print_json([dataclasses.asdict(v) for v in list_versions(model)])
+        return
     table = Table(title=f"{model} (held-out test split, each at its operating point)")
     for col in ("version", "aliases", "escape", "overkill", "defects", "threshold", "accuracy", "created"):
         table.add_column(col)
@@ -285,6 +292,7 @@ def models_list(model: Annotated[str, typer.Argument(help="registered model, e.g
 def models_show(
     model: Annotated[str, typer.Argument(help="registered model")],
     version: Annotated[int, typer.Argument(help="version number")],
+    as_json: JsonOption = False,
 ) -> None:
     """One version: lineage tags, alias history, held-out metrics.
 
@@ -293,6 +301,9 @@ def models_show(
     from andon.registry import version_info
 
     v = version_info(model, version)
+    if as_json:
+        print_json(dataclasses.asdict(v))
+        return
     console = make_console()
     console.print(f"[bold]{model} v{v.version}[/] aliases: {', '.join(v.aliases) or '-'}; run {v.run_id}; {v.created}")
     test = {k[5:]: score for k, score in v.metrics.items() if k.startswith("test_")}

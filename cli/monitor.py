@@ -10,7 +10,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import duration, make_console, parse_time, post_event
+from cli.common import JsonOption, duration, make_console, parse_time, post_event, print_json
 from cli.root import app
 
 
@@ -91,6 +91,7 @@ app.add_typer(alerts_app, name="alerts")
 def alerts_list(
     plant: Annotated[str, typer.Option(help="plant id")],
     status: Annotated[str | None, typer.Option(help="open, acked")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Alerts of a plant, oldest first.
 
@@ -109,6 +110,9 @@ def alerts_list(
 
     cfg = load_plant(plant)
     alerts = list_alerts(open_store(), cfg.id, status)
+    if as_json:
+        print_json(alerts)
+        return
     table = Table(title=f"{cfg.id} alerts (times UTC)", box=box.SIMPLE_HEAD, show_edge=False)
     # the id (it names the series) is what `alerts ack` needs: never cut or wrapped at any width
     table.add_column("id", no_wrap=True, min_width=max((len(a["id"]) for a in alerts), default=2))

@@ -57,5 +57,5 @@ app = typer.Typer(
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # andon --install-completion (bash, zsh, fish, PowerShell)
 )

@@ -198,6 +198,10 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
     assert "accuracy" in diff.output and "same commit" in diff.output
     listed = runner.invoke(app, ["models", "list", NAME], env={"COLUMNS": "150"})
     assert listed.exit_code == 0 and "champion" in listed.output and "previous-champion" in listed.output
+    as_json = json.loads(runner.invoke(app, ["models", "list", NAME, "--json"]).stdout)
+    assert [v["version"] for v in as_json] == [1, 2, 3] and "champion" in as_json[0]["aliases"]
+    shown = json.loads(runner.invoke(app, ["models", "show", NAME, "1", "--json"]).stdout)
+    assert shown["tags"]["data.manifest_sha256"] == first and "test_escape_rate" in shown["metrics"]
     back = runner.invoke(app, ["rollback", NAME, "--reason", "undo", "--to", "2"])
     assert back.exit_code == 0 and alias_version(NAME, CHAMPION) == 2
 

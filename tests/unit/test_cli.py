@@ -115,3 +115,23 @@ def test_synth_and_store_ls_through_the_cli(tmp_path: Path, monkeypatch: pytest.
     batch = json.loads(store.get(key))
     assert batch["details"]["drift"]["brightness"] == 0.7
     assert batch["details"]["new_sku"]["shape"] == "ring"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["config", "list"],
+        ["store", "ls", "plant-a/"],
+        ["datasets", "list", "--plant", "plant-a"],
+        ["alerts", "list", "--plant", "plant-a"],
+        ["label", "list", "--plant", "plant-a"],
+    ],
+)
+def test_every_list_command_speaks_json(args: list[str], andon_home: Path) -> None:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # nothing but the JSON on stdout
+    if args[:2] == ["config", "list"]:
+        assert data["plant-a"]["id"] == "plant-a" and "quality" in data["plant-a"]
+    else:
+        assert data == []  # a fresh home holds nothing yet
