@@ -51,14 +51,14 @@ def lineage(name: str, version: int) -> dict[str, str]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     import numpy as np
     import pandas as pd
 
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return [jsonable(v) for v in value.tolist()]
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, pd.Timestamp | datetime):
         return value.isoformat()
     if isinstance(value, np.generic):
@@ -77,7 +77,7 @@ def find_part(store: ObjectStore, cfg: PlantConfig, part_id: str, start: datetim
             f"no prediction for part {part_id!r} of {cfg.id} between {start:%Y-%m-%d %H:%M} and "
             f"{end:%Y-%m-%d %H:%M} UTC (widen the window with --from / --to)"
         )
-    rec = {k: _jsonable(v) for k, v in rows.iloc[-1].to_dict().items()}
+    rec = {k: jsonable(v) for k, v in rows.iloc[-1].to_dict().items()}
     rec["scored_times"] = len(rows)
     rec.update(lineage(rec["model_name"], int(rec["model_version"])))
     top = rec.get("explanation_top")
@@ -182,7 +182,7 @@ def audit_report(
     where = "error is null and predicted_class <> ?" if only_defects else ""
     params = [cfg.recipe.classes[0]] if only_defects else None
     frame = PredictionLog(store, cfg.id).read(start, end, where=where, params=params)
-    records = [{k: _jsonable(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+    records = [{k: jsonable(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
     reviewed = _reviewed_labels(store, cfg, start, end)
     ok_class = cfg.recipe.classes[0]
     for r in records:

@@ -482,7 +482,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -548,8 +548,8 @@ def load_plant(plant: str, root: Path | None = None) -> PlantConfig:
     if not plant_file.is_file():
         known = ", ".join(list_plants(root)) or "none"
         raise UnknownPlantError(f"unknown plant {plant!r}: no {plant_file} (known plants: {known})")
-    base_raw = _read_yaml(root / "base.yaml")
-    plant_raw = _read_yaml(plant_file)
+    base_raw = read_yaml(root / "base.yaml")
+    plant_raw = read_yaml(plant_file)
     if plant_raw.get("id", plant) != plant:
         raise ConfigError(f"plants/{plant}.yaml: id: must match the file name, got {plant_raw['id']!r}")
     merged = deep_merge(base_raw, plant_raw)

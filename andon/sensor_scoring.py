@@ -16,7 +16,7 @@ from andon.config import PlantConfig
 from andon.errors import DataError
 from andon.predlog import PredictionLog
 from andon.registry import CHAMPION, SENSOR_TASK
-from andon.scoring import _load, resolve_champion
+from andon.scoring import load_cached, resolve_champion
 from andon.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def score_sensor_table(
     if frame.empty:
         raise DataError("no readings to score")
     name, version = resolve_champion(cfg, TASK)
-    loaded = _load(name, version)
+    loaded = load_cached(name, version)
     model, arch, prep = loaded.model, loaded.arch, loaded.prep
     targets = list(arch["classes"])
     thresholds = prep.get("thresholds") or [0.5] * len(targets)

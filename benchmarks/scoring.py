@@ -118,7 +118,7 @@ def main() -> None:
     from andon.datasets import build_manifest, save_manifest
     from andon.predlog import PredictionLog
     from andon.promotion import promote
-    from andon.scoring import _load, _load_fast, score_batch
+    from andon.scoring import load_cached, load_fast, score_batch
     from andon.storage import open_store
     from andon.synth.plant import synthesize_plant
     from andon.training.data import decode_grey
@@ -159,7 +159,7 @@ def main() -> None:
     score_s = time.perf_counter() - t0
     rate = summary.scored / score_s
 
-    loaded = _load(summary.model, summary.version)
+    loaded = load_cached(summary.model, summary.version)
     model = loaded.model
     imgs = np.stack([decode_grey(store.get(o.key), loaded.size) for o in store.list(f"{batch.prefix}/images/")])
     x = to_tensor(imgs)
@@ -168,7 +168,7 @@ def main() -> None:
         for lo in range(0, len(x), 64):
             torch.softmax(model(x[lo : lo + 64]), dim=1)
     bare = len(x) / (time.perf_counter() - t0)
-    fast = _load_fast(summary.model, summary.version).model
+    fast = load_fast(summary.model, summary.version).model
     xc = x.contiguous(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     with torch.inference_mode():

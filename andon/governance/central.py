@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 def central_config() -> PlantConfig:
     """The center as a pseudo-plant: the standard recipe of ``base.yaml`` with no overrides."""
-    from andon.config import _read_yaml, configs_dir, load_all_plants
+    from andon.config import configs_dir, load_all_plants, read_yaml
 
-    base = _read_yaml(configs_dir() / "base.yaml")
+    base = read_yaml(configs_dir() / "base.yaml")
     plants = load_all_plants()
     skus = {s.code: s.model_dump() for p in plants.values() for s in p.skus}
     raw = base | {

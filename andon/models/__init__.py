@@ -160,7 +160,7 @@ def nearest(points: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     return d2.min(dim=1).values.clamp_min(0).sqrt()
 
 
-def _patchcore(backbone: nn.Module, feat_dim: int, memory_size: int, strides: tuple[int, ...] = (4, 8)) -> Any:
+def patchcore_model(backbone: nn.Module, feat_dim: int, memory_size: int, strides: tuple[int, ...] = (4, 8)) -> Any:
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -226,7 +226,7 @@ def _patchcore(backbone: nn.Module, feat_dim: int, memory_size: int, strides: tu
     return PatchCore()
 
 
-def _either(classifier: nn.Module, anomaly: nn.Module) -> Any:
+def either_model(classifier: nn.Module, anomaly: nn.Module) -> Any:
     import torch
     from torch import nn
 
@@ -264,8 +264,8 @@ def build_from_arch(arch: dict[str, Any]) -> nn.Module:
     if name in ("patchcore", "either"):
         backbone = build_model(str(arch["backbone"]), *base)
         strides = tuple(int(v) for v in arch.get("strides", (4, 8)))
-        anomaly = _patchcore(backbone, int(arch["feat_dim"]), int(arch["memory_size"]), strides)
-        return anomaly if name == "patchcore" else _either(backbone, anomaly)
+        anomaly = patchcore_model(backbone, int(arch["feat_dim"]), int(arch["memory_size"]), strides)
+        return anomaly if name == "patchcore" else either_model(backbone, anomaly)
     return build_model(name, *base)
 
 

@@ -86,12 +86,12 @@ def fit_patchcore(
     (``uint8 (N, H, W)``). Not yet calibrated: see :func:`calibrate`."""
     import torch
 
-    from andon.models import _patchcore
+    from andon.models import patchcore_model
 
     if len(good) == 0:
         raise DataError("an anomaly model needs good parts to learn what normal looks like; the split has none")
     t0 = time.perf_counter()
-    probe = _patchcore(backbone, 1, 1, strides)
+    probe = patchcore_model(backbone, 1, 1, strides)
     feats = patch_features(probe, good)  # (N, D, h, w)
     d = feats.shape[1]
     flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
@@ -99,7 +99,7 @@ def fit_patchcore(
     if len(flat) > pool_size:
         flat = flat[torch.randperm(len(flat), generator=gen)[:pool_size]]
     idx = greedy_coreset(flat, min(memory_size, len(flat)), seed)
-    model = _patchcore(backbone, d, len(idx), strides)
+    model = patchcore_model(backbone, d, len(idx), strides)
     model.memory.copy_(flat[idx])
     if progress:
         took = time.perf_counter() - t0

@@ -215,7 +215,7 @@ def fit_anomaly(cfg: PlantConfig, recipe: Recipe, backbone: Any, train: Any, val
     its anomaly model decided as one (kind ``both``): memory bank from the training split's good
     parts, threshold from the validation split's good parts at the plant's overkill budget (its
     ``overkill_share`` of it for ``both``, which leaves the rest to the classifier)."""
-    from andon.models import _either
+    from andon.models import either_model
     from andon.training.anomaly import anomaly_scores, calibrate, fit_patchcore
 
     spec = recipe.anomaly
@@ -226,7 +226,7 @@ def fit_anomaly(cfg: PlantConfig, recipe: Recipe, backbone: Any, train: Any, val
     budget = cfg.quality.max_overkill_rate * (spec.overkill_share if recipe.kind == "both" else 1.0)
     fitted = calibrate(patchcore, anomaly_scores(patchcore, val.images[val.labels == 0]), budget)
     fitted |= {"memory_size": int(patchcore.memory.shape[0]), "bank_from_good_parts": len(good)}
-    return (patchcore if recipe.kind == "anomaly" else _either(backbone, patchcore)).eval(), fitted
+    return (patchcore if recipe.kind == "anomaly" else either_model(backbone, patchcore)).eval(), fitted
 
 
 def train_plant(

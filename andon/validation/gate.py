@@ -335,9 +335,9 @@ def run_gate(
 
 
 def _json(data: Any) -> bytes:
-    from andon.validation.gx import _jsonable
+    from andon.validation.gx import jsonable
 
-    return json.dumps(_jsonable(data), indent=1).encode()
+    return json.dumps(jsonable(data), indent=1).encode()
 
 
 def batch_status(store: ObjectStore, cfg: PlantConfig, line: str, batch_id: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ class RuleResult:
         """``UDI=11 Type=X; UDI=21 Type=X`` for a terminal."""
 
         def show(v: Any) -> str:
-            v = _jsonable(v)
+            v = jsonable(v)
             return f"{v:.6g}" if isinstance(v, float) else str(v)
 
         rows = [" ".join(f"{k}={show(v)}" for k, v in e.items()) for e in self.examples[:n]]
@@ -54,15 +54,15 @@ class RuleResult:
             "rule": self.rule,
             "expectation": self.expectation,
             "success": self.success,
-            "observed": _jsonable(self.observed),
+            "observed": jsonable(self.observed),
             "unexpected_count": self.unexpected_count,
             "unexpected_percent": None if self.unexpected_percent is None else round(self.unexpected_percent, 4),
-            "examples": [{k: _jsonable(v) for k, v in e.items()} for e in self.examples],
+            "examples": [{k: jsonable(v) for k, v in e.items()} for e in self.examples],
             "error": self.error,
         }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, list | dict | str):
         try:
             return value.item()
@@ -71,9 +71,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and value != value:  # NaN
         return None
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)

@@ -27,9 +27,9 @@ code{background:#f5f5f5;padding:0 .2rem}
 
 
 def _e(value: Any) -> str:
-    from andon.validation.gx import _jsonable
+    from andon.validation.gx import jsonable
 
-    value = _jsonable(value)
+    value = jsonable(value)
     if isinstance(value, float):
         value = f"{value:.6g}"
     elif isinstance(value, list):

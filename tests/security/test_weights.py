@@ -118,7 +118,7 @@ def test_a_swapped_weights_file_is_refused_at_every_load(trained: tuple[ObjectSt
     set_alias(NAME, CHAMPION, version)
     scoring._load_cached.cache_clear()
     with pytest.raises(IntegrityError, match="does not match its lineage"):
-        scoring._load(NAME, version)
+        scoring.load_cached(NAME, version)
     service = ScoringService(store, CFG)
     service.refresh_champion()
     assert service.champion is None

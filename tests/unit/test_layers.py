@@ -145,3 +145,16 @@ def test_every_import_of_the_repository_resolves() -> None:
                     if alias.name.split(".")[0] in LAYERS and alias.name not in files:
                         broken.append(f"{name}: no module {alias.name}")
     assert not broken, broken
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """A name with a leading underscore is its module's business; what another module needs is public."""
+    offenders = []
+    for layer in LAYERS:
+        for path in (REPO / layer).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LAYERS:
+                    private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                    if private:
+                        offenders.append(f"{path.relative_to(REPO)}: {node.module} {private}")
+    assert not offenders, offenders

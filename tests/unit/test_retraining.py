@@ -233,10 +233,10 @@ def test_generated_fleet_is_valid_varied_and_within_policy(tmp_path: Path) -> No
 
 
 def test_central_config_is_the_standard_recipe() -> None:
-    from andon.config import _read_yaml, configs_dir
+    from andon.config import configs_dir, read_yaml
     from andon.governance.central import central_config
 
     cfg = central_config()
-    base = _read_yaml(configs_dir() / "base.yaml")
+    base = read_yaml(configs_dir() / "base.yaml")
     assert cfg.id == "central" and cfg.recipe.model_dump(mode="json")["training"] == base["recipe"]["training"]
     assert {s.code for s in cfg.skus} >= {"IMP-300", "DSC-100", "PLT-200"}  # every plant's products
