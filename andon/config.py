@@ -103,7 +103,7 @@ class ExplainSpec(_Strict):
     """Which predictions get a saliency map logged with them."""
 
     method: Literal["input_gradient", "gradcam", "shap"] = Field(
-        default="input_gradient", description="see andon/explain.py for why"
+        default="input_gradient", description="see andon/explain/maps.py for why"
     )
     pass_sample: float = Field(default=0.02, ge=0, le=1, description="share of passes explained too (by part id)")
     top_regions: int = Field(default=3, ge=1, le=16, description="regions logged as numbers per part")

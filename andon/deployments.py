@@ -27,7 +27,7 @@ from andon.events import (
     PERFORMANCE_DEGRADED,
     SIGNIFICANT,
 )
-from andon.registry import SENSOR_TASK
+from andon.lifecycle.registry import SENSOR_TASK
 
 VISION = "vision"
 # what each cause retrains: the sensor model learns a new failure type, everything else the camera's

@@ -72,9 +72,9 @@ def casting_manifest(
     version straight from their metadata (benchmarks skip the gate): (id, objects, batches)."""
     from datetime import UTC, datetime
 
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
-    from andon.ingest import ingest_folder
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
+    from andon.data.ingest import ingest_folder
 
     batches = ingest_folder(cfg, store, CASTING / split, limit=limit, start=datetime(2026, 11, day, tzinfo=UTC))
     objects = []
@@ -89,7 +89,7 @@ def casting_manifest(
 def casting_champion(store: Any, cfg: Any, flips_only: bool) -> Any:
     """small_cnn trained on 600 casting images at 128 px for 6 epochs (about a minute on 2 cores),
     promoted to champion; ``flips_only`` keeps only the recipe's first two augmentations."""
-    from andon.promotion import promote
+    from andon.lifecycle.promotion import promote
     from andon.training.run import train_plant
 
     train_id, _, _ = casting_manifest(store, cfg, "train", 600, 1)

@@ -276,9 +276,9 @@ def scoring_figures(rec: Recorder, args: argparse.Namespace) -> None:
     from datetime import UTC, datetime
 
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
-    from andon.promotion import promote
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
+    from andon.lifecycle.promotion import promote
     from andon.storage import open_store
     from andon.synth.plant import synthesize_plant
     from andon.training.run import train_plant

@@ -1,5 +1,5 @@
 """Label efficiency (issue 7): accuracy against the number of labels for Andon's selection
-(uncertainty + diversity: ``andon.labeling.select``, the smallest margins, then k-center on the
+(uncertainty + diversity: ``andon.labeling.queue.select``, the smallest margins, then k-center on the
 penultimate-layer embedding) against random sampling, same budget steps, same seeds.
 
 The casting set: the 6,633 training images are the unlabeled pool, the 715 test images the
@@ -63,7 +63,7 @@ def accuracy(model, x, y) -> float:  # type: ignore[no-untyped-def]
 def run(strategy: str, pool_x, pool_y, test_x, test_y, steps: int, seed: int) -> dict[int, float]:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from andon.labeling import select
+    from andon.labeling.queue import select
 
     rng = np.random.default_rng(seed)
     labeled = list(rng.choice(len(pool_x), START, replace=False))

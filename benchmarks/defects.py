@@ -46,8 +46,8 @@ def synthetic_manifest(
 ) -> tuple[str, list[dict[str, Any]]]:
     """``parts`` synthetic parts of ``cfg``'s plant as one dataset version, straight from their
     metadata (benchmarks skip the gate)."""
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
     from andon.synth.plant import synthesize_plant
 
     batches = synthesize_plant(
@@ -66,7 +66,7 @@ def synthetic_manifest(
 def judge(rec: Recorder, name: str, store: Any, out: Any, test: list[dict[str, Any]], targets: tuple[float, float],
           **extra: Any) -> dict[str, float]:  # fmt: skip
     """Escape and overkill of a trained run on ``test`` at its operating point, as figures."""
-    from andon.promotion import evaluate_model
+    from andon.lifecycle.promotion import evaluate_model
     from andon.training.run import load_run
 
     m = evaluate_model(store, load_run(out.run_id), test)
@@ -131,7 +131,7 @@ def run_rare(rec: Recorder, store: Any) -> None:
     import numpy as np
 
     from andon.config import load_plant
-    from andon.datasets import build_manifest, save_manifest
+    from andon.data.datasets import build_manifest, save_manifest
     from andon.training.run import load_run, train_plant
 
     cfg = load_plant("plant-a")
@@ -183,9 +183,9 @@ def run_sizes(rec: Recorder, store: Any) -> None:
     both through Andon's ingest, transform and training; the crops' plant declares its camera's
     size range instead of one size."""
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
-    from andon.ingest import ingest_folder
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
+    from andon.data.ingest import ingest_folder
     from andon.training.run import train_plant
 
     base = load_plant("plant-a")

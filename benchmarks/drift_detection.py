@@ -180,7 +180,7 @@ def main() -> None:
     from andon.config import load_plant
     from andon.monitoring.monitor import budget_for, chart_series, limits_of
     from andon.monitoring.reference import load_reference
-    from andon.scoring import Champion
+    from andon.scoring.batch import Champion
     from andon.storage import open_store
 
     rec = Recorder("drift_detection")
@@ -350,8 +350,8 @@ def speed_figures(rec, store, cfg, pools, home) -> None:  # type: ignore[no-unty
     import numpy as np
 
     from andon.monitoring.monitor import monitor
-    from andon.predlog import PredictionLog
-    from andon.scoring import resolve_champion
+    from andon.scoring.batch import resolve_champion
+    from andon.scoring.predlog import PredictionLog
 
     name, version = resolve_champion(cfg)
     pool = pools["stable"]

@@ -30,10 +30,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from andon.audit import audit_report
     from andon.config import load_plant
-    from andon.explain import deletion_drops, gradient_shap, saliency
-    from andon.scoring import Champion, explain_parts, score_batch
+    from andon.explain.audit import audit_report
+    from andon.explain.maps import deletion_drops, gradient_shap, saliency
+    from andon.scoring.batch import Champion, explain_parts, score_batch
     from andon.storage import open_store
     from andon.training.data import ImageCache, load_split
     from andon.training.loop import to_tensor
@@ -116,8 +116,8 @@ def main() -> None:
     if AI4I.exists():
         import pandas as pd
 
-        from andon.registry import CHAMPION, set_alias
-        from andon.sensor_scoring import score_sensor_table
+        from andon.lifecycle.registry import CHAMPION, set_alias
+        from andon.scoring.sensor import score_sensor_table
         from andon.training.sensor import store_table, train_sensor
 
         manifest_id, _ = store_table(store, cfg, AI4I)

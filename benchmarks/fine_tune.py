@@ -42,7 +42,7 @@ def plant_images(plant: str, parts: int, seed: int):  # type: ignore[no-untyped-
     from PIL import Image
 
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
+    from andon.data.batches import parquet_to_frame
     from andon.storage import open_store
     from andon.synth.plant import synthesize_plant
 

@@ -41,10 +41,10 @@ def main() -> None:
 
     reset_settings()
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
     from andon.governance.report import build_report
-    from andon.registry import CHAMPION, client, model_name, register_version, set_alias, version_info
+    from andon.lifecycle.registry import CHAMPION, client, model_name, register_version, set_alias, version_info
     from andon.storage import open_store
     from andon.synth.plant import synthesize_plant
     from andon.training.run import train_plant

@@ -114,11 +114,11 @@ def main() -> None:
     import torch
 
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.datasets import build_manifest, save_manifest
-    from andon.predlog import PredictionLog
-    from andon.promotion import promote
-    from andon.scoring import load_cached, load_fast, score_batch
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
+    from andon.lifecycle.promotion import promote
+    from andon.scoring.batch import load_cached, load_fast, score_batch
+    from andon.scoring.predlog import PredictionLog
     from andon.storage import open_store
     from andon.synth.plant import synthesize_plant
     from andon.training.data import decode_grey

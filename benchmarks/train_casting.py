@@ -58,9 +58,9 @@ def main() -> None:
     isolated_home()
 
     from andon.config import load_plant
-    from andon.ingest import ingest_folder
-    from andon.promotion import evaluate_version, promote, rollback
-    from andon.registry import model_name, register_version, set_alias, version_info
+    from andon.data.ingest import ingest_folder
+    from andon.lifecycle.promotion import evaluate_version, promote, rollback
+    from andon.lifecycle.registry import model_name, register_version, set_alias, version_info
     from andon.storage import open_store
     from andon.training.run import train_plant
     from andon.validation.gate import run_gate
@@ -97,7 +97,7 @@ def main() -> None:
     rec.figure("train_images_per_s", out.images_per_s, "images/s")
     rec.figure("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
 
-    from andon.datasets import load_manifest
+    from andon.data.datasets import load_manifest
     from andon.settings import get_settings
     from andon.training.data import ImageCache, load_split
 

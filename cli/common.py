@@ -107,7 +107,7 @@ def run_flow(flow: Any, **params: Any) -> Any:
 
 
 def time_window(start: str | None, end: str | None, days: int) -> tuple[datetime, datetime]:
-    from andon.audit import default_window
+    from andon.explain.audit import default_window
 
     lo, hi = default_window(days)
     return parse_time(start, "--from") or lo, parse_time(end, "--to") or hi

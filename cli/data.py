@@ -134,7 +134,7 @@ def ingest(
     Example: andon ingest --plant plant-x ./labelled-parts --mixed --curated
     """
     from andon.config import load_plant
-    from andon.ingest import IMAGE_SUFFIXES, ingest_folder
+    from andon.data.ingest import IMAGE_SUFFIXES, ingest_folder
     from andon.storage import open_store
 
     cfg = load_plant(plant)
@@ -336,7 +336,7 @@ def _read_table_file(path: Path) -> Any:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
         if path.suffix == ".zip":  # the SECOM archive as published by UCI
-            from andon.realdata import read_secom
+            from andon.data.public import read_secom
 
             return read_secom(path)
         return pd.read_csv(path, encoding="utf-8-sig")
@@ -353,7 +353,7 @@ def datasets_list(plant: Annotated[str, typer.Option(help="plant id")], as_json:
     from rich.table import Table
 
     from andon.config import load_plant
-    from andon.datasets import list_manifests, revoked_sources
+    from andon.data.datasets import list_manifests, revoked_sources
     from andon.storage import open_store
 
     cfg = load_plant(plant)
@@ -388,7 +388,7 @@ def datasets_diff(
     Example: andon datasets diff --plant plant-b 2e0abe65 9c41d7aa
     """
     from andon.config import load_plant
-    from andon.datasets import diff, load_manifest, resolve_manifest_id
+    from andon.data.datasets import diff, load_manifest, resolve_manifest_id
     from andon.storage import open_store
 
     cfg = load_plant(plant)
@@ -419,7 +419,7 @@ def datasets_combine(
     Example: andon datasets combine --plant plant-b 2e0abe65 9c41d7aa
     """
     from andon.config import load_plant
-    from andon.datasets import combine, resolve_manifest_id
+    from andon.data.datasets import combine, resolve_manifest_id
     from andon.storage import open_store
 
     cfg = load_plant(plant)

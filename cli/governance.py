@@ -55,7 +55,7 @@ def governance_check(
 
 
 def _contributions(items: list[str]) -> dict[str, list[str]]:
-    from andon.datasets import resolve_manifest_id
+    from andon.data.datasets import resolve_manifest_id
     from andon.errors import ConfigError
     from andon.storage import open_store
 
@@ -100,8 +100,8 @@ def governance_fine_tune(
     Example: andon governance fine-tune --plant plant-b --dataset 2e0abe65
     """
     from andon.config import load_plant
-    from andon.datasets import resolve_manifest_id
-    from andon.promotion import verdict_line
+    from andon.data.datasets import resolve_manifest_id
+    from andon.lifecycle.promotion import verdict_line
     from andon.storage import open_store
     from flows.governance import fine_tune_flow
 

@@ -37,7 +37,7 @@ def label_queue(
     from datetime import UTC
 
     from andon.config import load_plant
-    from andon.labeling import queue_window
+    from andon.labeling.queue import queue_window
     from andon.storage import open_store
 
     end = parse_time(at, "--at") or datetime.now(UTC)
@@ -59,7 +59,7 @@ def label_list(
     from rich.table import Table
 
     from andon.config import load_plant
-    from andon.labeling import LabelQueue
+    from andon.labeling.queue import LabelQueue
     from andon.storage import open_store
 
     cfg = load_plant(plant)
@@ -94,7 +94,7 @@ def label_export(
     import json
 
     from andon.config import load_plant
-    from andon.labeling import LabelQueue, export_tasks, label_config
+    from andon.labeling.queue import LabelQueue, export_tasks, label_config
     from andon.storage import open_store
 
     cfg, store = load_plant(plant), open_store()
@@ -117,7 +117,7 @@ def label_import(
 
     from andon.config import load_plant
     from andon.errors import DataError
-    from andon.labeling import import_annotations
+    from andon.labeling.queue import import_annotations
     from andon.storage import open_store
 
     try:
@@ -144,8 +144,8 @@ def label_review(
     from datetime import UTC
 
     from andon.config import load_plant
-    from andon.labeling import QUEUED, LabelQueue
-    from andon.labels import ReviewLog
+    from andon.labeling.labels import ReviewLog
+    from andon.labeling.queue import QUEUED, LabelQueue
     from andon.storage import open_store
 
     cfg, store = load_plant(plant), open_store()

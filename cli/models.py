@@ -32,9 +32,9 @@ def train(
     Example: andon train --plant plant-b --dataset 2e0abe65
     """
     from andon.config import load_plant
-    from andon.datasets import resolve_manifest_id
-    from andon.promotion import verdict_line
-    from andon.registry import model_name
+    from andon.data.datasets import resolve_manifest_id
+    from andon.lifecycle.promotion import verdict_line
+    from andon.lifecycle.registry import model_name
     from andon.storage import open_store
     from andon.training.run import train_plant
 
@@ -83,7 +83,7 @@ def tune(
     from rich.table import Table
 
     from andon.config import load_plant
-    from andon.datasets import resolve_manifest_id
+    from andon.data.datasets import resolve_manifest_id
     from andon.quality import fmt_rate
     from andon.storage import open_store
     from andon.training.tune import tune as run_tune
@@ -174,8 +174,8 @@ def promote(
     from types import SimpleNamespace
 
     from andon.config import load_plant
-    from andon.promotion import verdict_line
-    from andon.registry import model_name
+    from andon.lifecycle.promotion import verdict_line
+    from andon.lifecycle.registry import model_name
     from flows.train import promote_flow
 
     cfg = load_plant(plant)  # a bad plant id fails here, before any flow run
@@ -238,8 +238,8 @@ def rollback(
 
     from andon.config import load_plant
     from andon.events import model_rolled_back
-    from andon.promotion import rollback as run_rollback
-    from andon.registry import plant_of
+    from andon.lifecycle.promotion import rollback as run_rollback
+    from andon.lifecycle.registry import plant_of
 
     t0 = time.perf_counter()
     cfg = load_plant(plant_of(model))
@@ -263,8 +263,8 @@ def models_list(
     """
     from rich.table import Table
 
+    from andon.lifecycle.registry import list_versions
     from andon.quality import fmt_rate
-    from andon.registry import list_versions
 
     if as_json:
         print_json([dataclasses.asdict(v) for v in list_versions(model)])
@@ -298,7 +298,7 @@ def models_show(
 
     Example: andon models show plant-b.surface-defects 2
     """
-    from andon.registry import version_info
+    from andon.lifecycle.registry import version_info
 
     v = version_info(model, version)
     if as_json:
@@ -310,8 +310,8 @@ def models_show(
     if "escape_rate" in test:
         from andon.config import load_plant
         from andon.errors import AndonError
-        from andon.promotion import verdict_line
-        from andon.registry import plant_of
+        from andon.lifecycle.promotion import verdict_line
+        from andon.lifecycle.registry import plant_of
 
         try:
             cfg = load_plant(plant_of(model))
@@ -337,8 +337,8 @@ def models_diff(
     Example: andon models diff plant-b.surface-defects 1 2
     """
     from andon.config import load_plant
-    from andon.promotion import diff_versions
-    from andon.registry import plant_of
+    from andon.lifecycle.promotion import diff_versions
+    from andon.lifecycle.registry import plant_of
     from andon.storage import open_store
 
     d = diff_versions(open_store(), load_plant(plant_of(model)), a, b)
@@ -399,8 +399,8 @@ def models_reproduce(
     from rich.table import Table
 
     from andon.config import load_plant
-    from andon.promotion import reproduce
-    from andon.registry import plant_of
+    from andon.lifecycle.promotion import reproduce
+    from andon.lifecycle.registry import plant_of
     from andon.storage import open_store
 
     r = reproduce(open_store(), load_plant(plant_of(model)), version, allow_dirty, tolerance)

@@ -27,8 +27,8 @@ def score(
     Example: andon score --plant plant-b plant-b/line-1/raw/2026-11-26/20261126T060000Z-s0-35470b3f
     """
     from andon.config import load_plant
-    from andon.data import parquet_to_frame, read_plant_batch
-    from andon.scoring import require_accepted, score_batch
+    from andon.data.batches import parquet_to_frame, read_plant_batch
+    from andon.scoring.batch import require_accepted, score_batch
     from andon.storage import open_store
 
     store, cfg = open_store(), load_plant(plant)
@@ -57,7 +57,7 @@ def score_sensor(
     import pandas as pd
 
     from andon.config import load_plant
-    from andon.sensor_scoring import score_sensor_table
+    from andon.scoring.sensor import score_sensor_table
     from andon.storage import open_store
 
     try:
@@ -88,7 +88,7 @@ def serve(
              curl -H 'Content-Type: image/png' --data-binary @part.png 'localhost:8000/v1/score?part_id=P1'
     """
     from andon.config import load_plant
-    from andon.serve import serve as run_service
+    from andon.scoring.online import serve as run_service
     from andon.storage import open_store
 
     cfg = load_plant(plant)
@@ -121,8 +121,8 @@ def explain(
     from rich.table import Table
     from rich.text import Text
 
-    from andon.audit import find_part
     from andon.config import load_plant
+    from andon.explain.audit import find_part
     from andon.storage import open_store
 
     lo, hi = time_window(start, end, 30)
@@ -168,8 +168,8 @@ def audit(
 
     Example: andon audit --plant plant-a --from 2026-11-20T00:00:00+00:00 --to 2026-11-27T00:00:00+00:00 --only-defects
     """
-    from andon.audit import audit_report
     from andon.config import load_plant
+    from andon.explain.audit import audit_report
     from andon.storage import open_store
 
     lo, hi = time_window(start, end, 30)

@@ -51,7 +51,7 @@ def ingest_images(
     purpose: str = "production",
 ) -> list[dict[str, Any]]:
     from andon.config import load_plant
-    from andon.ingest import ingest_folder
+    from andon.data.ingest import ingest_folder
     from andon.storage import open_store
 
     batches = ingest_folder(

@@ -58,7 +58,7 @@ def run_monitor(plant: str, kind: str, at: str | None = None, task: str | None =
 def queue_for_labeling(plant: str, start: str, end: str) -> dict[str, int]:
     """Active learning after each scoring window: the uncertain, diverse parts and the reviewed-wrong ones."""
     from andon.config import load_plant
-    from andon.labeling import queue_window
+    from andon.labeling.queue import queue_window
     from andon.storage import open_store
 
     return queue_window(open_store(), load_plant(plant), datetime.fromisoformat(start), datetime.fromisoformat(end))

@@ -18,8 +18,8 @@ def retrain_policy(
     """Decide, record the decision in the store and as tags on the champion version."""
     library_logs_to_run()
     from andon.config import load_plant
-    from andon.registry import tag_version
-    from andon.retraining import champion_created, decide
+    from andon.lifecycle.registry import tag_version
+    from andon.lifecycle.retraining import champion_created, decide
     from andon.storage import open_store
 
     cfg = load_plant(plant)
@@ -48,7 +48,7 @@ def publish_policy(decision: dict[str, Any]) -> None:
 @task(name="collect-training-data", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only)
 def collect_training_data(plant: str) -> dict[str, Any]:
     from andon.config import load_plant
-    from andon.retraining import collect_dataset
+    from andon.lifecycle.retraining import collect_dataset
     from andon.storage import open_store
 
     return asdict(collect_dataset(open_store(), load_plant(plant)))
@@ -59,7 +59,7 @@ def fine_tune(plant: str, dataset_id: str, trigger: str, event_id: str | None) -
     """A challenger fine-tuned from the champion's weights on the collected dataset."""
     library_logs_to_run()
     from andon.config import load_plant
-    from andon.retraining import champion_created
+    from andon.lifecycle.retraining import champion_created
     from andon.storage import open_store
     from andon.training.run import train_plant
 
@@ -78,7 +78,7 @@ def fine_tune(plant: str, dataset_id: str, trigger: str, event_id: str | None) -
 
 @task(name="record-labels-used")
 def record_labels_used(plant: str, part_ids: list[str], model: str, version: int) -> None:
-    from andon.labeling import LabelQueue
+    from andon.labeling.queue import LabelQueue
     from andon.storage import open_store
 
     if part_ids:
@@ -89,7 +89,7 @@ def record_labels_used(plant: str, part_ids: list[str], model: str, version: int
 def retrain_sensor_model(plant: str, failure_type: str) -> dict[str, Any]:
     library_logs_to_run()
     from andon.config import load_plant
-    from andon.retraining import retrain_sensor
+    from andon.lifecycle.retraining import retrain_sensor
     from andon.storage import open_store
 
     return asdict(retrain_sensor(open_store(), load_plant(plant), failure_type))
@@ -112,7 +112,7 @@ def announce_retrain(plant: str, decision: dict[str, Any], result: dict[str, Any
     }
     emit_event(**events.retrain_finished(plant, decision, payload).emit_kwargs())
     if decision["go"]:  # the run got here: its event is handled (a failed run leaves it open for a retry)
-        from andon.retraining import finish_event
+        from andon.lifecycle.retraining import finish_event
         from andon.storage import open_store
 
         summary = f"retrained: v{result.get('version')}, promoted {result.get('promoted')}"

@@ -14,7 +14,7 @@ from tasks import transient_only
 @task(name="score-raw-batch", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def score_raw_batch(plant: str, batch: str) -> dict[str, Any]:
     from andon.config import load_plant
-    from andon.scoring import score_batch
+    from andon.scoring.batch import score_batch
     from andon.storage import open_store
 
     summary = score_batch(open_store(), load_plant(plant), batch)

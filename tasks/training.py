@@ -15,7 +15,7 @@ from tasks import library_logs_to_run, transient_only
 def train_version(plant: str, dataset_ids: list[str], parent_version: int | None) -> dict[str, Any]:
     library_logs_to_run()
     from andon.config import load_plant
-    from andon.registry import model_name
+    from andon.lifecycle.registry import model_name
     from andon.storage import open_store
     from andon.training.run import train_plant
 
@@ -67,7 +67,7 @@ def train_sensor_version(plant: str, table_key: str, spec: str, hold_out: list[s
 def promote_challenger(plant: str, force: bool, reason: str) -> dict[str, Any]:
     library_logs_to_run()
     from andon.config import load_plant
-    from andon.promotion import promote
+    from andon.lifecycle.promotion import promote
     from andon.storage import open_store
 
     return promote(open_store(), load_plant(plant), force=force, reason=reason).as_dict()

@@ -172,7 +172,7 @@ def casting_dir() -> Path:
 def sensor_champion(andon_home: Path, mlflow_tracking_uri: str):  # type: ignore[no-untyped-def]
     """plant-a's sensor model trained briefly on AI4I 2020 and made champion: (csv path, outcome)."""
     from andon.config import load_plant
-    from andon.registry import CHAMPION, set_alias
+    from andon.lifecycle.registry import CHAMPION, set_alias
     from andon.storage import open_store
     from andon.training.sensor import store_table, train_sensor
 

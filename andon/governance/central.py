@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from andon.config import PlantConfig
 from andon.errors import DataError
-from andon.registry import CENTRAL, compatible_central
+from andon.lifecycle.registry import CENTRAL, compatible_central
 from andon.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def _image_stats(store: ObjectStore, objects: list[dict[str, Any]], sample: int 
 
 def publish_summary(store: ObjectStore, cfg: PlantConfig, manifest_id: str) -> dict[str, Any]:
     """The anonymized summary of a plant's dataset version that the center may keep and show."""
-    from andon.datasets import load_manifest
+    from andon.data.datasets import load_manifest
 
     m = load_manifest(store, cfg.id, manifest_id)
     summary = {
@@ -84,7 +84,7 @@ def publish_summary(store: ObjectStore, cfg: PlantConfig, manifest_id: str) -> d
 
 def pool(store: ObjectStore, contributions: dict[str, list[str]]) -> str:
     """One central dataset version referencing the plants' dataset versions; returns its id."""
-    from andon.datasets import build_manifest, load_manifest, require_usable, save_manifest
+    from andon.data.datasets import build_manifest, load_manifest, require_usable, save_manifest
 
     if not contributions:
         raise DataError("pooling needs at least one plant's dataset")
@@ -129,8 +129,8 @@ class CentralOutcome:
 def train_central(store: ObjectStore, manifest_id: str, *, recipe: Recipe | None = None) -> CentralOutcome:
     """Train ``central.<task>`` on a pooled dataset version; champion when it meets the standard
     quality targets (``base.yaml``'s ``quality``) and does not do worse than the current one."""
-    from andon.promotion import check_rules
-    from andon.registry import CHAMPION, alias_version, move_champion, record_move, version_info
+    from andon.lifecycle.promotion import check_rules
+    from andon.lifecycle.registry import CHAMPION, alias_version, move_champion, record_move, version_info
     from andon.training.run import train_plant
 
     cfg = central_config()
@@ -160,7 +160,7 @@ def fine_tune(
     the center has no champion (no baseline passed the fleet's quality rules: a blind baseline is
     no starting point), the plant trains from scratch, and its version says so
     (``central.parent: none``)."""
-    from andon.registry import CHAMPION, alias_version, model_name
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name
     from andon.training.run import train_plant
 
     recipe = recipe or cfg.recipe
@@ -176,7 +176,7 @@ def report_back(cfg: PlantConfig, outcome: TrainOutcome, promoted: bool | None =
     """Log the plant's held-out metrics as a run of the central experiment (tagged with the plant)."""
     import mlflow
 
-    from andon.registry import ensure_experiment, model_name, use_tracking_server
+    from andon.lifecycle.registry import ensure_experiment, model_name, use_tracking_server
 
     use_tracking_server()
     name = model_name(CENTRAL, cfg.recipe.task)
@@ -194,7 +194,7 @@ def plant_reports(task: str) -> list[dict[str, Any]]:
     """The plants' reports in the central experiment, newest first."""
     import mlflow
 
-    from andon.registry import ensure_experiment, model_name, use_tracking_server
+    from andon.lifecycle.registry import ensure_experiment, model_name, use_tracking_server
 
     use_tracking_server()
     exp = ensure_experiment(model_name(CENTRAL, task))

@@ -95,8 +95,8 @@ def check_recipe(cfg: PlantConfig, policy: Policy) -> list[Finding]:
 
 def check_version(store: ObjectStore, cfg: PlantConfig, name: str, version: int, what: str) -> list[Finding]:
     """Lineage, checksum, held-out metrics and validation of one registered version."""
-    from andon.datasets import build_manifest, load_manifest, revoked_sources, status_key
-    from andon.registry import version_info
+    from andon.data.datasets import build_manifest, load_manifest, revoked_sources, status_key
+    from andon.lifecycle.registry import version_info
 
     out: list[Finding] = []
 
@@ -147,7 +147,7 @@ def _changed_since(commit: str, paths: tuple[str, ...]) -> list[str] | None:
 
 
 def check_plant(store: ObjectStore, cfg: PlantConfig, policy: Policy, now: datetime | None = None) -> list[Finding]:
-    from andon.registry import CHAMPION, alias_version, model_name, version_info
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name, version_info
 
     now = now or datetime.now(UTC)
     out = check_recipe(cfg, policy)

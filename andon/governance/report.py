@@ -95,7 +95,7 @@ def _offdiag(matrix: dict[str, dict[str, dict[str, float]]], plant: str, metric:
 
 
 def _score(store: ObjectStore, loaded: Any, objects: list[dict[str, Any]]) -> dict[str, float]:
-    from andon.promotion import evaluate_model
+    from andon.lifecycle.promotion import evaluate_model
 
     return evaluate_model(store, loaded, objects)
 
@@ -129,15 +129,15 @@ def _cell(
 
 
 def _golden(store: ObjectStore, cfg: PlantConfig, version: int) -> tuple[str, list[dict[str, Any]]]:
-    from andon.promotion import golden_objects
+    from andon.lifecycle.promotion import golden_objects
 
     return golden_objects(store, cfg, version)
 
 
 def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool = True) -> GovernanceReport:
     from andon.governance.central import central_config
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name, version_info
     from andon.monitoring.monitor import list_alerts
-    from andon.registry import CHAMPION, alias_version, model_name, version_info
     from andon.training.run import load_version
 
     t0 = time.perf_counter()
@@ -309,7 +309,7 @@ def trial(
     plant's champion on the plant's own golden set: where it helps, where it hurts."""
     from andon.config import Recipe, deep_merge
     from andon.errors import DataError
-    from andon.registry import CHAMPION, alias_version, model_name
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name
     from andon.training.run import load_run, load_version, train_plant
 
     rows = []

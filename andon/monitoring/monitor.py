@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 from andon.config import PlantConfig
 from andon.errors import DataError, ObjectNotFoundError
 from andon.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
+from andon.lifecycle.registry import SENSOR_TASK
 from andon.monitoring.charts import Budget, ChartState, Limits, reset, update
 from andon.monitoring.reference import Reference, load_reference
 from andon.monitoring.sensor import SENSOR_COLUMNS, sensor_frame, sensor_series, sensor_series_names
 from andon.monitoring.series import COLUMNS, REVIEWED, Series, bernoulli_sd, series_names, window_series
-from andon.registry import SENSOR_TASK
 from andon.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
@@ -147,9 +147,9 @@ def monitor(
 ) -> MonitorResult:
     """Monitor the plant's champion over ``[end - window, end)``: the vision model by default,
     the sensor model with ``task="machine-failure"`` (see andon/monitoring/sensor.py)."""
-    from andon.labels import ReviewLog
-    from andon.predlog import PredictionLog
-    from andon.scoring import resolve_champion
+    from andon.labeling.labels import ReviewLog
+    from andon.scoring.batch import resolve_champion
+    from andon.scoring.predlog import PredictionLog
 
     end = end or datetime.now(UTC)
     if end.tzinfo is None:
@@ -286,7 +286,7 @@ def chart_series(
 def _rule_24h_verdict(
     store: ObjectStore, cfg: PlantConfig, log: Any, where: str, name: str, version: int, end: datetime, ref: Reference
 ) -> Verdict:
-    from andon.labels import ReviewLog
+    from andon.labeling.labels import ReviewLog
 
     day = log.read(
         end - timedelta(hours=24), end, where=where, columns="part_id, predicted_class", params=[name, version]

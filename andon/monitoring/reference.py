@@ -309,7 +309,7 @@ def load_reference(name: str, version: int) -> tuple[Reference, pd.DataFrame]:
     import mlflow
     import pandas as pd
 
-    from andon.registry import RegistryError, version_info
+    from andon.lifecycle.registry import RegistryError, version_info
 
     info = version_info(name, version)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from andon.data import BatchInfo, frame_to_parquet, parquet_to_frame, read_batch_info
+from andon.data.batches import BatchInfo, frame_to_parquet, parquet_to_frame, read_batch_info
 from andon.storage import ObjectStore
 
 FAULTS = ("truncated-image", "unknown-sku", "missing-image", "time-goes-backwards", "stray-file")

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from andon.config import PlantConfig, Sku
-from andon.data import PURPOSES, BatchInfo, ensure_new_or_same, raw_batch_prefix, sha256_bytes, write_batch_tables
+from andon.data.batches import (
+    PURPOSES,
+    BatchInfo,
+    ensure_new_or_same,
+    raw_batch_prefix,
+    sha256_bytes,
+    write_batch_tables,
+)
 from andon.errors import DataError
 from andon.storage import ObjectStore, join_key
 from andon.synth.images import DEFECT_TYPES, Drift, Optics, encode_png, render_part

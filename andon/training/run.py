@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import PlantConfig, Recipe
-from andon.datasets import combine, load_manifest, require_usable
+from andon.data.datasets import combine, load_manifest, require_usable
 from andon.errors import DataError, IntegrityError
+from andon.lifecycle.registry import CHALLENGER, code_state, model_name, register_version, set_alias
 from andon.monitoring.reference import build_reference
 from andon.quality import (
     OperatingPoint,
@@ -32,7 +33,6 @@ from andon.quality import (
     fmt_rate,
     overkill_at_target,
 )
-from andon.registry import CHALLENGER, code_state, model_name, register_version, set_alias
 from andon.storage import ObjectStore
 from andon.training.augment import build_augmentations
 from andon.training.data import ImageCache, load_split, split_objects
@@ -193,7 +193,7 @@ def anomaly_backbone(store: ObjectStore, recipe: Recipe, model: Any) -> Any:
 
     spec = recipe.anomaly
     if spec.backbone == "central":
-        from andon.registry import compatible_central
+        from andon.lifecycle.registry import compatible_central
 
         parent = compatible_central(recipe, "the recipe's anomaly backbone")
         model.load_state_dict(load_state_dict(*parent))
@@ -248,8 +248,8 @@ def train_plant(
     import pandas as pd
     import torch
 
+    from andon.lifecycle.registry import ensure_experiment, use_tracking_server
     from andon.models import build_model
-    from andon.registry import ensure_experiment, use_tracking_server
     from andon.settings import get_settings
 
     use_tracking_server()
@@ -464,7 +464,7 @@ def artifact_digests(folder: Path) -> dict[str, str]:
 
 def _recorded_digests(run_id: str, version_tags: dict[str, str] | None, what: str) -> dict[str, str]:
     """The digests the run's lineage recorded; the version's tags, where given, must agree."""
-    from andon.registry import client, with_retries
+    from andon.lifecycle.registry import client, with_retries
 
     run_tags = with_retries(lambda: client().get_run(run_id).data.tags, f"read run {run_id}")
     recorded = {t: run_tags.get(t, "") for t in (WEIGHTS_TAG, SPECS_TAG)}
@@ -512,7 +512,7 @@ def load_state_dict(name: str, version: int) -> dict[str, Any]:
     import mlflow
     import torch
 
-    from andon.registry import version_info
+    from andon.lifecycle.registry import version_info
 
     info = version_info(name, version)
     what = f"{name} version {version}"
@@ -553,7 +553,7 @@ class LoadedVersion:
 
 def load_version(name: str, version: int) -> LoadedVersion:
     """A registered version (network, specs, operating point)."""
-    from andon.registry import version_info
+    from andon.lifecycle.registry import version_info
 
     info = version_info(name, version)
     return load_run(info.run_id, version_tags=info.tags, what=f"{name} version {version}")

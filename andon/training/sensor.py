@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import PlantConfig
-from andon.datasets import build_manifest, save_manifest
+from andon.data.datasets import build_manifest, save_manifest
 from andon.errors import DataError
-from andon.registry import (
+from andon.lifecycle.registry import (
     CHALLENGER,
     SENSOR_TASK,
     code_state,
@@ -100,7 +100,7 @@ def train_sensor(
     import torch
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-    from andon.datasets import load_manifest
+    from andon.data.datasets import load_manifest
     from andon.models import build_model
     from andon.monitoring.sensor import sensor_reference
     from andon.training.loop import seed_everything

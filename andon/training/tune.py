@@ -145,7 +145,7 @@ def tune(
     import mlflow
 
     from andon.config import Recipe, deep_merge
-    from andon.registry import CENTRAL, CHAMPION, alias_version, ensure_experiment, model_name
+    from andon.lifecycle.registry import CENTRAL, CHAMPION, alias_version, ensure_experiment, model_name
     from andon.training.run import register_run, train_plant
 
     if budget_s <= 0:

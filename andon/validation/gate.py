@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from andon.data import BatchInfo, parquet_to_frame, read_batch_info
-from andon.datasets import Manifest, build_manifest, save_manifest
+from andon.data.batches import BatchInfo, parquet_to_frame, read_batch_info
+from andon.data.datasets import Manifest, build_manifest, save_manifest
 from andon.errors import DataError, ObjectNotFoundError
 from andon.storage import ObjectStore, join_key, validate_key
 from andon.validation.gx import RuleResult

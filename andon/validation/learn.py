@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from andon.config import PlantConfig
-from andon.data import parquet_to_frame, read_plant_batch
+from andon.data.batches import parquet_to_frame, read_plant_batch
 from andon.errors import DataError
 from andon.storage import ObjectStore
 from andon.validation.gate import batch_prefix_from_uri

@@ -309,7 +309,7 @@ def mes_new_sku(d: Demo) -> dict[str, Any]:
 
 def bad_version_and_rollback(d: Demo) -> dict[str, Any]:
     from andon.config import load_plant
-    from andon.registry import model_name
+    from andon.lifecycle.registry import model_name
     from andon.training.run import train_plant
     from flows.score import score_batch_flow
     from flows.train import promote_flow
@@ -347,8 +347,8 @@ def bad_version_and_rollback(d: Demo) -> dict[str, Any]:
 
 
 def explain_one(d: Demo) -> dict[str, Any]:
-    from andon.predlog import PredictionLog
-    from andon.registry import model_name
+    from andon.lifecycle.registry import model_name
+    from andon.scoring.predlog import PredictionLog
 
     name, good = model_name("plant-a", TASK), d.done("rollback")["good"]
     rows = PredictionLog(d.store, "plant-a").read(

@@ -37,7 +37,7 @@ def central_line(out: dict[str, Any]) -> str:
 
 
 def parent_name(plant: str, version: int) -> str:
-    from andon.registry import model_name, version_info
+    from andon.lifecycle.registry import model_name, version_info
 
     return version_info(model_name(plant, TASK), version).tags.get("parent_version", "")
 
@@ -46,8 +46,8 @@ def on_parts(d: Demo, plant: str, batches: list[dict[str, Any]], *versions: int 
     """Escape and overkill of ``versions`` (each at its own operating point) on the reviewed parts
     of ``batches``: what the floor saw, before and after the retrain."""
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.promotion import evaluate_version
+    from andon.data.batches import parquet_to_frame
+    from andon.lifecycle.promotion import evaluate_version
 
     objects = []
     for b in batches:
@@ -208,8 +208,8 @@ def wait_for_run(d: Demo, plant: str, since: datetime, trigger: str) -> dict[str
 
 def retrain_outcome(d: Demo, plant: str, before: int | None, run: dict[str, Any]) -> dict[str, Any]:
     """What the retrain run decided, read back from where it recorded it (policy state, registry)."""
-    from andon.registry import list_versions, model_name
-    from andon.retraining import load_state
+    from andon.lifecycle.registry import list_versions, model_name
+    from andon.lifecycle.retraining import load_state
 
     decisions = load_state(d.store, plant)
     last: dict[str, Any] = max(decisions["events"].values(), key=lambda e: e["at"], default={})
@@ -235,15 +235,15 @@ def retrain_outcome(d: Demo, plant: str, before: int | None, run: dict[str, Any]
 
 
 def champion_of(plant: str) -> int | None:
-    from andon.registry import CHAMPION, alias_version, model_name
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name
 
     return alias_version(model_name(plant, TASK), CHAMPION)
 
 
 def review(d: Demo, plant: str, batches: list[dict[str, Any]]) -> int:
     """QA reviews the parts: the true label from the batch metadata, as a person would give it."""
-    from andon.data import parquet_to_frame
-    from andon.labels import ReviewLog
+    from andon.data.batches import parquet_to_frame
+    from andon.labeling.labels import ReviewLog
 
     now = datetime.now(UTC)
     rows = []

@@ -44,8 +44,8 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
     from andon.config import load_plant
     from andon.errors import DataError
     from andon.governance.central import fine_tune, plant_reports
-    from andon.promotion import promote
-    from andon.registry import CHAMPION, alias_version, version_info
+    from andon.lifecycle.promotion import promote
+    from andon.lifecycle.registry import CHAMPION, alias_version, version_info
     from flows.governance import central_baseline_flow, fine_tune_flow, governance_report_flow
 
     store = open_store()
@@ -67,7 +67,7 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
     assert "brightness_mean" in summary["image_statistics"] and "plant-b/" not in json.dumps(summary)
     assert store.exists(f"central/contributions/plant-c/{ids['plant-c']}.json")
     if not central["champion"]:  # the 2-epoch test recipe may miss the quality targets
-        from andon.registry import set_alias
+        from andon.lifecycle.registry import set_alias
 
         set_alias("central.surface-defects", CHAMPION, 1)
 
@@ -93,7 +93,7 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
 
     # a trial of one plant's innovation at another plant: trained unregistered, compared on its golden set
     from andon.governance.report import trial
-    from andon.registry import list_versions
+    from andon.lifecycle.registry import list_versions
 
     before = len(list_versions("plant-c.surface-defects"))
     (row,) = trial(

@@ -46,7 +46,7 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory, casting_dir: Path) -> I
 
 
 def test_the_quick_demo_tells_the_whole_story(quick_demo: dict[str, Any]) -> None:
-    from andon.registry import CHAMPION, alias_version
+    from andon.lifecycle.registry import CHAMPION, alias_version
     from andon.storage import open_store
     from cli.demo.story import CHAPTERS
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from andon.config import load_plant
-from andon.data import parquet_to_frame
-from andon.datasets import build_manifest, save_manifest
+from andon.data.batches import parquet_to_frame
+from andon.data.datasets import build_manifest, save_manifest
 from andon.errors import DataError
 from andon.settings import reset_settings
 from andon.storage import ObjectStore, open_store
@@ -34,7 +34,7 @@ def _objects(store: ObjectStore, batches: list) -> list[dict]:  # type: ignore[t
 
 
 def _casting_manifest(store: ObjectStore, casting_dir: Path, split: str, limit: int) -> tuple[str, list[dict]]:
-    from andon.ingest import ingest_folder
+    from andon.data.ingest import ingest_folder
 
     cfg = load_plant("plant-a")
     batches = ingest_folder(cfg, store, casting_dir / split, limit=limit, start=datetime(2026, 11, 1, tzinfo=UTC))
@@ -62,8 +62,8 @@ def casting_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CastingLab
     (360 images at 96 px) has no faithful map to find."""
     import mlflow
 
-    from andon.ingest import ingest_folder
-    from andon.promotion import promote
+    from andon.data.ingest import ingest_folder
+    from andon.lifecycle.promotion import promote
     from andon.training.run import train_plant
 
     casting = SHARED / "casting"
@@ -122,7 +122,7 @@ def test_saliency_maps_of_the_logged_method_on_casting_parts(casting_lab: Castin
     not asserted here on a model known not to have it."""
     import numpy as np
 
-    from andon.explain import saliency
+    from andon.explain.maps import saliency
     from andon.training.data import ImageCache, load_split
     from andon.training.loop import to_tensor
     from andon.training.run import load_version
@@ -149,10 +149,10 @@ def test_scoring_logs_overlays_and_the_audit_reads_them(casting_lab: CastingLab,
 
     from PIL import Image
 
-    from andon.audit import audit_report, find_part
-    from andon.predlog import PredictionLog
-    from andon.registry import version_info
-    from andon.scoring import score_batch
+    from andon.explain.audit import audit_report, find_part
+    from andon.lifecycle.registry import version_info
+    from andon.scoring.batch import score_batch
+    from andon.scoring.predlog import PredictionLog
 
     lab, store = casting_lab, casting_lab.store
     base = load_plant("plant-a")
@@ -211,7 +211,7 @@ def test_scoring_logs_overlays_and_the_audit_reads_them(casting_lab: CastingLab,
 def test_sensor_predictions_carry_shap_values(sensor_champion) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    from andon.sensor_scoring import score_sensor_table
+    from andon.scoring.sensor import score_sensor_table
 
     path, _out = sensor_champion
     store = open_store()
@@ -239,7 +239,7 @@ def test_sensor_predictions_carry_shap_values(sensor_champion) -> None:  # type:
 
 
 def _recent_rows(store: ObjectStore, plant: str):  # type: ignore[no-untyped-def]
-    from andon.predlog import PredictionLog
+    from andon.scoring.predlog import PredictionLog
 
     now = datetime.now(UTC)
     return PredictionLog(store, plant).read(now - timedelta(hours=2), now + timedelta(minutes=1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from andon.config import load_plant
-from andon.data import list_raw_batches, parquet_to_frame, sha256_bytes
+from andon.data.batches import list_raw_batches, parquet_to_frame, sha256_bytes
 from andon.storage import open_store
 from flows.ingest import DriftParams, ingest_folder_flow, synthesize_plant_flow
 

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 
 def test_policy_findings_and_the_gate(andon_home: Path, mlflow_tracking_uri: str) -> None:
     from andon.governance.policy import NOTICE, VIOLATION, check_plant, load_policy
+    from andon.lifecycle.promotion import promote
+    from andon.lifecycle.registry import client, model_name
     from andon.monitoring.monitor import _state_key
-    from andon.promotion import promote
-    from andon.registry import client, model_name
     from andon.training.run import train_plant
 
     store = open_store()

@@ -12,7 +12,7 @@ from test_training_lifecycle import CFG, SMALL, _dataset
 from typer.testing import CliRunner
 
 from andon.errors import DataError
-from andon.labels import ReviewLog
+from andon.labeling.labels import ReviewLog
 from andon.storage import open_store
 from andon.synth.images import Drift
 from andon.synth.plant import synthesize_plant
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _score(store, cfg, seed: int, **knobs):  # type: ignore[no-untyped-def]
-    from andon.scoring import score_batch
+    from andon.scoring.batch import score_batch
 
     (batch,) = synthesize_plant(
         cfg, store, 80, seed=seed, start=datetime(2026, 11, 16, seed % 24, tzinfo=UTC), lines=["line-1"], workers=1,
@@ -34,9 +34,9 @@ def _score(store, cfg, seed: int, **knobs):  # type: ignore[no-untyped-def]
 def test_monitor_charts_alerts_once_and_clears(
     prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str
 ) -> None:
+    from andon.lifecycle.promotion import promote
     from andon.monitoring.monitor import ack_alert, list_alerts, monitor
     from andon.monitoring.reference import load_reference
-    from andon.promotion import promote
     from andon.training.run import train_plant
 
     store = open_store()
@@ -62,7 +62,7 @@ def test_monitor_charts_alerts_once_and_clears(
     _s, batch = _score(store, cfg, 11)
     t1 = datetime.now(UTC)
     # a person reviewed every part and agreed with the truth in the metadata
-    from andon.data import parquet_to_frame
+    from andon.data.batches import parquet_to_frame
 
     meta = parquet_to_frame(store.get(batch.metadata_key))
     ReviewLog(store, cfg.id).append(
@@ -146,10 +146,10 @@ def test_sensor_model_readings_are_monitored(sensor_champion) -> None:  # type: 
 
     from andon.config import load_plant
     from andon.events import DRIFT_DETECTED
+    from andon.lifecycle.registry import SENSOR_TASK
     from andon.monitoring.monitor import monitor
     from andon.monitoring.reference import load_reference
-    from andon.registry import SENSOR_TASK
-    from andon.sensor_scoring import score_sensor_table
+    from andon.scoring.sensor import score_sensor_table
     from andon.training.sensor import AI4I_FEATURES
 
     path, out = sensor_champion

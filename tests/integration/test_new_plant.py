@@ -51,8 +51,8 @@ def new_plant():  # type: ignore[no-untyped-def]
 def test_a_folder_of_mixed_sizes_ingests_validates_and_trains(
     tmp_path: Path, andon_home: Path, mlflow_tracking_uri: str, new_plant
 ) -> None:  # type: ignore[no-untyped-def]
+    from andon.data.ingest import ingest_folder
     from andon.imaging import model_input
-    from andon.ingest import ingest_folder
     from andon.training.run import load_run, train_plant
     from andon.validation.gate import run_gate
 
@@ -102,9 +102,9 @@ def test_the_anomaly_kind_is_gated_scored_and_explained_like_any_version(
     operating point; scoring rejects when either rejects, the explanation is the anomaly map."""
     from test_training_lifecycle import SMALL, _dataset
 
-    from andon.predlog import PredictionLog
-    from andon.promotion import promote
-    from andon.scoring import score_batch
+    from andon.lifecycle.promotion import promote
+    from andon.scoring.batch import score_batch
+    from andon.scoring.predlog import PredictionLog
     from andon.synth.plant import synthesize_plant
     from andon.training.run import load_run, train_plant
 
@@ -145,7 +145,7 @@ def test_tune_tries_a_grid_within_its_budget_and_registers_the_best(
     from test_training_lifecycle import SMALL, _dataset
     from typer.testing import CliRunner
 
-    from andon.registry import CHALLENGER, alias_version, version_info
+    from andon.lifecycle.registry import CHALLENGER, alias_version, version_info
     from cli.main import app
 
     store = open_store()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from andon.predlog import PredictionLog
+from andon.scoring.predlog import PredictionLog
 from andon.storage import S3ObjectStore
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_training_lifecycle import _dataset
 
-from andon.labels import ReviewLog
+from andon.labeling.labels import ReviewLog
 from andon.storage import open_store
 
 pytestmark = pytest.mark.slow
@@ -43,11 +43,11 @@ def test_an_mes_event_retrains_fine_tunes_and_gates_and_a_repeat_is_a_duplicate(
     prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str, small_configs: Path
 ) -> None:
     from andon.config import load_plant
-    from andon.data import parquet_to_frame
-    from andon.promotion import promote
-    from andon.registry import CHAMPION, alias_version, version_info
-    from andon.retraining import load_state
-    from andon.scoring import score_batch
+    from andon.data.batches import parquet_to_frame
+    from andon.lifecycle.promotion import promote
+    from andon.lifecycle.registry import CHAMPION, alias_version, version_info
+    from andon.lifecycle.retraining import load_state
+    from andon.scoring.batch import score_batch
     from andon.synth.plant import synthesize_plant
     from andon.training.run import train_plant
     from flows.retrain import retrain_flow
@@ -100,7 +100,7 @@ def test_the_sensor_model_learns_a_logged_failure_type(
     prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str
 ) -> None:
     from andon.config import load_plant
-    from andon.registry import CHAMPION, alias_version, model_name, set_alias, version_info
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name, set_alias, version_info
     from andon.training.sensor import store_table, train_sensor
     from flows.retrain import retrain_flow
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from andon.config import load_plant
-from andon.data import list_raw_batches, parquet_to_frame, sha256_bytes
+from andon.data.batches import list_raw_batches, parquet_to_frame, sha256_bytes
 from andon.errors import InvalidKeyError, ObjectNotFoundError, StorageError
 from andon.settings import reset_settings
 from andon.storage import ObjectStore, S3ObjectStore, open_store

@@ -9,9 +9,9 @@ import pytest
 from test_training_lifecycle import CFG, SMALL, _dataset
 
 from andon.errors import DataError
-from andon.predlog import PredictionLog
-from andon.registry import RegistryError
-from andon.scoring import score_batch
+from andon.lifecycle.registry import RegistryError
+from andon.scoring.batch import score_batch
+from andon.scoring.predlog import PredictionLog
 from andon.storage import open_store
 from andon.synth.plant import synthesize_plant
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def test_score_batch_logs_every_part_and_bad_images_become_error_rows(
     andon_home: Path, mlflow_tracking_uri: str
 ) -> None:
-    from andon.promotion import promote, rollback
+    from andon.lifecycle.promotion import promote, rollback
     from andon.training.run import train_plant
 
     store = open_store()
@@ -57,7 +57,7 @@ def test_score_batch_logs_every_part_and_bad_images_become_error_rows(
 
 
 def test_score_flow_under_the_harness(prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str) -> None:
-    from andon.promotion import promote
+    from andon.lifecycle.promotion import promote
     from andon.training.run import train_plant
     from flows.score import score_batch_flow
 

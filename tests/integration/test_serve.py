@@ -12,8 +12,8 @@ import httpx
 import pytest
 from test_training_lifecycle import CFG, SMALL, _dataset
 
-from andon.predlog import PredictionLog
-from andon.serve import ScoringService, serve_in_thread
+from andon.scoring.online import ScoringService, serve_in_thread
+from andon.scoring.predlog import PredictionLog
 from andon.storage import open_store
 from andon.synth.plant import synthesize_plant
 
@@ -31,7 +31,7 @@ def _wait_for_version(client: httpx.Client, version: int, timeout: float = 10.0)
 
 
 def test_service_scores_logs_and_follows_the_champion(andon_home: Path, mlflow_tracking_uri: str) -> None:
-    from andon.promotion import promote, rollback
+    from andon.lifecycle.promotion import promote, rollback
     from andon.training.run import train_plant
 
     store = open_store()

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from andon import events
 from andon.config import PlantConfig, load_plant
-from andon.data import parquet_to_frame
-from andon.datasets import build_manifest, save_manifest
+from andon.data.batches import parquet_to_frame
+from andon.data.datasets import build_manifest, save_manifest
 from andon.errors import DataError, ServiceError, UnknownPlantError
-from andon.registry import (
+from andon.lifecycle.registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
@@ -154,7 +154,7 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
 
         d1 = promote_flow(plant="plant-b", force=True, reason="first champion")
         assert alias_version(NAME, CHAMPION) == 1
-        from andon.promotion import rollback
+        from andon.lifecycle.promotion import rollback
 
         with pytest.raises(RegistryError, match="no previous champion"):
             rollback(CFG, "nothing to go back to yet")
@@ -205,14 +205,14 @@ def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore
     back = runner.invoke(app, ["rollback", NAME, "--reason", "undo", "--to", "2"])
     assert back.exit_code == 0 and alias_version(NAME, CHAMPION) == 2
 
-    from andon.promotion import reproduce
+    from andon.lifecycle.promotion import reproduce
 
     again = reproduce(lab, CFG, 1, allow_dirty=True)  # a checkout under development may be dirty
     assert again.rows and again.ok, again.rows  # seeded, deterministic CPU training: same numbers
 
 
 def test_bad_input_is_a_clear_error(lab: ObjectStore, tmp_path: Path) -> None:
-    from andon.promotion import promote, rollback
+    from andon.lifecycle.promotion import promote, rollback
     from andon.training.run import train_plant
 
     with pytest.raises(UnknownPlantError):
@@ -250,7 +250,7 @@ def test_bad_input_is_a_clear_error(lab: ObjectStore, tmp_path: Path) -> None:
 
 
 def test_mlflow_unreachable_is_retried_then_clear(monkeypatch: pytest.MonkeyPatch, andon_home: Path) -> None:
-    from andon.registry import alias_version as resolve
+    from andon.lifecycle.registry import alias_version as resolve
 
     monkeypatch.setenv("ANDON_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -297,7 +297,7 @@ def test_a_model_that_passes_every_part_never_becomes_champion(
     from torch import nn
 
     from andon import models
-    from andon.promotion import promote
+    from andon.lifecycle.promotion import promote
     from andon.training.run import train_plant
 
     class PassesAll(nn.Module):

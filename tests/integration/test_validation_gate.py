@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from andon.config import load_plant
-from andon.data import parquet_to_frame
-from andon.datasets import combine, diff, load_manifest
+from andon.data.batches import parquet_to_frame
+from andon.data.datasets import combine, diff, load_manifest
 from andon.errors import DataError
 from andon.storage import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
 from andon.synth.images import Drift
@@ -102,7 +102,7 @@ def test_planted_faults_each_fail_their_rule(tmp_path: Path) -> None:
 
 
 def test_empty_batch_is_quarantined(tmp_path: Path) -> None:
-    from andon.data import BatchInfo, frame_to_parquet, write_batch_tables
+    from andon.data.batches import BatchInfo, frame_to_parquet, write_batch_tables
 
     store = LocalObjectStore(tmp_path / "objects")
     (batch,) = _batches(store, n=10, seed=13)
@@ -135,7 +135,7 @@ def test_learned_profile_quarantines_a_lighting_shift(tmp_path: Path) -> None:
 
 
 def test_a_dataset_of_a_batch_quarantined_later_is_unusable(tmp_path: Path) -> None:
-    from andon.datasets import revoked_sources
+    from andon.data.datasets import revoked_sources
     from andon.validation.profile import ValidationProfile
 
     store = LocalObjectStore(tmp_path / "objects")
@@ -206,7 +206,7 @@ def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         store.put(bad_prefix + o.key[len(good.prefix) :], store.get(o.key))
     meta["sku"] = "UNKNOWN-SKU"
     meta["image_key"] = meta.image_key.str.replace("-s9", "-bad")
-    from andon.data import frame_to_parquet
+    from andon.data.batches import frame_to_parquet
 
     store.put(f"{bad_prefix}/metadata.parquet", frame_to_parquet(meta))
     info = json.loads(store.get(f"{bad_prefix}/batch.json"))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from andon.config import load_plant
-from andon.ingest import ingest_folder
-from andon.realdata import read_ai4i, read_secom
+from andon.data.ingest import ingest_folder
+from andon.data.public import read_ai4i, read_secom
 from andon.storage import LocalObjectStore
 from andon.validation.gate import run_gate
 from andon.validation.learn import learn_from_batches

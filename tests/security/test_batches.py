@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from andon.config import load_plant
-from andon.data import BatchInfo, read_batch_info
+from andon.data.batches import BatchInfo, read_batch_info
+from andon.data.ingest import ingest_folder
 from andon.errors import DataError
-from andon.ingest import ingest_folder
 from andon.storage import LocalObjectStore, ObjectStore, open_store
 from andon.synth.plant import synthesize_plant
 from andon.validation.gate import run_gate, verdict_of
@@ -94,7 +94,7 @@ def test_batch_json_that_is_not_json_or_too_deep_is_quarantined(tmp_path: Path) 
 
 
 def test_a_metadata_image_key_that_walks_out_is_quarantined_not_a_crash(tmp_path: Path) -> None:
-    from andon.data import frame_to_parquet, parquet_to_frame
+    from andon.data.batches import frame_to_parquet, parquet_to_frame
 
     store = LocalObjectStore(tmp_path / "objects")
     batch = _batch(store)
@@ -189,7 +189,7 @@ def test_batch_ids_are_content_addressed_and_raw_data_is_write_once(tmp_path: Pa
 
 
 def test_a_partial_batch_with_other_bytes_is_refused(tmp_path: Path) -> None:
-    from andon.data import put_once
+    from andon.data.batches import put_once
 
     store = LocalObjectStore(tmp_path / "objects")
     assert put_once(store, "plant-a/k.png", b"one") and not put_once(store, "plant-a/k.png", b"one")
@@ -222,7 +222,7 @@ def test_andon_score_refuses_a_quarantined_or_never_validated_batch(andon_home: 
 
 
 def test_a_label_import_with_bad_dates_or_deep_json_is_a_clear_error(tmp_path: Path, andon_home: Path) -> None:
-    from andon.labeling import import_annotations
+    from andon.labeling.queue import import_annotations
 
     cfg = load_plant("plant-a")
     store = open_store()
@@ -273,12 +273,12 @@ def test_rescoring_a_part_keeps_each_decisions_overlay_and_the_audit_shows_its_o
     import torch
     from torch import nn
 
-    import andon.audit
-    from andon.audit import audit_report
-    from andon.predlog import PredictionLog
-    from andon.scoring import Champion, explain_parts
+    import andon.explain.audit
+    from andon.explain.audit import audit_report
+    from andon.scoring.batch import Champion, explain_parts
+    from andon.scoring.predlog import PredictionLog
 
-    monkeypatch.setattr(andon.audit, "lineage", lambda name, version: {})
+    monkeypatch.setattr(andon.explain.audit, "lineage", lambda name, version: {})
     cfg, store = load_plant("plant-a"), open_store()
     torch.manual_seed(0)
     images = np.random.default_rng(0).integers(0, 255, (1, 32, 32), dtype=np.uint8)
@@ -310,4 +310,6 @@ def test_rescoring_a_part_keeps_each_decisions_overlay_and_the_audit_shows_its_o
     body = html.split("<tbody>", 1)[1]
     v2_row, v3_row = sorted(body.split("</tr>")[:2], key=lambda r: "<b>v3</b>" in r)
     for row_html, key in ((v2_row, k2), (v3_row, k3)):
-        assert andon.audit._thumb(store.get(key), andon.audit.OVERLAY_PX) in row_html, "the overlay of that decision"
+        assert andon.explain.audit._thumb(store.get(key), andon.explain.audit.OVERLAY_PX) in row_html, (
+            "the overlay of that decision"
+        )

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from andon.audit import audit_report, csv_cell
 from andon.config import load_plant
-from andon.predlog import PredictionLog
+from andon.explain.audit import audit_report, csv_cell
+from andon.scoring.predlog import PredictionLog
 from andon.storage import open_store
 from cli.main import app
 
@@ -29,9 +29,9 @@ HOSTILE_SKU = "SKU\x1b[2J\x1b[31mRED\x07\rOVER\u202egnp.exe"
 def logged(andon_home: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     """Prediction rows whose part ids and SKUs came from a hostile line, in the default store;
     lineage from the registry stubbed (no MLflow needed to render what was logged)."""
-    import andon.audit
+    import andon.explain.audit
 
-    monkeypatch.setattr(andon.audit, "lineage", lambda name, version: {"code_commit": "=cmd"})
+    monkeypatch.setattr(andon.explain.audit, "lineage", lambda name, version: {"code_commit": "=cmd"})
     rows: list[dict[str, object]] = [
         {
             "part_id": pid,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from andon.errors import AndonError
-from andon.registry import (
+from andon.lifecycle.registry import (
     CHAMPION,
     PREVIOUS,
     RegistryError,
@@ -49,7 +49,7 @@ LINEAGE = {
 WORKER = """
 import json, random, sys
 from andon.errors import AndonError
-from andon.registry import champion_pair, move_champion, rollback_champion
+from andon.lifecycle.registry import champion_pair, move_champion, rollback_champion
 name, seed, ops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rnd = random.Random(seed)
 for _ in range(ops):
@@ -203,7 +203,7 @@ def test_a_promotion_decided_before_a_rollback_is_refused_and_keeps_the_rollback
 def test_a_move_that_crashed_after_its_commit_reads_consistent_and_is_repaired(
     registry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import andon.registry as reg
+    import andon.lifecycle.registry as reg
 
     def crash(*_: object) -> None:
         raise KeyboardInterrupt("killed between the commit and the alias writes")
@@ -239,7 +239,7 @@ def test_on_postgresql_moves_hold_an_advisory_lock_that_every_worker_shares(
     import mlflow
     import psycopg2
 
-    from andon.registry import _lock_id, alias_lock
+    from andon.lifecycle.registry import _lock_id, alias_lock
 
     url = postgres_database("registry").replace("postgresql://", "postgresql+psycopg2://", 1)
     monkeypatch.setenv("ANDON_MLFLOW_TRACKING_URI", url)

@@ -25,10 +25,10 @@ from PIL import Image
 
 from andon.config import load_plant
 from andon.errors import StorageError
-from andon.predlog import PredictionLog
 from andon.quality import OperatingPoint
-from andon.scoring import Champion
-from andon.serve import ScoringService, serve_in_thread
+from andon.scoring.batch import Champion
+from andon.scoring.online import ScoringService, serve_in_thread
+from andon.scoring.predlog import PredictionLog
 from andon.storage import LocalObjectStore, ObjectInfo
 
 pytestmark = pytest.mark.integration
@@ -349,7 +349,7 @@ def test_a_service_with_a_token_refuses_requests_without_it(store: FlakyStore, a
 
 def test_andon_serve_off_loopback_needs_a_token(monkeypatch: pytest.MonkeyPatch, andon_home: Path) -> None:
     from andon.errors import ConfigError
-    from andon.serve import serve
+    from andon.scoring.online import serve
     from andon.settings import reset_settings
 
     monkeypatch.delenv("ANDON_SERVICE_TOKEN", raising=False)

@@ -18,8 +18,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from andon.config import load_plant
-from andon.data import parquet_to_frame
-from andon.datasets import build_manifest, save_manifest
+from andon.data.batches import parquet_to_frame
+from andon.data.datasets import build_manifest, save_manifest
 from andon.errors import IntegrityError
 from andon.storage import ObjectStore, open_store
 from andon.synth.plant import synthesize_plant
@@ -83,10 +83,10 @@ def trained(andon_home: Path, mlflow_tracking_uri: str) -> tuple[ObjectStore, in
 def test_a_swapped_weights_file_is_refused_at_every_load(trained: tuple[ObjectStore, int, str]) -> None:
     import torch
 
-    from andon import scoring
+    from andon.lifecycle.registry import CHAMPION, client, set_alias, version_info
     from andon.models import build_from_arch
-    from andon.registry import CHAMPION, client, set_alias, version_info
-    from andon.serve import ScoringService
+    from andon.scoring import batch as scoring
+    from andon.scoring.online import ScoringService
     from andon.training.run import SPECS_TAG, WEIGHTS_TAG, load_run, load_state_dict, load_version
 
     store, version, run_id = trained
@@ -127,7 +127,7 @@ def test_a_swapped_weights_file_is_refused_at_every_load(trained: tuple[ObjectSt
 
 
 def test_swapped_specs_and_altered_lineage_are_refused(trained: tuple[ObjectStore, int, str]) -> None:
-    from andon.registry import client
+    from andon.lifecycle.registry import client
     from andon.training.run import WEIGHTS_TAG, load_version
 
     _store, version, run_id = trained

@@ -1,7 +1,7 @@
 """The audit report speaks escape and overkill: each reviewed decision's outcome, and the window's
 escapes and overkills among the reviewed parts."""
 
-from andon.audit import floor_summary, outcome
+from andon.explain.audit import floor_summary, outcome
 
 
 def test_each_reviewed_decision_is_an_escape_an_overkill_or_correct() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from andon.errors import ConfigError
-from andon.explain import (
+from andon.explain.maps import (
     explanation_key,
     gradcam,
     overlay_png,

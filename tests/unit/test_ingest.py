@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from andon.config import load_plant
-from andon.data import parquet_to_frame, sha256_bytes
+from andon.data.batches import parquet_to_frame, sha256_bytes
+from andon.data.ingest import ingest_folder, label_from_path
 from andon.errors import DataError
-from andon.ingest import ingest_folder, label_from_path
 from andon.storage import LocalObjectStore
 
 START = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)

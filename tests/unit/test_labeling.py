@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from andon.config import load_plant
 from andon.errors import DataError
-from andon.labeling import (
+from andon.labeling.labels import ReviewLog
+from andon.labeling.queue import (
     LABELED,
     QUEUED,
     USED,
@@ -25,8 +26,7 @@ from andon.labeling import (
     queue_window,
     select,
 )
-from andon.labels import ReviewLog
-from andon.predlog import PredictionLog
+from andon.scoring.predlog import PredictionLog
 from andon.storage import LocalObjectStore
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

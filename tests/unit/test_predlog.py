@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from andon.errors import DataError, StorageError
-from andon.predlog import PredictionLog, PredictionWriter
+from andon.scoring.predlog import PredictionLog, PredictionWriter
 from andon.storage import LocalObjectStore
 
 T0 = datetime(2026, 11, 26, 7, 58, tzinfo=UTC)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from andon.config import load_plant
-from andon.promotion import check_rules
+from andon.lifecycle.promotion import check_rules
 from andon.quality import (
     Rates,
     choose_operating_point,

@@ -11,7 +11,7 @@ import pytest
 
 from andon.config import PlantConfig, list_plants, load_plant
 from andon.errors import DataError
-from andon.retraining import decide, finish_event, in_maintenance, load_state
+from andon.lifecycle.retraining import decide, finish_event, in_maintenance, load_state
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # a Thursday
 
@@ -26,7 +26,7 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def labels(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     count = {"n": 500}
-    monkeypatch.setattr("andon.retraining.labels_since_champion", lambda store, cfg, now: count["n"])
+    monkeypatch.setattr("andon.lifecycle.retraining.labels_since_champion", lambda store, cfg, now: count["n"])
     return count
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from andon.config import Sku, load_plant
-from andon.data import list_raw_batches, parquet_to_frame, sha256_bytes
+from andon.data.batches import list_raw_batches, parquet_to_frame, sha256_bytes
 from andon.errors import ConfigError, DataError
 from andon.storage import LocalObjectStore
 from andon.synth.images import DEFECT_TYPES, Drift, Optics, render_part, render_part_with_mask
@@ -105,7 +105,7 @@ def test_synthesize_plant_is_deterministic_and_consistent(tmp_path) -> None:  # 
 
 
 def test_different_runs_never_share_or_overwrite_a_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from andon.data import ensure_new_or_same
+    from andon.data.batches import ensure_new_or_same
 
     cfg = load_plant("plant-c")
     store = LocalObjectStore(tmp_path)

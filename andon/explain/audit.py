@@ -25,7 +25,7 @@ from typing import Any
 
 from andon.config import PlantConfig
 from andon.errors import AndonError, DataError
-from andon.predlog import PredictionLog
+from andon.scoring.predlog import PredictionLog
 from andon.storage import ObjectStore, join_key
 
 THUMB_PX = 96
@@ -35,7 +35,7 @@ OVERLAY_PX = 220
 @lru_cache(maxsize=256)
 def lineage(name: str, version: int) -> dict[str, str]:
     """What the registry says made ``name`` version ``version`` (empty values when unknown)."""
-    from andon.registry import version_info
+    from andon.lifecycle.registry import version_info
 
     try:
         tags = version_info(name, int(version)).tags
@@ -314,7 +314,7 @@ def floor_summary(records: list[dict[str, Any]], ok: str) -> dict[str, Any]:
 
 def _reviewed_labels(store: ObjectStore, cfg: PlantConfig, start: datetime, end: datetime) -> dict[str, str]:
     """The latest reviewed label per part, from the window's start to a week after its end (reviews follow)."""
-    from andon.labels import ReviewLog
+    from andon.labeling.labels import ReviewLog
 
     frame = ReviewLog(store, cfg.id).read(start, end + timedelta(days=7))
     return dict(zip(frame["part_id"].astype(str), frame["label"].astype(str), strict=True))

@@ -126,7 +126,7 @@ class LabelQueue:
 
     def status(self, days: int = 30, now: datetime | None = None) -> pd.DataFrame:
         """The queue with ``status`` (queued / labeled / used), ``label`` and ``used_in``."""
-        from andon.labels import ReviewLog
+        from andon.labeling.labels import ReviewLog
 
         now = now or datetime.now(UTC)
         queue = self.read(days, now)
@@ -152,8 +152,8 @@ def queue_window(store: ObjectStore, cfg: PlantConfig, start: datetime, end: dat
     part the model got wrong. Returns the counts queued per reason."""
     import numpy as np
 
-    from andon.labels import ReviewLog
-    from andon.predlog import PredictionLog
+    from andon.labeling.labels import ReviewLog
+    from andon.scoring.predlog import PredictionLog
 
     spec = cfg.labeling
     q = LabelQueue(store, cfg.id)
@@ -245,7 +245,7 @@ def import_annotations(
     """Reviews from a Label Studio JSON export. Tasks without a (non-cancelled) annotation are
     skipped and counted; a label outside the plant's classes, a task without ``data.part_id``
     or a part of another plant is an error that names the task (nothing is imported then)."""
-    from andon.labels import ReviewLog
+    from andon.labeling.labels import ReviewLog
 
     if not isinstance(tasks, list):
         raise DataError("a Label Studio export is a JSON list of tasks")
@@ -267,7 +267,7 @@ def _import_task(
     cfg: PlantConfig, i: int, task: Any, reviewer: str, rows: list[dict[str, Any]], problems: list[str]
 ) -> int:
     """One task into ``rows`` (or a problem naming it); returns 1 when it was skipped (no annotation)."""
-    from andon.labels import parse_reviewed_at
+    from andon.labeling.labels import parse_reviewed_at
 
     data = task.get("data", {}) if isinstance(task, dict) else {}
     pid = data.get("part_id")

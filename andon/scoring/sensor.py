@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from andon.config import PlantConfig
 from andon.errors import DataError
-from andon.predlog import PredictionLog
-from andon.registry import CHAMPION, SENSOR_TASK
-from andon.scoring import load_cached, resolve_champion
+from andon.lifecycle.registry import CHAMPION, SENSOR_TASK
+from andon.scoring.batch import load_cached, resolve_champion
+from andon.scoring.predlog import PredictionLog
 from andon.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def score_sensor_table(
     import pandas as pd
     import torch
 
-    from andon.explain import explanation_key, sensor_shap
+    from andon.explain.maps import explanation_key, sensor_shap
 
     t0 = time.perf_counter()
     if frame.empty:

@@ -10,7 +10,7 @@ and filter by time with DuckDB.
 
 Example:
     >>> from datetime import UTC, datetime
-    >>> from andon.predlog import PredictionLog
+    >>> from andon.scoring.predlog import PredictionLog
     >>> from andon.storage import open_store
     >>> log = PredictionLog(open_store("file:///tmp/doc-predlog"), "plant-a")
     >>> row = {"part_id": "p1", "line": "line-1", "scored_at": datetime(2026, 11, 26, 8, tzinfo=UTC),

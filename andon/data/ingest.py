@@ -11,7 +11,7 @@ whose key-safe names collide (``a b.png`` and ``a_b.png``) are refused before an
 
 Example:
     >>> from andon.config import load_plant
-    >>> from andon.ingest import ingest_folder
+    >>> from andon.data.ingest import ingest_folder
     >>> from andon.storage import open_store
     >>> infos = ingest_folder(load_plant("plant-a"), open_store(), "../shared/data/casting/test", limit=10)
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import PlantConfig
-from andon.data import (
+from andon.data.batches import (
     PURPOSES,
     BatchInfo,
     content_digest,

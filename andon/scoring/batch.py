@@ -16,10 +16,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from andon.config import PlantConfig
-from andon.data import parquet_to_frame, read_plant_batch
+from andon.data.batches import parquet_to_frame, read_plant_batch
 from andon.errors import DataError, ObjectNotFoundError
-from andon.predlog import PredictionLog
-from andon.registry import CHAMPION, RegistryError, alias_version, model_name
+from andon.lifecycle.registry import CHAMPION, RegistryError, alias_version, model_name
+from andon.scoring.predlog import PredictionLog
 from andon.storage import ObjectStore
 from andon.validation.images import image_stats_from_bytes
 
@@ -215,7 +215,7 @@ def explain_parts(
 
     import numpy as np
 
-    from andon.explain import explanation_key, method_for, overlay_png, saliency, top_regions
+    from andon.explain.maps import explanation_key, method_for, overlay_png, saliency, top_regions
     from andon.training.loop import to_tensor
 
     if not rows:
@@ -243,7 +243,7 @@ def explain_parts(
 def _put_evidence(store: ObjectStore, key: str, data: bytes) -> str:
     """Write an overlay once; a key already holding other bytes (the same part twice in one
     scoring instant) gets a numbered sibling, never an overwrite. Returns the key written."""
-    from andon.data import put_once
+    from andon.data.batches import put_once
 
     stem, dot, suffix = key.rpartition(".")
     for n in range(1, 100):

@@ -4,7 +4,7 @@ the sha256 of its canonical JSON is the dataset version id, stored at
 were listed in or when the manifest was written.
 
 Example:
-    >>> from andon.datasets import build_manifest
+    >>> from andon.data.datasets import build_manifest
     >>> m = build_manifest("plant-a", [{"key": "a.png", "sha256": "00", "label": "ok"}], sources=["b1"])
     >>> len(m.id)
     64

@@ -36,7 +36,7 @@ from andon.events import (
     MES_PRODUCT_MIX_CHANGED,
     PERFORMANCE_DEGRADED,
 )
-from andon.registry import SENSOR_TASK
+from andon.lifecycle.registry import SENSOR_TASK
 from andon.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def _below_threshold(cfg: PlantConfig, trigger: str, details: dict[str, Any]) ->
 
 
 def _sensor_can_learn(cfg: PlantConfig, failure_type: str) -> str | None:
-    from andon.registry import CHAMPION, alias_version, model_name, version_info
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name, version_info
     from andon.training.sensor import AI4I_TARGETS
 
     if failure_type not in AI4I_TARGETS:
@@ -225,7 +225,7 @@ def _record(
 
 def champion_created(cfg: PlantConfig, task: str = VISION) -> tuple[str, int, datetime] | None:
     """(model name, champion version, when it was registered), or None without a champion."""
-    from andon.registry import CHAMPION, alias_version, model_name, version_info
+    from andon.lifecycle.registry import CHAMPION, alias_version, model_name, version_info
 
     name = model_name(cfg.id, model_task(cfg, task))
     version = alias_version(name, CHAMPION)
@@ -236,7 +236,7 @@ def champion_created(cfg: PlantConfig, task: str = VISION) -> tuple[str, int, da
 
 
 def labels_since_champion(store: ObjectStore, cfg: PlantConfig, now: datetime) -> int:
-    from andon.labels import ReviewLog
+    from andon.labeling.labels import ReviewLog
 
     champ = champion_created(cfg)
     since = champ[2] if champ else now - timedelta(days=365)
@@ -246,8 +246,8 @@ def labels_since_champion(store: ObjectStore, cfg: PlantConfig, now: datetime) -
 def labeled_items(store: ObjectStore, cfg: PlantConfig, since: datetime, until: datetime) -> pd.DataFrame:
     """Parts reviewed in ``[since, until)`` joined to the image they were scored from:
     part_id, label, object_key, sha256, line (parts whose image is unknown are left out)."""
-    from andon.labels import ReviewLog
-    from andon.predlog import PredictionLog
+    from andon.labeling.labels import ReviewLog
+    from andon.scoring.predlog import PredictionLog
 
     labels = ReviewLog(store, cfg.id).read(since, until)
     if labels.empty:
@@ -276,9 +276,9 @@ def collect_dataset(store: ObjectStore, cfg: PlantConfig, now: datetime | None =
     """The champion's dataset plus every part reviewed since the champion was trained, each new
     image through the gate's per-image checks (a failure is recorded, never silently dropped),
     as a new content-addressed dataset version."""
-    from andon.datasets import build_manifest, combine, save_manifest
-    from andon.registry import version_info
-    from andon.scoring import check_image
+    from andon.data.datasets import build_manifest, combine, save_manifest
+    from andon.lifecycle.registry import version_info
+    from andon.scoring.batch import check_image
 
     now = now or datetime.now(UTC)
     champ = champion_created(cfg)
@@ -335,7 +335,7 @@ def retrain_sensor(
     """Retrain the sensor champion on its own table with ``failure_type`` no longer held out;
     the new version becomes champion when it detects the new type at all (test recall > 0) and
     its any-failure F1 is at most ``max_f1_drop`` below the champion's."""
-    from andon.registry import (
+    from andon.lifecycle.registry import (
         CHAMPION,
         alias_version,
         model_name,

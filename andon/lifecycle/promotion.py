@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from andon.config import PlantConfig
-from andon.datasets import diff as dataset_diff
-from andon.datasets import load_manifest
+from andon.data.datasets import diff as dataset_diff
+from andon.data.datasets import load_manifest
 from andon.errors import DataError
-from andon.quality import fmt_rate
-from andon.registry import (
+from andon.lifecycle.registry import (
     CHALLENGER,
     CHAMPION,
     REPO_ROOT,
@@ -38,6 +37,7 @@ from andon.registry import (
     rollback_champion,
     version_info,
 )
+from andon.quality import fmt_rate
 from andon.storage import ObjectStore, join_key
 
 logger = logging.getLogger(__name__)  # a flow run's Logs tab shows it (PREFECT_LOGGING_EXTRA_LOGGERS=andon)
@@ -323,7 +323,7 @@ def reproduce(
     import mlflow
 
     from andon.config import Recipe
-    from andon.registry import code_state
+    from andon.lifecycle.registry import code_state
     from andon.training.run import train_plant
 
     name = model_name(cfg.id, cfg.recipe.task)

@@ -58,9 +58,9 @@ from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoi
 from andon.config import PlantConfig
 from andon.errors import AndonError, ConfigError, InvalidKeyError, ObjectNotFoundError, StorageError
 from andon.httpkit import Rejected, read_capped, run_in_thread
-from andon.predlog import PredictionLog, PredictionWriter
-from andon.registry import CHAMPION
-from andon.scoring import Champion, check_image, error_fields, explain_parts, prediction_rows, wants_explanation
+from andon.lifecycle.registry import CHAMPION
+from andon.scoring.batch import Champion, check_image, error_fields, explain_parts, prediction_rows, wants_explanation
+from andon.scoring.predlog import PredictionLog, PredictionWriter
 from andon.storage import ObjectStore, join_key, validate_key
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class ScoringService:
             )
 
     def refresh_champion(self) -> None:
-        from andon.scoring import resolve_champion
+        from andon.scoring.batch import resolve_champion
 
         try:
             name, version = resolve_champion(self.cfg)

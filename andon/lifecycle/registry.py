@@ -36,7 +36,7 @@ PAIR_TAG = "andon.aliases"  # the committed (champion, previous-champion) of a m
 CENTRAL = "central"  # the fleet's baseline: central.<task>
 SENSOR_TASK = "machine-failure"  # the AI4I-style sensor model of a plant: <plant>.machine-failure
 LINEAGE_TAGS = ("data.manifest_sha256", "code.commit", "code.dirty", "config.sha256", "recipe", "plant")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 

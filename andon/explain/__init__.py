@@ -1,0 +1,1 @@
+"""Explanations: saliency and SHAP maps per part (``maps``) and the audit report (``audit``)."""

@@ -1,0 +1,1 @@
+"""Labels: reviewed labels (``labels``) and the active-learning queue (``queue``)."""
