@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 if TYPE_CHECKING:
     from rich.console import Console
 
+from andon.synth import DRIFT_LIMITS
 from cli.common import JsonOption, make_console, parse_time, print_json, progress_bar
 from cli.root import app
 
@@ -42,6 +43,12 @@ app.add_typer(validate_app, name="validate")
 app.add_typer(datasets_app, name="datasets")
 
 
+def _knob(name: str, help: str) -> Any:
+    """A drift knob's option, its range the one in ``andon.synth.DRIFT_LIMITS``."""
+    lo, hi = DRIFT_LIMITS[name]
+    return typer.Option(min=lo, max=hi, help=help)
+
+
 @app.command()
 def synth(
     plant: Annotated[str, typer.Option(help="plant id, e.g. plant-b")],
@@ -50,12 +57,12 @@ def synth(
     start: Annotated[str | None, typer.Option(help="time of the first part, ISO with timezone")] = None,
     line: Annotated[list[str] | None, typer.Option(help="only these lines (repeatable)")] = None,
     defect_rate: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="override the plant's rate")] = None,
-    brightness: Annotated[float, typer.Option(min=0.05, max=4.0, help="lighting gain drift (1 = none)")] = 1.0,
-    gamma: Annotated[float, typer.Option(min=0.1, max=5.0, help="gamma drift (1 = none)")] = 1.0,
-    unevenness: Annotated[float, typer.Option(min=0.0, max=1.0, help="extra uneven illumination")] = 0.0,
-    rotation: Annotated[float, typer.Option(min=-180.0, max=180.0, help="camera rotation drift, degrees")] = 0.0,
-    blur: Annotated[float, typer.Option(min=0.0, max=10.0, help="focus blur drift (sigma, px)")] = 0.0,
-    noise: Annotated[float, typer.Option(min=0.0, max=64.0, help="extra sensor noise (grey levels)")] = 0.0,
+    brightness: Annotated[float, _knob("brightness", "lighting gain drift (1 = none)")] = 1.0,
+    gamma: Annotated[float, _knob("gamma", "gamma drift (1 = none)")] = 1.0,
+    unevenness: Annotated[float, _knob("unevenness", "extra uneven illumination")] = 0.0,
+    rotation: Annotated[float, _knob("rotation_deg", "camera rotation drift, degrees")] = 0.0,
+    blur: Annotated[float, _knob("blur_sigma", "focus blur drift (sigma, px)")] = 0.0,
+    noise: Annotated[float, _knob("noise_std", "extra sensor noise (grey levels)")] = 0.0,
     material: Annotated[str | None, typer.Option(help="new supplier material: standard|supplier-b|cast")] = None,
     new_sku: Annotated[str | None, typer.Option(help="add a new SKU geometry: disc|plate|ring|impeller")] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="rendering processes")] = 2,

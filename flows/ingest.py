@@ -8,18 +8,24 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from andon.synth import DRIFT_LIMITS
 from tasks.ingest import ingest_images, publish_batches, synthesize_parts
+
+
+def _knob(name: str, default: float) -> Any:
+    lo, hi = DRIFT_LIMITS[name]  # the one range of each knob
+    return Field(default=default, ge=lo, le=hi)
 
 
 class DriftParams(BaseModel):
     """Floor changes to simulate (neutral values = none); shown as a form in the Prefect UI."""
 
-    brightness: float = Field(default=1.0, gt=0, le=4)
-    gamma: float = Field(default=1.0, gt=0, le=5)
-    unevenness: float = Field(default=0.0, ge=0, le=1)
-    rotation_deg: float = Field(default=0.0, ge=-180, le=180)
-    blur_sigma: float = Field(default=0.0, ge=0, le=10)
-    noise_std: float = Field(default=0.0, ge=0, le=64)
+    brightness: float = _knob("brightness", 1.0)
+    gamma: float = _knob("gamma", 1.0)
+    unevenness: float = _knob("unevenness", 0.0)
+    rotation_deg: float = _knob("rotation_deg", 0.0)
+    blur_sigma: float = _knob("blur_sigma", 0.0)
+    noise_std: float = _knob("noise_std", 0.0)
 
 
 @flow(name="synthesize-plant", flow_run_name="{plant} synthesize {parts} parts", timeout_seconds=4 * 3600)

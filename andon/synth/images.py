@@ -37,6 +37,15 @@ class Drift:
     noise_std: float = 0.0  # added sensor noise (grey levels)
     material: Material | None = None  # a new supplier's material replaces the plant's
 
+    def __post_init__(self) -> None:
+        from andon.errors import ConfigError
+        from andon.synth import DRIFT_LIMITS
+
+        for knob, (lo, hi) in DRIFT_LIMITS.items():
+            value = getattr(self, knob)
+            if not lo <= value <= hi:
+                raise ConfigError(f"drift {knob} = {value}: outside [{lo}, {hi}]")
+
     def is_neutral(self) -> bool:
         return self == Drift()
 

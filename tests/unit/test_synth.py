@@ -160,3 +160,24 @@ def test_mes_events_are_deterministic_with_unique_ids() -> None:
     assert len(a) > 3 and len({e["message_id"] for e in a}) == len(a)
     assert {e["type"] for e in a} <= set(MES_EVENT_TYPES)
     assert [e["occurred"] for e in a] == sorted(e["occurred"] for e in a)
+
+
+def test_each_drift_knob_has_one_range_for_the_library_the_cli_and_the_flow() -> None:
+    import pytest
+
+    from andon.errors import ConfigError
+    from andon.synth import DRIFT_LIMITS
+    from andon.synth.images import Drift
+    from flows.ingest import DriftParams
+
+    for knob, (lo, hi) in DRIFT_LIMITS.items():
+        with pytest.raises(ConfigError, match=knob):
+            Drift(**{knob: hi + 1})
+        field = DriftParams.model_json_schema()["properties"][knob]
+        assert (field["minimum"], field["maximum"]) == (lo, hi), knob
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    out = CliRunner().invoke(app, ["synth", "--plant", "plant-a", "--brightness", "4.5"])
+    assert out.exit_code == 2 and "less than or equal to 4" in out.output  # the same range
