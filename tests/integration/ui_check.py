@@ -112,7 +112,8 @@ def check_uis(prefect_ui: str, mlflow_ui: str, run_id: str, out: Path) -> dict[s
         shot("prefect-deployments")
 
         drv.get(f"{prefect_ui}/runs/flow-run/{run_id}")
-        _until(drv, "retrain", "Artifacts", "Automation")
+        # a readable run name, and the library's progress in its Logs tab (the default tab)
+        _until(drv, "retrain vision on andon.drift.detected", "Artifacts", "Automation", "epoch 1/")
         time.sleep(2)  # the run graph
         shot("prefect-retrain-run")
         drv.find_element(By.CSS_SELECTOR, "li.p-tab#artifacts").click()
