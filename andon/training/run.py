@@ -382,21 +382,8 @@ def train_plant(
         reference, ref_frame = build_reference(store, cache, model, recipe, sets["val"], name, threshold=op.threshold)
         (andon_dir / "reference.json").write_text(reference.to_json())
         ref_frame.to_parquet(andon_dir / "reference.parquet")
-        digests = artifact_digests(andon_dir)
-        mlflow.set_tags(digests)
-        tags.update(digests)
-        mlflow.log_artifacts(str(andon_dir), artifact_path="andon")
-        model.eval()
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=to_tensor(test.images[:2]).numpy(),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-        )
-        version = None
-        if register:
-            version = register_version(name, info.model_uri, run.info.run_id, tags, model_id=info.model_id)
-            set_alias(name, CHALLENGER, version)
+        example = to_tensor(test.images[:2]).numpy()
+        info, version = log_version(name, model, andon_dir, tags, example, run.info.run_id, register)
     epochs = len(result.history)
     logger.info(
         "%s: %s at its operating point (held-out test): escape %.1f %%, overkill %.1f %% on %d defects",
@@ -454,6 +441,34 @@ def file_sha256(path: Path) -> str:
 def _specs_sha256(folder: Path) -> str:
     lines = [f"{name} {file_sha256(folder / name)}" for name in SPEC_FILES if (folder / name).exists()]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def log_version(
+    name: str, model: Any, folder: Path, tags: dict[str, str], example: Any, run_id: str, register: bool
+) -> tuple[Any, int | None]:
+    """The one way a trained model becomes a version (vision and sensor alike), inside its MLflow
+    run: the sha256 of its artifacts as tags (checked at every load), the artifacts under
+    ``andon/``, the MLflow model, and (``register``) a registered version aliased challenger.
+    ``tags`` gains the digests. Returns (the logged model's info, the version or None)."""
+    import mlflow
+    import torch
+
+    digests = artifact_digests(folder)
+    mlflow.set_tags(digests)
+    tags.update(digests)
+    mlflow.log_artifacts(str(folder), artifact_path="andon")
+    model.eval()
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    )
+    version = None
+    if register:
+        version = register_version(name, info.model_uri, run_id, tags, model_id=info.model_id)
+        set_alias(name, CHALLENGER, version)
+    return info, version
 
 
 def artifact_digests(folder: Path) -> dict[str, str]:

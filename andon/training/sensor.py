@@ -21,17 +21,14 @@ from andon.config import PlantConfig
 from andon.data.datasets import build_manifest, save_manifest
 from andon.errors import DataError
 from andon.lifecycle.registry import (
-    CHALLENGER,
     SENSOR_TASK,
     code_state,
     ensure_experiment,
     model_name,
-    register_version,
-    set_alias,
 )
 from andon.storage import ObjectStore, join_key
 from andon.training.data import split_of
-from andon.training.run import TrainOutcome, artifact_digests, environment
+from andon.training.run import TrainOutcome, environment, log_version
 
 TASK = SENSOR_TASK
 AI4I_FEATURES = (
@@ -239,20 +236,7 @@ def train_sensor(
         )
         (d / "reference.json").write_text(ref.to_json())
         ref_table.to_parquet(d / "reference.parquet")
-        digests = artifact_digests(d)  # verified at every load (andon.training.run.load_run)
-        mlflow.set_tags(digests)
-        tags.update(digests)
-        mlflow.log_artifacts(str(d), artifact_path="andon")
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=xs[:2].astype("float32"),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-        )
-        version = None
-        if register:
-            version = register_version(name, info.model_uri, run.info.run_id, tags, model_id=info.model_id)
-            set_alias(name, CHALLENGER, version)
+        _, version = log_version(name, model, d, tags, xs[:2].astype("float32"), run.info.run_id, register)
     return TrainOutcome(
         name,
         version,
