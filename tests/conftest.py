@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,15 @@ def stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield home
     reset_settings()
     stack.down(get_settings())
+
+
+def mes_message(i: int | str = 1, plant: Any = "plant-a", **extra: Any) -> dict[str, Any]:
+    """A valid MES ``sku.introduced`` message (fresh id each call); ``extra`` overrides fields."""
+    return {
+        "type": "sku.introduced",
+        "message_id": f"MES-{uuid.uuid4().hex[:8]}-{i}",
+        "plant": plant,
+        "line": "line-1",
+        "occurred_at": "2026-11-26T08:00:00Z",
+        "sku": f"SKU-{i}",
+    } | extra

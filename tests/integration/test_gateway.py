@@ -10,10 +10,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from conftest import mes_message
 
 from andon.config import load_plant
 from andon.gateway.app import Gateway, create_app
@@ -25,15 +25,7 @@ from andon.httpkit import run_in_thread
 SECRET = "integration-secret-of-at-least-32-bytes"
 
 
-def _msg(i: int, plant: str = "plant-a", **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "sku.introduced",
-        "message_id": f"MES-{uuid.uuid4().hex[:8]}-{i}",
-        "plant": plant,
-        "line": "line-1",
-        "occurred_at": "2026-11-26T08:00:00Z",
-        "sku": f"SKU-{i}",
-    } | extra
+_msg = mes_message  # one valid message, shared with the other gateway tests (conftest)
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import mes_message
 
 from andon.config import load_plant
 from andon.errors import AndonError, ConfigError
@@ -39,15 +40,7 @@ SECRET = "security-test-secret-0123456789abcdef"  # 36 bytes
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _msg(i: int | str = 1, plant: Any = "plant-a", **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "sku.introduced",
-        "message_id": f"MES-{uuid.uuid4().hex[:8]}-{i}",
-        "plant": plant,
-        "line": "line-1",
-        "occurred_at": "2026-11-26T08:00:00Z",
-        "sku": f"SKU-{i}",
-    } | extra
+_msg = mes_message  # one valid message, shared with the other gateway tests (conftest)
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
