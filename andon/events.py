@@ -52,11 +52,12 @@ PROMOTION_KEYS = ("challenger", "champion", "violations", "forced", "evaluated_o
 
 
 def model_promoted(plant: str, decision: dict[str, Any]) -> Event:
-    """``andon.model.promoted`` of a passed (or forced) promotion decision (``Decision.as_dict()``)."""
+    """``andon.model.promoted`` of a passed (or forced) promotion decision (``GateDecision.as_dict()``);
+    its id is the decision's, so a retried publish is one event and a re-promotion (after a
+    rollback) is another."""
     payload = {k: decision[k] for k in PROMOTION_KEYS}
-    return Event(
-        MODEL_PROMOTED, plant_resource(plant), payload, event_id(MODEL_PROMOTED, plant, decision["challenger"])
-    )
+    eid = event_id(MODEL_PROMOTED, plant, decision["challenger"], decision["decided_at"])
+    return Event(MODEL_PROMOTED, plant_resource(plant), payload, eid)
 
 
 def model_rolled_back(plant: str, before: int, after: int, reason: str, at: str) -> Event:

@@ -240,3 +240,13 @@ def test_central_config_is_the_standard_recipe() -> None:
     base = read_yaml(configs_dir() / "base.yaml")
     assert cfg.id == "central" and cfg.recipe.model_dump(mode="json")["training"] == base["recipe"]["training"]
     assert {s.code for s in cfg.skus} >= {"IMP-300", "DSC-100", "PLT-200"}  # every plant's products
+
+
+def test_a_promotion_event_is_the_decisions_a_re_promotion_is_another() -> None:
+    from andon.events import model_promoted
+
+    first = {"challenger": 3, "champion": 2, "violations": [], "forced": False, "evaluated_on": "golden"}
+    once = model_promoted("plant-a", first | {"decided_at": "2026-11-26T08:00:00+00:00"})
+    assert once.id == model_promoted("plant-a", first | {"decided_at": "2026-11-26T08:00:00+00:00"}).id  # a retry
+    again = model_promoted("plant-a", first | {"decided_at": "2026-11-27T08:00:00+00:00"})  # after a rollback
+    assert again.id != once.id and again.payload["challenger"] == once.payload["challenger"]
