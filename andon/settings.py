@@ -21,6 +21,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+def default_configs_dir() -> Path:
+    """The checkout's ``configs/``; installed from a wheel, the copy shipped as ``andon/configs``."""
+    checkout = REPO_ROOT / "configs"
+    return checkout if (checkout / "base.yaml").is_file() else Path(__file__).resolve().parent / "configs"
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 MIN_PASSWORD_CHARS = 12  # MLflow's own minimum; Prefect's auth string gets the same
 MIN_SECRET_BYTES = 32  # an HMAC-SHA256 key shorter than its output is guessable by brute force
@@ -36,7 +43,7 @@ class AndonSettings(BaseSettings):
         description="Root of the embedded stack: databases, logs, PID files, local object store.",
     )
     configs_dir: Path = Field(
-        default=REPO_ROOT / "configs",
+        default_factory=default_configs_dir,
         description="Folder holding base.yaml and plants/<plant>.yaml.",
     )
     object_store_url: str = Field(

@@ -1,5 +1,5 @@
-"""``python -m cli ...`` is ``andon ...``."""
+"""``python -m andon.cli ...`` is ``andon ...``."""
 
-from cli.main import main
+from andon.cli.main import main
 
 main()

@@ -11,8 +11,8 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import JsonOption, make_console, print_json
-from cli.root import app
+from andon.cli.common import JsonOption, make_console, print_json
+from andon.cli.root import app
 
 config_app = typer.Typer(help="Plant configs: base recipe + per-plant overrides.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

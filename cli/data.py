@@ -11,9 +11,9 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+from andon.cli.common import JsonOption, make_console, parse_time, print_json, progress_bar
+from andon.cli.root import app
 from andon.synth import DRIFT_LIMITS
-from cli.common import JsonOption, make_console, parse_time, print_json, progress_bar
-from cli.root import app
 
 store_app = typer.Typer(help="The object store (file:// or s3://).", no_args_is_help=True)
 app.add_typer(store_app, name="store")

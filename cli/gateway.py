@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    pass
-
-from cli.root import app
+from andon.cli.root import app
 
 
 @app.command()

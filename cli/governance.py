@@ -11,8 +11,8 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import make_console, run_flow
-from cli.root import app
+from andon.cli.common import make_console, run_flow
+from andon.cli.root import app
 
 governance_app = typer.Typer(help="Federated governance: policy checks and cross-plant reports.", no_args_is_help=True)
 app.add_typer(governance_app, name="governance")
@@ -80,8 +80,8 @@ def governance_central(
     Example: andon governance central --dataset plant-b:2e0abe65 --dataset plant-c:9c41d7aa
     """
     from andon.config import load_plant
+    from andon.flows.governance import central_baseline_flow
     from andon.governance.central import CentralOutcome
-    from flows.governance import central_baseline_flow
 
     contributions = {load_plant(plant).id: ids for plant, ids in _contributions(dataset).items()}
     out = run_flow(central_baseline_flow, contributions=contributions)
@@ -101,9 +101,9 @@ def governance_fine_tune(
     """
     from andon.config import load_plant
     from andon.data.datasets import resolve_manifest_id
+    from andon.flows.governance import fine_tune_flow
     from andon.lifecycle.promotion import verdict_line
     from andon.storage import open_store
-    from flows.governance import fine_tune_flow
 
     cfg, store = load_plant(plant), open_store()
     ids = [resolve_manifest_id(store, cfg.id, d) for d in dataset]

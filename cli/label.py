@@ -12,8 +12,8 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import JsonOption, duration, make_console, parse_time, print_json
-from cli.root import app
+from andon.cli.common import JsonOption, duration, make_console, parse_time, print_json
+from andon.cli.root import app
 
 label_app = typer.Typer(
     help="Active learning: the label queue, Label Studio round trip, quick review.", no_args_is_help=True

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from cli import config, data, demo, gateway, governance, label, models, monitor, scoring, stack, validate  # noqa: F401  (each adds its commands)
-from cli.root import app  # (each module above adds its commands to it)
+from andon.cli import config, data, demo, gateway, governance, label, models, monitor, scoring, stack, validate  # noqa: F401  (each adds its commands)
+from andon.cli.root import app  # (each module above adds its commands to it)
 
 __all__ = ["app", "main"]
 

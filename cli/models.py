@@ -12,8 +12,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-from cli.common import JsonOption, duration, make_console, post_event, print_json, progress_bar, run_flow
-from cli.root import app
+from andon.cli.common import JsonOption, duration, make_console, post_event, print_json, progress_bar, run_flow
+from andon.cli.root import app
 
 models_app = typer.Typer(help="Registered model versions (MLflow registry).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -174,9 +174,9 @@ def promote(
     from types import SimpleNamespace
 
     from andon.config import load_plant
+    from andon.flows.train import promote_flow
     from andon.lifecycle.promotion import verdict_line
     from andon.lifecycle.registry import model_name
-    from flows.train import promote_flow
 
     cfg = load_plant(plant)  # a bad plant id fails here, before any flow run
     d = SimpleNamespace(**run_flow(promote_flow, plant=cfg.id, force=force, reason=reason))

@@ -10,8 +10,8 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import JsonOption, duration, make_console, parse_time, post_event, print_json
-from cli.root import app
+from andon.cli.common import JsonOption, duration, make_console, parse_time, post_event, print_json
+from andon.cli.root import app
 
 
 @app.command()

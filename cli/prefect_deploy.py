@@ -1,9 +1,9 @@
 """Apply the plants' deployments to a Prefect server, one process per step, for ``andon deploy``
 (which runs it with the server's URL in the environment):
 
-- ``python -m cli.prefect_deploy pools NAME ...`` creates (or keeps) process work pools, all in
+- ``python -m andon.cli.prefect_deploy pools NAME ...`` creates (or keeps) process work pools, all in
   one process (a ``prefect work-pool create`` per plant costs a second or two of start-up each);
-- ``python -m cli.prefect_deploy apply FILE`` applies a rendered ``prefect.yaml`` concurrently:
+- ``python -m andon.cli.prefect_deploy apply FILE`` applies a rendered ``prefect.yaml`` concurrently:
   what `prefect deploy --all` makes of the same file (flows, deployments with parameter schemas,
   work pools, schedules with their parameters, concurrency limits, pull steps, and one automation
   per trigger owned by its deployment), but it loads each flow once, talks to the server with up
@@ -39,7 +39,8 @@ def _resolve_env(value: Any) -> Any:
 
 def _load_flow(entrypoint: str) -> Any:
     path, name = entrypoint.split(":")
-    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    # `flows/x.py` in the checkout is the installed module `andon.flows.x`
+    return getattr(importlib.import_module("andon." + path.removesuffix(".py").replace("/", ".")), name)
 
 
 def _schedule(spec: dict[str, Any]) -> Any:
@@ -145,7 +146,7 @@ def main(argv: list[str]) -> None:
         applied = asyncio.run(apply(yaml.safe_load(Path(argv[1]).read_text())))
         sys.stdout.write(f"applied {len(applied)} deployments\n")
     else:
-        sys.stderr.write("usage: python -m cli.prefect_deploy pools NAME ... | apply FILE\n")
+        sys.stderr.write("usage: python -m andon.cli.prefect_deploy pools NAME ... | apply FILE\n")
         sys.exit(2)
 
 

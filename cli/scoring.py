@@ -11,8 +11,8 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from cli.common import make_console, progress_bar, terminal_safe, time_window
-from cli.root import app
+from andon.cli.common import make_console, progress_bar, terminal_safe, time_window
+from andon.cli.root import app
 
 
 @app.command()

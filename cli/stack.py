@@ -11,8 +11,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-from cli.common import andon_settings, make_console
-from cli.root import app
+from andon.cli.common import andon_settings, make_console
+from andon.cli.root import app
 
 
 @app.command()
@@ -146,8 +146,8 @@ def deploy(
     env = os.environ | {"PREFECT_API_URL": api, "ANDON_REPO_ROOT": str(REPO_ROOT)}
     plants = list_plants()
     steps = [
-        [sys.executable, "-m", "cli.prefect_deploy", "pools", *(work_pool(p) for p in plants)],
-        [sys.executable, "-m", "cli.prefect_deploy", "apply", str(path)],  # = `prefect deploy --all`, faster
+        [sys.executable, "-m", "andon.cli.prefect_deploy", "pools", *(work_pool(p) for p in plants)],
+        [sys.executable, "-m", "andon.cli.prefect_deploy", "apply", str(path)],  # = `prefect deploy --all`, faster
     ]
     for cmd in steps:
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
@@ -175,7 +175,7 @@ def worker(
     from andon.config import load_plant
     from andon.deployments import work_pool
     from andon.settings import REPO_ROOT
-    from tasks import LIBRARY_LOGGER
+    from andon.tasks import LIBRARY_LOGGER
 
     pool = work_pool(load_plant(plant).id)
     api = prefect_api_url or andon_settings().prefect_api_url

@@ -12,8 +12,8 @@ from typer.core import TyperGroup
 if TYPE_CHECKING:
     from rich.console import Console
 
-from cli.common import JsonOption, make_console, print_json, progress_bar
-from cli.root import app
+from andon.cli.common import JsonOption, make_console, print_json, progress_bar
+from andon.cli.root import app
 
 
 class _DefaultBatchGroup(TyperGroup):

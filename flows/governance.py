@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.governance import (
+from andon.tasks.governance import (
     cross_plant_report,
     fine_tune_from_central,
     policy_check,
@@ -15,7 +15,7 @@ from tasks.governance import (
     report_to_center,
     train_central_baseline,
 )
-from tasks.training import promote_challenger, publish_promotion, publish_training
+from andon.tasks.training import promote_challenger, publish_promotion, publish_training
 
 
 @flow(name="central-baseline", flow_run_name="central baseline", timeout_seconds=8 * 3600)

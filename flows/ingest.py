@@ -9,7 +9,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from andon.synth import DRIFT_LIMITS
-from tasks.ingest import ingest_images, publish_batches, synthesize_parts
+from andon.tasks.ingest import ingest_images, publish_batches, synthesize_parts
 
 
 def _knob(name: str, default: float) -> Any:

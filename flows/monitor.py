@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from tasks.monitoring import publish_monitoring, queue_for_labeling, run_monitor, scheduled_end
+from andon.tasks.monitoring import publish_monitoring, queue_for_labeling, run_monitor, scheduled_end
 
 # the kinds of run (tasks.monitoring.WINDOWS) and the models: choices in the UI, checked by Prefect
 MonitorKind = Literal["incremental", "hourly", "nightly"]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from tasks.retraining import (
+from andon.tasks.retraining import (
     announce_retrain,
     collect_training_data,
     fine_tune,
@@ -18,7 +18,7 @@ from tasks.retraining import (
     retrain_policy,
     retrain_sensor_model,
 )
-from tasks.training import promote_challenger, publish_promotion, publish_training
+from andon.tasks.training import promote_challenger, publish_promotion, publish_training
 
 # what starts a retrain: a person, the schedule, or one of the events the deployment's triggers match
 Trigger = Literal[

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.scoring import publish_scoring, score_raw_batch
+from andon.tasks.scoring import publish_scoring, score_raw_batch
 
 
 @flow(name="score-batch", flow_run_name="{plant} score {batch}", timeout_seconds=3600)

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.training import (
+from andon.tasks.training import (
     promote_challenger,
     publish_promotion,
     publish_training,

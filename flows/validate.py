@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.validation import emit_batch_event, publish_validation, validate_raw_batch
+from andon.tasks.validation import emit_batch_event, publish_validation, validate_raw_batch
 
 
 @flow(name="validate-batch", flow_run_name="{plant} validate {batch}", timeout_seconds=3600)

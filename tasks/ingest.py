@@ -9,7 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks import transient_only
+from andon.tasks import transient_only
 
 
 @task(name="synthesize-parts", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only)

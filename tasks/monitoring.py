@@ -9,7 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import link_artifact, transient_only
+from andon.tasks import link_artifact, transient_only
 
 WINDOWS = {"incremental": None, "hourly": timedelta(hours=1), "nightly": timedelta(hours=24)}
 

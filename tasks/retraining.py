@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks import library_logs_to_run, transient_only
+from andon.tasks import library_logs_to_run, transient_only
 
 
 @task(name="retrain-policy")

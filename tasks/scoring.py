@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks import transient_only
+from andon.tasks import transient_only
 
 
 @task(name="score-raw-batch", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)

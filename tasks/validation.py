@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import link_artifact, transient_only
+from andon.tasks import link_artifact, transient_only
 
 
 @task(name="validate-raw-batch", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only)

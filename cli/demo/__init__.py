@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import make_console
-from cli.root import app
+from andon.cli.common import make_console
+from andon.cli.root import app
 
 
 @app.command()
@@ -35,8 +35,8 @@ def demo(
 
     Example: andon demo --quick
     """
+    from andon.cli.demo.story import run_demo
     from andon.settings import REPO_ROOT
-    from cli.demo.story import run_demo
 
     casting = casting or REPO_ROOT.parent / "shared" / "data" / "casting"
     run_demo(make_console(), casting=casting, quick=quick, fresh=fresh, day=day, seed=seed)

@@ -117,7 +117,7 @@ class Demo:
         """Run an ``andon`` command in this process, printed as a user would type it."""
         from rich.markup import escape
 
-        from cli.main import app
+        from andon.cli.main import app
 
         self.console.print(f"\n  [bold]$ andon {escape(' '.join(quote(a) for a in args))}[/]")
         code: Any = 0

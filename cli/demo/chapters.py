@@ -15,8 +15,8 @@ from andon.errors import AndonError
 if TYPE_CHECKING:
     pass
 
-from cli.demo.base import BAD_LR, PLANTS, RATE_KEYS, TASK, Chapter, Demo, rates, save_state
-from cli.demo.stage import (
+from andon.cli.demo.base import BAD_LR, PLANTS, RATE_KEYS, TASK, Chapter, Demo, rates, save_state
+from andon.cli.demo.stage import (
     central_line,
     champion_of,
     on_parts,
@@ -60,9 +60,9 @@ def ingest_and_validate(d: Demo) -> dict[str, Any]:
     from rich.markup import escape
     from rich.table import Table
 
+    from andon.flows.ingest import ingest_folder_flow, synthesize_plant_flow
+    from andon.flows.validate import validate_batch_flow
     from andon.synth.faults import plant_faults
-    from flows.ingest import ingest_folder_flow, synthesize_plant_flow
-    from flows.validate import validate_batch_flow
 
     start = d.day.replace(hour=6)
     batches: dict[str, list[dict[str, Any]]] = {}
@@ -115,7 +115,7 @@ def ingest_and_validate(d: Demo) -> dict[str, Any]:
 
 
 def central_baseline(d: Demo) -> dict[str, Any]:
-    from flows.governance import central_baseline_flow
+    from andon.flows.governance import central_baseline_flow
 
     datasets = d.done("data")["datasets"]
     with d.console.status("training central.surface-defects on the pooled datasets (central-baseline flow)..."):
@@ -130,8 +130,8 @@ def central_baseline(d: Demo) -> dict[str, Any]:
 
 
 def fine_tune_plants(d: Demo) -> dict[str, Any]:
-    from flows.governance import fine_tune_flow
-    from flows.train import promote_flow
+    from andon.flows.governance import fine_tune_flow
+    from andon.flows.train import promote_flow
 
     datasets = d.done("data")["datasets"]
     champions: dict[str, Any] = {}
@@ -159,9 +159,9 @@ def fine_tune_plants(d: Demo) -> dict[str, Any]:
 
 
 def production(d: Demo) -> dict[str, Any]:
-    from flows.ingest import ingest_folder_flow, synthesize_plant_flow
-    from flows.monitor import monitor_flow
-    from flows.score import score_batch_flow
+    from andon.flows.ingest import ingest_folder_flow, synthesize_plant_flow
+    from andon.flows.monitor import monitor_flow
+    from andon.flows.score import score_batch_flow
 
     hours, per_hour = d.size.hours, d.size.per_hour
     start = d.day.replace(hour=8)
@@ -206,9 +206,9 @@ def production(d: Demo) -> dict[str, Any]:
 
 
 def lighting_change(d: Demo) -> dict[str, Any]:
-    from flows.ingest import DriftParams, synthesize_plant_flow
-    from flows.monitor import monitor_flow
-    from flows.score import score_batch_flow
+    from andon.flows.ingest import DriftParams, synthesize_plant_flow
+    from andon.flows.monitor import monitor_flow
+    from andon.flows.score import score_batch_flow
 
     plant = "plant-b"
     before = champion_of(plant)
@@ -255,11 +255,11 @@ def lighting_change(d: Demo) -> dict[str, Any]:
 def mes_new_sku(d: Demo) -> dict[str, Any]:
     import httpx
 
+    from andon.flows.ingest import synthesize_plant_flow
+    from andon.flows.score import score_batch_flow
     from andon.gateway.app import build_gateway, create_app
     from andon.gateway.signing import headers
     from andon.httpkit import run_in_thread
-    from flows.ingest import synthesize_plant_flow
-    from flows.score import score_batch_flow
 
     plant = "plant-c"
     before = champion_of(plant)
@@ -309,10 +309,10 @@ def mes_new_sku(d: Demo) -> dict[str, Any]:
 
 def bad_version_and_rollback(d: Demo) -> dict[str, Any]:
     from andon.config import load_plant
+    from andon.flows.score import score_batch_flow
+    from andon.flows.train import promote_flow
     from andon.lifecycle.registry import model_name
     from andon.training.run import train_plant
-    from flows.score import score_batch_flow
-    from flows.train import promote_flow
 
     plant = "plant-a"
     cfg = load_plant(plant)
@@ -367,7 +367,7 @@ def explain_one(d: Demo) -> dict[str, Any]:
 
 
 def governance(d: Demo) -> dict[str, Any]:
-    from flows.governance import governance_report_flow
+    from andon.flows.governance import governance_report_flow
 
     with d.console.status("the cross-plant report: policy, generalization matrix (governance-report flow)..."):
         out = governance_report_flow(plants=list(PLANTS))

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-from cli.demo.base import RATE_KEYS, TASK, Demo, rates
+from andon.cli.demo.base import RATE_KEYS, TASK, Demo, rates
 
 
 def central_line(out: dict[str, Any]) -> str:

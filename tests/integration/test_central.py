@@ -43,10 +43,10 @@ def test_central_baseline_fine_tune_and_cross_plant_report(
 ) -> None:
     from andon.config import load_plant
     from andon.errors import DataError
+    from andon.flows.governance import central_baseline_flow, fine_tune_flow, governance_report_flow
     from andon.governance.central import fine_tune, plant_reports
     from andon.lifecycle.promotion import promote
     from andon.lifecycle.registry import CHAMPION, alias_version, version_info
-    from flows.governance import central_baseline_flow, fine_tune_flow, governance_report_flow
 
     store = open_store()
     ids = {p: _dataset(store, seed, parts=300, cfg=load_plant(p)) for p, seed in (("plant-b", 3), ("plant-c", 4))}

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.config import load_plant
 from andon.gateway.app import Gateway, create_app
 from andon.gateway.forwarder import Forwarder
 from andon.gateway.outbox import Outbox
 from andon.gateway.signing import headers
 from andon.httpkit import run_in_thread
-from cli.main import app
 
 SECRET = "e2e-secret-of-at-least-32-bytes-long"
 

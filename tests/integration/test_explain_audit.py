@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.config import load_plant
 from andon.data.batches import parquet_to_frame
 from andon.data.datasets import build_manifest, save_manifest
 from andon.errors import DataError
 from andon.settings import reset_settings
 from andon.storage import ObjectStore, open_store
-from cli.main import app
 
 pytestmark = pytest.mark.slow
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -10,8 +10,8 @@ import pytest
 
 from andon.config import load_plant
 from andon.data.batches import list_raw_batches, parquet_to_frame, sha256_bytes
+from andon.flows.ingest import DriftParams, ingest_folder_flow, synthesize_plant_flow
 from andon.storage import open_store
-from flows.ingest import DriftParams, ingest_folder_flow, synthesize_plant_flow
 
 
 async def _artifact(key: str) -> list[object]:

@@ -11,8 +11,8 @@ import pytest
 from test_training_lifecycle import CFG, SMALL, _dataset
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.storage import open_store
-from cli.main import app
 
 pytestmark = pytest.mark.slow
 

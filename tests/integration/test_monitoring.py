@@ -11,12 +11,12 @@ import pytest
 from test_training_lifecycle import CFG, SMALL, _dataset
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.errors import DataError
 from andon.labeling.labels import ReviewLog
 from andon.storage import open_store
 from andon.synth.images import Drift
 from andon.synth.plant import synthesize_plant
-from cli.main import app
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def test_monitor_charts_alerts_once_and_clears(
     assert res.exit_code != 0 and "no alert" in str(res.exception)
 
     # the flow: table + link artifacts, events to the Prefect server
-    from flows.monitor import monitor_flow
+    from andon.flows.monitor import monitor_flow
 
     result = monitor_flow(plant=cfg.id, kind="hourly")
     assert result["drift_report_key"] and result["verdicts"]
@@ -202,8 +202,8 @@ def test_queued_monitor_runs_each_chart_the_window_they_were_scheduled_for(
     from prefect.flow_engine import run_flow
     from prefect.states import Scheduled
 
+    from andon.flows.monitor import monitor_flow
     from andon.monitoring import monitor as monitoring
-    from flows.monitor import monitor_flow
 
     windows: list[tuple[datetime, timedelta | None]] = []
 

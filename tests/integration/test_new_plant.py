@@ -145,8 +145,8 @@ def test_tune_tries_a_grid_within_its_budget_and_registers_the_best(
     from test_training_lifecycle import SMALL, _dataset
     from typer.testing import CliRunner
 
+    from andon.cli.main import app
     from andon.lifecycle.registry import CHALLENGER, alias_version, version_info
-    from cli.main import app
 
     store = open_store()
     data = _dataset(store, 12, parts=240, rate=0.3)

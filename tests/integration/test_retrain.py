@@ -44,13 +44,13 @@ def test_an_mes_event_retrains_fine_tunes_and_gates_and_a_repeat_is_a_duplicate(
 ) -> None:
     from andon.config import load_plant
     from andon.data.batches import parquet_to_frame
+    from andon.flows.retrain import retrain_flow
     from andon.lifecycle.promotion import promote
     from andon.lifecycle.registry import CHAMPION, alias_version, version_info
     from andon.lifecycle.retraining import load_state
     from andon.scoring.batch import score_batch
     from andon.synth.plant import synthesize_plant
     from andon.training.run import train_plant
-    from flows.retrain import retrain_flow
 
     store = open_store()
     cfg = load_plant("plant-b")
@@ -100,9 +100,9 @@ def test_the_sensor_model_learns_a_logged_failure_type(
     prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str
 ) -> None:
     from andon.config import load_plant
+    from andon.flows.retrain import retrain_flow
     from andon.lifecycle.registry import CHAMPION, alias_version, model_name, set_alias, version_info
     from andon.training.sensor import store_table, train_sensor
-    from flows.retrain import retrain_flow
 
     path = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
     if not path.exists():

@@ -57,9 +57,9 @@ def test_score_batch_logs_every_part_and_bad_images_become_error_rows(
 
 
 def test_score_flow_under_the_harness(prefect_harness: None, andon_home: Path, mlflow_tracking_uri: str) -> None:
+    from andon.flows.score import score_batch_flow
     from andon.lifecycle.promotion import promote
     from andon.training.run import train_plant
-    from flows.score import score_batch_flow
 
     store = open_store()
     (batch,) = synthesize_plant(

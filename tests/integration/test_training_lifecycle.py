@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from andon import events
+from andon.cli.main import app
 from andon.config import PlantConfig, load_plant
 from andon.data.batches import parquet_to_frame
 from andon.data.datasets import build_manifest, save_manifest
@@ -26,7 +27,6 @@ from andon.lifecycle.registry import (
 )
 from andon.storage import ObjectStore, open_store
 from andon.synth.plant import synthesize_plant
-from cli.main import app
 
 pytestmark = pytest.mark.slow
 CFG = load_plant("plant-b")
@@ -117,8 +117,8 @@ def lab(andon_home: Path, mlflow_tracking_uri: str) -> ObjectStore:
 def test_lifecycle_through_flows_and_cli(prefect_harness: None, lab: ObjectStore) -> None:
     import mlflow
 
+    from andon.flows.train import promote_flow, train_flow
     from andon.training import run as training_run
-    from flows.train import promote_flow, train_flow
 
     since = datetime.now(UTC)
     first, second = _dataset(lab, 1), _dataset(lab, 2)

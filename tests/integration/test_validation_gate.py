@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.config import load_plant
 from andon.data.batches import parquet_to_frame
 from andon.data.datasets import combine, diff, load_manifest
@@ -22,7 +23,6 @@ from andon.synth.images import Drift
 from andon.synth.plant import synthesize_plant
 from andon.validation.gate import batch_status, run_gate
 from andon.validation.learn import learn_from_batches
-from cli.main import app
 
 CFG = load_plant("plant-b")
 START = datetime(2026, 11, 9, 6, tzinfo=UTC)
@@ -261,7 +261,7 @@ async def _events(name: str) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_validate_flow_publishes_artifacts_and_events(prefect_harness: None, andon_home: Path) -> None:
-    from flows.validate import validate_batch_flow
+    from andon.flows.validate import validate_batch_flow
 
     store = open_store()
     (batch,) = _batches(store, n=40, seed=10)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from andon.cli.main import app
 
 runner = CliRunner()
 COMMANDS = [

@@ -72,7 +72,7 @@ def _kind(exc: BaseException) -> set[str]:
 
 def _parse(args: list[str]) -> None:
     """Resolve the command path and parse the leaf's options and arguments, as `andon` would."""
-    from cli.main import app
+    from andon.cli.main import app
 
     cmd: Any = typer.main.get_command(app)
     ctx = cmd.make_context("andon", list(args), resilient_parsing=False)

@@ -34,9 +34,9 @@ def _choices(schema: dict[str, Any], name: str) -> set[str]:
 
 
 def test_enumerated_parameters_are_choices_that_match_the_code_and_the_deployments() -> None:
-    from flows.monitor import MonitorKind, monitor_flow
-    from flows.retrain import Trigger, retrain_flow
-    from tasks.monitoring import WINDOWS
+    from andon.flows.monitor import MonitorKind, monitor_flow
+    from andon.flows.retrain import Trigger, retrain_flow
+    from andon.tasks.monitoring import WINDOWS
 
     assert _choices(_schema(monitor_flow), "kind") == set(get_args(MonitorKind)) == set(WINDOWS)
     assert _choices(_schema(monitor_flow), "task") == {"machine-failure"}
@@ -56,7 +56,7 @@ def test_enumerated_parameters_are_choices_that_match_the_code_and_the_deploymen
 def test_a_wrong_choice_is_refused_before_the_flow_runs() -> None:
     from prefect.exceptions import ParameterTypeError
 
-    from flows.retrain import retrain_flow
+    from andon.flows.retrain import retrain_flow
 
     with pytest.raises(ParameterTypeError):
         retrain_flow.validate_parameters({"plant": "plant-a", "task": "vison"})
@@ -65,10 +65,10 @@ def test_a_wrong_choice_is_refused_before_the_flow_runs() -> None:
 @pytest.mark.parametrize(
     ("module", "name", "params", "expected"),
     [
-        ("flows.retrain", "retrain_flow", {"plant": "plant-b", "task": "vision", "trigger": "mes.sku.introduced"},
+        ("andon.flows.retrain", "retrain_flow", {"plant": "plant-b", "task": "vision", "trigger": "mes.sku.introduced"},
          "plant-b retrain vision on mes.sku.introduced"),
-        ("flows.monitor", "monitor_flow", {"plant": "plant-a", "kind": "hourly"}, "plant-a monitor hourly"),
-        ("flows.train", "promote_flow", {"plant": "plant-c"}, "plant-c promote"),
+        ("andon.flows.monitor", "monitor_flow", {"plant": "plant-a", "kind": "hourly"}, "plant-a monitor hourly"),
+        ("andon.flows.train", "promote_flow", {"plant": "plant-c"}, "plant-c promote"),
     ],
 )  # fmt: skip
 def test_runs_have_readable_names_and_long_flows_a_timeout(

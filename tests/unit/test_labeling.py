@@ -138,8 +138,8 @@ def test_label_studio_round_trip(tmp_path: Path) -> None:
 
 
 def test_terminal_review(tmp_path: Path, andon_home: Path) -> None:
+    from andon.cli.main import app
     from andon.storage import open_store
-    from cli.main import app
 
     store = open_store()
     cfg = load_plant("plant-a")

@@ -121,7 +121,7 @@ def test_an_alert_clears_only_after_enough_windows_back_in_control(tmp_path: Pat
 
 
 def test_alert_ids_survive_an_80_column_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.main import app
+    from andon.cli.main import app
 
     monkeypatch.setenv("ANDON_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("ANDON_OBJECT_STORE_URL", raising=False)
@@ -146,7 +146,7 @@ def test_alert_ids_survive_an_80_column_terminal(tmp_path: Path, monkeypatch: py
 def test_andon_worker_starts_the_plants_worker_against_andons_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from cli.main import app
+    from andon.cli.main import app
 
     seen: dict[str, Any] = {}
 

@@ -166,9 +166,9 @@ def test_each_drift_knob_has_one_range_for_the_library_the_cli_and_the_flow() ->
     import pytest
 
     from andon.errors import ConfigError
+    from andon.flows.ingest import DriftParams
     from andon.synth import DRIFT_LIMITS
     from andon.synth.images import Drift
-    from flows.ingest import DriftParams
 
     for knob, (lo, hi) in DRIFT_LIMITS.items():
         with pytest.raises(ConfigError, match=knob):
@@ -177,7 +177,7 @@ def test_each_drift_knob_has_one_range_for_the_library_the_cli_and_the_flow() ->
         assert (field["minimum"], field["maximum"]) == (lo, hi), knob
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from andon.cli.main import app
 
     out = CliRunner().invoke(app, ["synth", "--plant", "plant-a", "--brightness", "4.5"])
     assert out.exit_code == 2 and "less than or equal to 4" in out.output  # the same range
