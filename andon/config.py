@@ -176,6 +176,15 @@ class Recipe(_Strict):
             raise ValueError(f"kind {self.kind} needs a small_cnn or resnet18 backbone, got {self.model.name}")
         return self
 
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
+        """This recipe with ``overrides`` merged in (as a plant file overrides the base), validated.
+
+        >>> r = load_plant("plant-a").recipe
+        >>> r.with_overrides({"training": {"epochs": 1}}).training.epochs, r.training.epochs > 1
+        (1, True)
+        """
+        return Recipe.model_validate(deep_merge(self.model_dump(mode="json"), overrides))
+
 
 class Camera(_Strict):
     """The inspection camera as installed: what makes one plant's images differ from another's."""

@@ -41,11 +41,9 @@ def train(
     cfg = load_plant(plant)
     store = open_store()
     ids = [resolve_manifest_id(store, cfg.id, d) for d in dataset]
-    recipe = cfg.recipe
-    if epochs:
-        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"epochs": epochs})})
-    if model:
-        recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"name": model})})
+    recipe = cfg.recipe.with_overrides(
+        ({"training": {"epochs": epochs}} if epochs else {}) | ({"model": {"name": model}} if model else {})
+    )
     console = make_console()
 
     def show(log: Any) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Literal
 
 import typer
 
-if TYPE_CHECKING:
-    pass
-
-from andon.cli.common import JsonOption, duration, make_console, parse_time, post_event, print_json
+from andon.cli.common import JsonOption, duration, make_console, parse_time, print_json, run_flow
 from andon.cli.root import app
 
 
@@ -22,65 +18,62 @@ def monitor(
     drift_report: Annotated[bool, typer.Option(help="also run the Evidently drift report (seconds)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the verdicts as JSON on stdout")] = False,
     task: Annotated[
-        str | None, typer.Option(help="the model: the plant's vision task (default) or machine-failure (sensor)")
+        Literal["machine-failure"] | None,
+        typer.Option(help="the model: the plant's vision task (default) or machine-failure (sensor)"),
     ] = None,
 ) -> None:
     """Monitor the champion over a window of the prediction log: data, prediction and performance
-    drift on control charts; a breach opens an alert (exit 1 when one did).
+    drift on control charts; a breach opens an alert (exit 1 when one did). Runs the monitor flow
+    on Andon's Prefect (the run, its artifacts and events show in the UI, as a scheduled run's do).
 
     Example: andon monitor --plant plant-a --window 1h --drift-report
              andon monitor --plant plant-a --task machine-failure --window 24h --drift-report
     """
-    import json
+    from datetime import UTC, datetime
 
     from rich.table import Table
 
     from andon.config import load_plant
-    from andon.events import monitoring_alert
-    from andon.monitoring.monitor import monitor as run_monitor
-    from andon.storage import open_store
+    from andon.flows.monitor import monitor_flow
 
     cfg = load_plant(plant)
-    result = run_monitor(
-        open_store(),
-        cfg,
-        end=parse_time(at, "--at"),
-        window=duration(window),
-        drift_report=drift_report,
-        emit=lambda event, payload, key: post_event(monitoring_alert(event, payload, key)),
-        task=task,
-    )
+    minutes = int(duration(window).total_seconds() // 60)
+    end = parse_time(at, "--at") or datetime.now(UTC)
+    result = run_flow(
+        monitor_flow, plant=cfg.id, kind="hourly", at=end.isoformat(), task=task,
+        window_minutes=minutes, drift_report=drift_report,
+    )  # fmt: skip
     if as_json:
-        from dataclasses import asdict
-
-        sys.stdout.write(json.dumps(asdict(result), default=str, indent=1) + "\n")
+        print_json(result)
     else:
+        start, end = datetime.fromisoformat(result["start"]), datetime.fromisoformat(result["end"])
         table = Table(
-            title=f"{cfg.id}: {result.model} v{result.version}, {result.start:%Y-%m-%d %H:%M} to "
-            f"{result.end:%H:%M} UTC, {result.parts} parts, {result.reviewed} reviewed"
+            title=f"{cfg.id}: {result['model']} v{result['version']}, {start:%Y-%m-%d %H:%M} to "
+            f"{end:%H:%M} UTC, {result['parts']} parts, {result['reviewed']} reviewed"
         )
         for col in ("series", "kind", "value", "reference", "n", "z", "rules", "status"):
             table.add_column(col)
         colour = {"breach": "red", "active": "red", "cleared": "green", "waiting": "dim", "ok": "green"}
-        colour |= {"baseline": "cyan", "flagged": "yellow"}
-        for v in result.verdicts:
+        colour |= {"baseline": "cyan", "flagged": "yellow", "recovering": "yellow"}
+        for v in result["verdicts"]:
             table.add_row(
-                v.series,
-                v.kind,
-                f"{v.value:.4g}",
-                f"{v.reference:.4g}",
-                str(v.n),
-                f"{v.z:+.2f}",
-                ",".join(v.rules),
-                f"[{colour[v.status]}]{v.status}[/]",
+                v["series"],
+                v["kind"],
+                f"{v['value']:.4g}",
+                f"{v['reference']:.4g}",
+                str(v["n"]),
+                f"{v['z']:+.2f}",
+                ",".join(v["rules"]),
+                f"[{colour.get(v['status'], 'white')}]{v['status']}[/]",
             )
         con = make_console()
         con.print(table)
-        if result.drift_report_key:
-            con.print(f"drift report: {result.drift_report_key} (share of drifted features {result.drift_share:.2f})")
-        for a in result.alerts:
+        if result["drift_report_key"]:
+            share = result["drift_share"]
+            con.print(f"drift report: {result['drift_report_key']} (share of drifted features {share:.2f})")
+        for a in result["alerts"]:
             con.print(f"[red]alert[/] {a['id']}: {a['event']} {a['payload']['series']} ({a['payload']['severity']})")
-    raise typer.Exit(1 if result.alerts else 0)
+    raise typer.Exit(1 if result["alerts"] else 0)
 
 
 alerts_app = typer.Typer(help="Escalation records opened by monitoring.", no_args_is_help=True)

@@ -34,7 +34,15 @@ def scheduled_end() -> str:
 
 
 @task(name="run-monitor", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
-def run_monitor(plant: str, kind: str, at: str | None = None, task: str | None = None) -> dict[str, Any]:
+def run_monitor(
+    plant: str,
+    kind: str,
+    at: str | None = None,
+    task: str | None = None,
+    window_minutes: int | None = None,
+    drift_report: bool | None = None,
+) -> dict[str, Any]:
+    """The kind's window and report, unless ``window_minutes`` / ``drift_report`` say otherwise."""
     from andon.config import load_plant
     from andon.errors import ConfigError
     from andon.monitoring.monitor import monitor
@@ -46,8 +54,8 @@ def run_monitor(plant: str, kind: str, at: str | None = None, task: str | None =
         open_store(),
         load_plant(plant),
         end=datetime.fromisoformat(at) if at else None,
-        window=WINDOWS[kind],
-        drift_report=kind != "incremental",
+        window=timedelta(minutes=window_minutes) if window_minutes else WINDOWS[kind],
+        drift_report=kind != "incremental" if drift_report is None else drift_report,
         emit=_emit,
         task=task,
     )

@@ -2,8 +2,8 @@
 real HTTP, a temp MLflow SQLite store, synthetic data generated once, and a PostgreSQL database
 per test module for the production configuration.
 
-Tests under ``tests/unit`` are marked ``unit``, under ``tests/integration`` ``integration``
-(automatically, by folder).
+Tests under ``tests/unit`` (and the doctests of ``andon/``) are marked ``unit``, under
+``tests/integration`` ``integration`` (automatically, by folder).
 """
 
 from __future__ import annotations
@@ -48,12 +48,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the demo runs last: it drives its own stack and process-wide state (MLflow's tracking URI,
-    # Prefect's events worker) that the other tests' fixtures set up per module
-    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_demo.py")
     for item in items:
         parts = Path(str(item.fspath)).parts
-        if "unit" in parts:
+        if "unit" in parts or Path(str(item.fspath)).is_relative_to(REPO / "andon"):  # doctests are unit tests
             item.add_marker(pytest.mark.unit)
         elif "integration" in parts:
             item.add_marker(pytest.mark.integration)

@@ -307,14 +307,13 @@ def trial(
     """Train a candidate recipe (the plant's recipe with ``overrides_`` merged in: one plant's
     innovation) at each plant on ``dataset_ids[plant]``, unregistered, and compare it with the
     plant's champion on the plant's own golden set: where it helps, where it hurts."""
-    from andon.config import Recipe, deep_merge
     from andon.errors import DataError
     from andon.lifecycle.registry import CHAMPION, alias_version, model_name
     from andon.training.run import load_run, load_version, train_plant
 
     rows = []
     for cfg in plants:
-        recipe = Recipe.model_validate(deep_merge(cfg.recipe.model_dump(mode="json"), overrides_))
+        recipe = cfg.recipe.with_overrides(overrides_)
         name = model_name(cfg.id, cfg.recipe.task)
         champion = alias_version(name, CHAMPION)
         if champion is None:

@@ -144,7 +144,6 @@ def tune(
 
     import mlflow
 
-    from andon.config import Recipe, deep_merge
     from andon.lifecycle.registry import CENTRAL, CHAMPION, alias_version, ensure_experiment, model_name
     from andon.training.run import register_run, train_plant
 
@@ -159,7 +158,7 @@ def tune(
     with mlflow.start_run(run_name=f"{cfg.id}-tune") as parent:
         mlflow.set_tags({"andon.kind": "tune", "plant": cfg.id, "tune.budget_s": str(budget_s)})
         for i, cand in enumerate(cands):
-            recipe = Recipe.model_validate(deep_merge(cfg.recipe.model_dump(mode="json"), cand.overrides))
+            recipe = cfg.recipe.with_overrides(cand.overrides)
             left = budget_s - (time.perf_counter() - t_start)
             estimate = per_cost * cost(recipe) if per_cost else None
             if i > 0 and (left <= 0 or (estimate is not None and estimate > left)):

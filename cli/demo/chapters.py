@@ -323,10 +323,7 @@ def bad_version_and_rollback(d: Demo) -> dict[str, Any]:
         raise AndonError("plant-a needs a champion and an unscored hour of production (chapters 4 and 5)")
     before = d.done("production")["scored"][plant]
     rate_before = before["defects"] / max(before["scored"], 1)
-    bad_recipe = cfg.recipe.model_validate(
-        cfg.recipe.model_dump()
-        | {"training": cfg.recipe.training.model_dump() | {"learning_rate": BAD_LR, "epochs": 1}}
-    )
+    bad_recipe = cfg.recipe.with_overrides({"training": {"learning_rate": BAD_LR, "epochs": 1}})
     with d.console.status(f"a version trained with a recipe typo (learning rate {BAD_LR:g}) ..."):
         bad = train_plant(d.store, cfg, d.done("data")["datasets"][plant], recipe=bad_recipe)
         gate = promote_flow(plant=plant, force=True, reason="demo: pushed past the gate on a Friday evening")

@@ -36,8 +36,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,9 +47,9 @@ if TYPE_CHECKING:
 
     from andon.settings import AndonSettings
 
-from cli.demo.base import DEMO_DAY, FULL, QUICK, Demo, Size, rates, save_state
-from cli.demo.chapters import CHAPTERS
-from cli.demo.stage import central_line
+from andon.cli.demo.base import DEMO_DAY, FULL, QUICK, Demo, Size, rates, save_state
+from andon.cli.demo.chapters import CHAPTERS
+from andon.cli.demo.stage import central_line
 
 
 def run_demo(
@@ -100,14 +98,9 @@ def run_demo(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     t_start = time.perf_counter()
-    from prefect.events.clients import PrefectEventsClient
-    from prefect.events.worker import EventsWorker
-
-    # the embedded server, even where another Prefect context is active (a test harness): the API
-    # client follows the settings, but the events worker is shared per client type, not per URL
-    previous = EventsWorker._client_override
-    EventsWorker.set_client_override(PrefectEventsClient, api_url=settings.prefect_api_url)
-    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}), restore_events(previous):
+    # `andon demo` is its own process (the test runs it so too): Prefect's settings, its API client
+    # and its events worker all follow PREFECT_API_URL, set above for the embedded server
+    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
         for i, (key, title, chapter) in enumerate(CHAPTERS, start=1):
             console.rule(f"[bold]{i}. {title}")
             if key in state["done"] and key != "stack":
@@ -121,16 +114,6 @@ def run_demo(
             save_state(d)
     summary(d, time.perf_counter() - t_start)
     return state
-
-
-@contextmanager
-def restore_events(previous: Any) -> Iterator[None]:
-    from prefect.events.worker import EventsWorker
-
-    try:
-        yield
-    finally:
-        EventsWorker._client_override = previous
 
 
 def quiet() -> None:

@@ -1,54 +1,74 @@
 """`andon demo --quick`: the whole story against its own embedded stack (Prefect and MLflow
 servers as processes, plant workers, the signed gateway), so the story cannot rot; a re-run
-resumes; and the browser check: the Prefect and MLflow UIs show what the demo made."""
+resumes; and the browser check: the Prefect and MLflow UIs show what the demo made.
+
+The demo runs as users run it, `andon demo` in its own process: whatever process-wide state it
+sets (Prefect's API URL, the configs folder, the MES secret) stays there, so this module needs no
+place in the test order."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from conftest import free_port
-from rich.console import Console
 
 pytestmark = pytest.mark.slow
 
 
+def andon_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "andon.cli", "demo", "--quick", *args],
+        env=env, capture_output=True, text=True, timeout=1500, check=False,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory, casting_dir: Path) -> Iterator[dict[str, Any]]:
-    """One quick demo in its own ANDON_HOME and ports; the stack is stopped afterwards."""
+    """One quick demo in its own ANDON_HOME and ports; the stack is stopped afterwards. The test
+    process reads what the demo made with the same settings (its home, its servers)."""
     from andon import stack
     from andon.settings import get_settings, reset_settings
-    from cli.demo.story import run_demo
 
     home = tmp_path_factory.mktemp("demo") / "home"
-    # the demo sets PREFECT_API_URL, ANDON_CONFIGS_DIR, ANDON_MES_SECRET, MLFLOW_* for its process:
-    # all of it is put back for the tests after this module
-    with mock.patch.dict(os.environ), pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANDON_HOME", str(home))
-        mp.setenv("ANDON_PREFECT_PORT", str(free_port()))
-        mp.setenv("ANDON_MLFLOW_PORT", str(free_port()))
-        for var in ("ANDON_CONFIGS_DIR", "ANDON_MES_SECRET", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+    ours = {
+        "ANDON_HOME": str(home),
+        "ANDON_PREFECT_PORT": str(free_port()),
+        "ANDON_MLFLOW_PORT": str(free_port()),
+        "ANDON_CONFIGS_DIR": str(home / "demo" / "configs"),  # where the demo writes its recipe
+    }
+    unset = ("ANDON_MES_SECRET", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
+    env = {k: v for k, v in os.environ.items() if k not in unset and k != "ANDON_CONFIGS_DIR"}
+    env |= {k: v for k, v in ours.items() if k != "ANDON_CONFIGS_DIR"} | {"COLUMNS": "120"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in ours.items():
+            mp.setenv(key, value)
+        for var in unset:
             mp.delenv(var, raising=False)
         reset_settings()
-        out = io.StringIO()
         try:
-            state = run_demo(Console(file=out, width=120), casting=casting_dir, quick=True)
-            yield {"home": home, "state": state, "text": out.getvalue(), "settings": get_settings()}
+            done = andon_demo(env, "--casting", str(casting_dir))
+            assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
+            state = json.loads((home / "demo" / "state.json").read_text())
+            yield {"home": home, "env": env, "state": state, "text": done.stdout, "settings": get_settings()}
         finally:
             stack.down(get_settings())
+            import mlflow
+
+            mlflow.set_tracking_uri(None)  # the checks below pointed it at the demo's server
     reset_settings()
 
 
 def test_the_quick_demo_tells_the_whole_story(quick_demo: dict[str, Any]) -> None:
+    from andon.cli.demo.story import CHAPTERS
     from andon.lifecycle.registry import CHAMPION, alias_version
     from andon.storage import open_store
-    from cli.demo.story import CHAPTERS
 
     done, text = quick_demo["state"]["done"], quick_demo["text"]
     assert list(done) == [key for key, _, _ in CHAPTERS], text
@@ -85,27 +105,22 @@ def test_the_quick_demo_tells_the_whole_story(quick_demo: dict[str, Any]) -> Non
 
 
 def test_a_rerun_resumes_and_prints_the_summary(quick_demo: dict[str, Any], casting_dir: Path) -> None:
-    from cli.demo.story import CHAPTERS, run_demo
+    from andon.cli.demo.story import CHAPTERS
 
-    with mock.patch.dict(os.environ), pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANDON_HOME", str(quick_demo["home"]))
-        mp.setenv("ANDON_PREFECT_PORT", str(quick_demo["settings"].prefect_port))
-        mp.setenv("ANDON_MLFLOW_PORT", str(quick_demo["settings"].mlflow_port))
-        from andon.settings import reset_settings
-
-        reset_settings()
-        again = io.StringIO()
-        run_demo(Console(file=again, width=120), casting=casting_dir, quick=True)
-        text = again.getvalue()
-        assert text.count("done earlier") == len(CHAPTERS) - 1, text
-        assert "already running" in text and "the day, in numbers" in text
-        # a full demo does not mix into a quick one's home
-        from andon.errors import ConfigError
-
-        with pytest.raises(ConfigError, match="holds a quick demo"):
-            run_demo(Console(file=io.StringIO()), casting=casting_dir, quick=False)
-        state = json.loads((quick_demo["home"] / "demo" / "state.json").read_text())
-        assert list(state["done"]) == [key for key, _, _ in CHAPTERS]
+    again = andon_demo(quick_demo["env"], "--casting", str(casting_dir))
+    assert again.returncode == 0, again.stderr[-4000:]
+    text = again.stdout
+    assert text.count("done earlier") == len(CHAPTERS) - 1, text
+    assert "already running" in text and "the day, in numbers" in text
+    # a full demo does not mix into a quick one's home: a clear error, exit code 1, no traceback
+    full = subprocess.run(
+        [sys.executable, "-m", "andon.cli", "demo", "--casting", str(casting_dir)],
+        env=quick_demo["env"], capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert full.returncode == 1 and "holds a quick demo" in full.stdout + full.stderr, full
+    assert "Traceback" not in full.stderr
+    state = json.loads((quick_demo["home"] / "demo" / "state.json").read_text())
+    assert list(state["done"]) == [key for key, _, _ in CHAPTERS]
 
 
 @pytest.mark.browser

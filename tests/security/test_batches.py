@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.config import load_plant
 from andon.data.batches import BatchInfo, read_batch_info
 from andon.data.ingest import ingest_folder
@@ -23,7 +24,6 @@ from andon.errors import DataError
 from andon.storage import LocalObjectStore, ObjectStore, open_store
 from andon.synth.plant import synthesize_plant
 from andon.validation.gate import run_gate, verdict_of
-from cli.main import app
 
 pytestmark = pytest.mark.integration
 CFG = load_plant("plant-b")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from andon.cli.main import app
 from andon.config import load_plant
 from andon.explain.audit import audit_report, csv_cell
 from andon.scoring.predlog import PredictionLog
 from andon.storage import open_store
-from cli.main import app
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
