@@ -95,6 +95,12 @@ class AndonSettings(BaseSettings):
         description="The MES gateway's durable outbox; default SQLite under ANDON_HOME (postgresql://... by URL).",
     )
     gateway_port: Port = Field(default=8090, description="Port of `andon gateway`.")
+    ui_port: Port = Field(default=8070, description="Port of `andon ui`, the floor's web page.")
+    ui_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing key of `andon ui` sessions and links (>= 32 bytes); default a random key kept "
+        "in ANDON_HOME/ui/secret.",
+    )
     service_start_timeout_s: float = Field(
         default=90.0, gt=0, le=900, description="How long `andon up` waits for a health endpoint."
     )
@@ -130,7 +136,7 @@ class AndonSettings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("mes_secret", "service_token")
+    @field_validator("mes_secret", "service_token", "ui_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():

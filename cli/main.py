@@ -7,7 +7,20 @@ from __future__ import annotations
 
 import sys
 
-from andon.cli import config, data, demo, gateway, governance, label, models, monitor, scoring, stack, validate  # noqa: F401  (each adds its commands)
+from andon.cli import (  # noqa: F401  (each adds its commands)
+    config,
+    data,
+    demo,
+    gateway,
+    governance,
+    label,
+    models,
+    monitor,
+    scoring,
+    stack,
+    ui,
+    validate,
+)  # fmt: skip
 from andon.cli.root import app  # (each module above adds its commands to it)
 
 __all__ = ["app", "main"]

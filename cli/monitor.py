@@ -83,7 +83,7 @@ app.add_typer(alerts_app, name="alerts")
 @alerts_app.command("list")
 def alerts_list(
     plant: Annotated[str, typer.Option(help="plant id")],
-    status: Annotated[str | None, typer.Option(help="open, acked")] = None,
+    status: Annotated[str | None, typer.Option(help="open, acked, resolved")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Alerts of a plant, oldest first.
@@ -136,3 +136,22 @@ def alerts_ack(
 
     rec = ack_alert(open_store(), load_plant(plant).id, alert_id, who, note)
     make_console().print(f"{rec['id']} acknowledged by {rec['acked_by']}")
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(
+    alert_id: Annotated[str, typer.Argument(help="the alert id from `andon alerts list`")],
+    plant: Annotated[str, typer.Option(help="plant id")],
+    who: Annotated[str, typer.Option(help="who closes it")],
+    note: Annotated[str, typer.Option(help="what fixed it")] = "",
+) -> None:
+    """Resolve an alert: the cause is dealt with (the record keeps who acknowledged it and when).
+
+    Example: andon alerts resolve --plant plant-a --who "j.doe" --note "lamp replaced" 20261126T0800-brightness-1a2b3c
+    """
+    from andon.config import load_plant
+    from andon.monitoring.monitor import resolve_alert
+    from andon.storage import open_store
+
+    rec = resolve_alert(open_store(), load_plant(plant).id, alert_id, who, note)
+    make_console().print(f"{rec['id']} resolved by {rec['resolved_by']}")

@@ -37,6 +37,7 @@ EXAMPLES = """\
   the MES gateway (webhooks + MQTT):  andon gateway --mqtt mqtt://127.0.0.1:1883   (ANDON_MES_SECRET set)
   send a signed MES event (testing):  andon mes send sku.introduced --plant plant-a --sku S9
   why was part X rejected?            andon explain --plant plant-a PART_ID
+  the floor's web page (review, alerts): andon ui   (accounts: andon users add j.doe --plants plant-a)
   audit report of a window (HTML+CSV): andon audit --plant plant-a --from T1 --to T2 --only-defects
   monitor drift over the last hour:   andon monitor --plant plant-a --window 1h --drift-report
   open alerts / take one:             andon alerts list --plant plant-a | andon alerts ack ID --plant plant-a --who me

@@ -416,11 +416,24 @@ def list_alerts(store: ObjectStore, plant: str, status: str | None = None) -> li
 
 
 def ack_alert(store: ObjectStore, plant: str, alert_id: str, who: str, note: str = "") -> dict[str, Any]:
+    """A person took the alert (``acked``): who, when, what they said."""
+    return _update_alert(store, plant, alert_id, "acked", who, note)
+
+
+def resolve_alert(store: ObjectStore, plant: str, alert_id: str, who: str, note: str = "") -> dict[str, Any]:
+    """The cause is dealt with (``resolved``); the record keeps who acknowledged it before."""
+    return _update_alert(store, plant, alert_id, "resolved", who, note)
+
+
+def _update_alert(store: ObjectStore, plant: str, alert_id: str, status: str, who: str, note: str) -> dict[str, Any]:
     key = join_key("alerts", plant, f"{alert_id}.json")
     try:
         rec = json.loads(store.get(key))
-    except ObjectNotFoundError:
-        raise DataError(f"no alert {alert_id!r} for {plant} (see `andon alerts list --plant {plant}`)") from None
-    rec.update(status="acked", acked_by=who, acked_at=datetime.now(UTC).isoformat(), note=note)
+    except (ObjectNotFoundError, ValueError):
+        raise DataError(f"no alert {alert_id[:80]!r} for {plant} (see `andon alerts list --plant {plant}`)") from None
+    now = datetime.now(UTC).isoformat()
+    verb = "acked" if status == "acked" else "resolved"
+    rec.update({"status": status, f"{verb}_by": who, f"{verb}_at": now, "note": note})
+    rec.setdefault("history", []).append({"status": status, "by": who, "at": now, "note": note})
     store.put(key, json.dumps(rec, indent=1).encode(), "application/json")
     return rec
