@@ -96,6 +96,14 @@ class AndonSettings(BaseSettings):
     )
     gateway_port: Port = Field(default=8090, description="Port of `andon gateway`.")
     ui_port: Port = Field(default=8070, description="Port of `andon ui`, the floor's web page.")
+    ui_enabled: bool = Field(
+        default=True, description="Whether `andon up` starts `andon ui` beside Prefect and MLflow."
+    )
+    ui_url: str = Field(
+        default="",
+        description="Where people reach `andon ui` (links in Prefect artifacts and Label Studio tasks); default "
+        "http://HOST:UI_PORT.",
+    )
     ui_secret: SecretStr | None = Field(
         default=None,
         description="Signing key of `andon ui` sessions and links (>= 32 bytes); default a random key kept "
@@ -196,6 +204,9 @@ class AndonSettings(BaseSettings):
             self.mlflow_tracking_uri = f"http://{self.host}:{self.mlflow_port}"
         if not self.prefect_database_url:
             self.prefect_database_url = f"sqlite+aiosqlite:///{self.home / 'prefect' / 'prefect.db'}"
+        if not self.ui_url:
+            self.ui_url = f"http://{self.host}:{self.ui_port}"
+        self.ui_url = self.ui_url.rstrip("/")
         if not self.gateway_outbox_url:
             self.gateway_outbox_url = f"sqlite:///{self.home / 'gateway' / 'outbox.db'}"
         if not self.mlflow_backend_store_uri:

@@ -218,7 +218,18 @@ def services(settings: AndonSettings) -> list[Service]:
         host=settings.host,
         files=files,
     )
-    return [prefect, mlflow]
+    if not settings.ui_enabled:
+        return [prefect, mlflow]
+    ui = Service(
+        name="ui",
+        port=settings.ui_port,
+        health_path="/healthz",
+        ui_path="/",
+        command=[py, "-m", "andon.cli", "ui", "--host", settings.host, "--port", str(settings.ui_port)],
+        env={"PREFECT_API_URL": settings.prefect_api_url},
+        host=settings.host,
+    )
+    return [prefect, mlflow, ui]
 
 
 def _run_dir(settings: AndonSettings) -> Path:

@@ -9,14 +9,19 @@ LIBRARY_LOGGER = "andon"
 
 
 def link_artifact(key: str, store: Any, object_key: str, text: str) -> None:
-    """A link artifact to a report in the object store that opens from the Prefect UI: on S3 a
-    presigned HTTPS URL (valid 7 days); on the embedded file store a ``file://`` URL, which opens
-    only on the machine that ran the flow (the link text says so)."""
+    """A link artifact to a report in the object store that opens from the Prefect UI: through
+    ``andon ui`` (``ANDON_UI_URL``; a plant's report behind its login, the cross-plant ones signed
+    for 7 days), on the file store and S3 alike; with the page switched off (ANDON_UI_ENABLED=false)
+    a presigned S3 URL, or the ``file://`` path on the machine that ran the flow."""
     from prefect.artifacts import create_link_artifact
 
+    from andon.settings import get_settings
     from andon.storage import S3ObjectStore
+    from andon.web.links import object_url
 
-    if isinstance(store, S3ObjectStore):
+    if get_settings().ui_enabled:
+        link = object_url(object_key)
+    elif isinstance(store, S3ObjectStore):
         link = store.presigned_url(object_key, expires_s=7 * 24 * 3600)
     else:
         link, text = store.uri(object_key), f"{text} (a file on the machine that ran this flow)"

@@ -262,6 +262,7 @@ def stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("ANDON_HOME", str(home))
     monkeypatch.setenv("ANDON_PREFECT_PORT", str(free_port()))
     monkeypatch.setenv("ANDON_MLFLOW_PORT", str(free_port()))
+    monkeypatch.setenv("ANDON_UI_PORT", str(free_port()))
     reset_settings()
     yield home
     reset_settings()

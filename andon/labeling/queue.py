@@ -212,10 +212,13 @@ def _choice(label: str) -> dict[str, Any]:
 def export_tasks(store: ObjectStore, cfg: PlantConfig, queue: pd.DataFrame) -> list[dict[str, Any]]:
     """Label Studio tasks (JSON import format) for the ``queued`` rows: the image URL, the part,
     and the model's prediction as a pre-annotation (``choices`` named ``label`` on ``image``).
-    Image URLs are presigned for a week on S3 (``file://`` on a local store)."""
+    Image URLs are links through ``andon ui`` (``ANDON_UI_URL``), signed and valid for a week, so
+    Label Studio loads them over HTTP from the file store and S3 alike."""
+    from andon.web.links import object_url
+
     tasks = []
     for r in queue[queue["status"] == QUEUED].itertuples():
-        url = store.presigned_url(r.object_key, expires_s=7 * 24 * 3600)
+        url = object_url(r.object_key, signed_ttl_s=7 * 24 * 3600)
         known = r.confidence is not None and r.confidence == r.confidence  # not None, not NaN (JSON has no NaN)
         prediction = {"model_version": r.model, "score": float(r.confidence) if known else None,
                       "result": [_choice(r.predicted_class)]}  # fmt: skip

@@ -18,6 +18,7 @@ Every form is CSRF-protected; every field is escaped; bodies are capped; a hosti
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,8 @@ class Floor:
         self.links = {"prefect": "", "mlflow": ""}
 
     def link(self, key: str, ttl_s: int = LINK_TTL_S, now: float | None = None) -> str:
-        """A signed link path to ``key`` that works without a session until it expires."""
+        """A signed link path to ``key`` that works without a session until it expires (the path
+        part of ``andon.web.links.object_url``, with this app's key)."""
         expires = int((now or time.time()) + ttl_s)
         return f"/o/{quote(key)}?exp={expires}&sig={auth.signed_link(self.secret, key, expires)}"
 
@@ -96,6 +98,8 @@ def create_app(floor: Floor) -> FastAPI:
 
     app = FastAPI(title="Andon", docs_url=None, redoc_url=None, openapi_url=None)
     env = _environment()
+    # the registry client (MLflow) takes seconds to import: off the first visitor's request
+    threading.Thread(target=_warm_up, name="andon-ui-warm-up", daemon=True).start()
 
     def page(request: Request, name: str, code: int = 200, **ctx: Any) -> HTMLResponse:
         session = getattr(request.state, "session", None)
@@ -308,6 +312,13 @@ def create_app(floor: Floor) -> FastAPI:
         return Response(path.read_bytes(), media_type=media, headers={"Cache-Control": "max-age=3600"})
 
     return app
+
+
+def _warm_up() -> None:
+    import importlib
+
+    for name in ("mlflow", "andon.lifecycle.registry", "pandas", "duckdb"):
+        importlib.import_module(name)
 
 
 def _local(target: str) -> str:

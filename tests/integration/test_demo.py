@@ -41,6 +41,7 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory, casting_dir: Path) -> I
         "ANDON_HOME": str(home),
         "ANDON_PREFECT_PORT": str(free_port()),
         "ANDON_MLFLOW_PORT": str(free_port()),
+        "ANDON_UI_PORT": str(free_port()),
         "ANDON_CONFIGS_DIR": str(home / "demo" / "configs"),  # where the demo writes its recipe
     }
     unset = ("ANDON_MES_SECRET", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")

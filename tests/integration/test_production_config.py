@@ -48,7 +48,7 @@ def test_stack_on_postgres_and_s3(
     bucket.ensure_bucket()
 
     statuses = stack.up(settings)
-    assert [s.state for s in statuses] == ["running", "running"]
+    assert [s.state for s in statuses] == ["running", "running", "running"]
 
     # --- MLflow: a run with an artifact, a registered version and an alias, all through the server
     import mlflow
@@ -95,4 +95,4 @@ def test_stack_on_postgres_and_s3(
     assert _query(prefect_db, "select key from artifact where key = 'plant-c-raw-batches'")
     assert sum(1 for o in bucket.list("plant-c/") if o.key.endswith(".png")) == 12
 
-    assert sorted(stack.down(settings)) == ["mlflow", "prefect"]
+    assert sorted(stack.down(settings)) == ["mlflow", "prefect", "ui"]

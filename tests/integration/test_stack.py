@@ -39,7 +39,7 @@ def _group_members(pgid: int) -> list[int]:
 def test_up_is_idempotent_and_down_leaves_nothing(stack_env: Path) -> None:
     settings = get_settings()
     first = {s.name: s for s in stack.up(settings)}
-    assert {n: s.state for n, s in first.items()} == {"prefect": "running", "mlflow": "running"}
+    assert {n: s.state for n, s in first.items()} == {"prefect": "running", "mlflow": "running", "ui": "running"}
     status, body = _get(f"http://127.0.0.1:{settings.prefect_port}/api/health")
     assert status == 200 and body.strip() == b"true"
     status, body = _get(f"http://127.0.0.1:{settings.mlflow_port}/health")
@@ -47,6 +47,7 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack_env: Path) -> None:
     # the UIs are served too
     assert _get(f"http://127.0.0.1:{settings.prefect_port}/")[0] == 200
     assert _get(f"http://127.0.0.1:{settings.mlflow_port}/")[0] == 200
+    assert _get(f"http://127.0.0.1:{settings.ui_port}/login")[0] == 200  # the floor's page
     # Prefect stores its database under ANDON_HOME (SQLite), analytics off
     assert (stack_env / "prefect" / "prefect.db").exists()
     assert (stack_env / "mlflow" / "mlflow.db").exists()
@@ -57,14 +58,14 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack_env: Path) -> None:
     assert {n: s.pid for n, s in again.items()} == {n: s.pid for n, s in first.items()}, "second up reuses"
 
     # the CLI shows the same thing
-    out = subprocess.run([sys.executable, "-m", "cli", "status"], capture_output=True, text=True, check=True)
-    assert out.stdout.count("running") == 2
+    out = subprocess.run([sys.executable, "-m", "andon.cli", "status"], capture_output=True, text=True, check=True)
+    assert out.stdout.count("running") == 3
 
     groups = [s.pid for s in first.values() if s.pid]
     assert all(_group_members(g) for g in groups)
-    assert sorted(stack.down(settings)) == ["mlflow", "prefect"]
+    assert sorted(stack.down(settings)) == ["mlflow", "prefect", "ui"]
     assert [m for g in groups for m in _group_members(g)] == [], "down leaves no process behind"
-    assert [s.state for s in stack.service_status(settings)] == ["stopped", "stopped"]
+    assert [s.state for s in stack.service_status(settings)] == ["stopped", "stopped", "stopped"]
     assert not list((stack_env / "run").glob("*.pid.json"))
     assert stack.down(settings) == []
 
@@ -77,7 +78,7 @@ def test_port_in_use_is_a_clear_error_and_starts_nothing(stack_env: Path) -> Non
         with pytest.raises(PortInUseError, match=rf"prefect: port {settings.prefect_port} .* \(ANDON_PREFECT_PORT\)"):
             stack.up(settings)
         statuses = {s.name: s.state for s in stack.service_status(settings)}
-        assert statuses == {"prefect": "foreign process on port", "mlflow": "stopped"}
+        assert statuses == {"prefect": "foreign process on port", "mlflow": "stopped", "ui": "stopped"}
     assert not list((stack_env / "run").glob("*.pid.json")), "nothing half-started is left"
 
 

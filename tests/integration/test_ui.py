@@ -78,6 +78,8 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         users.add("qe.a", PASSWORD, ["plant-a"])
         app_floor = build_floor(store)
         with run_in_thread(create_app(app_floor)) as url:
+            mp.setenv("ANDON_UI_URL", url)  # where links (artifacts, Label Studio tasks) point
+            reset_settings()
             yield {"url": url, "store": store, "cfg": cfg, "dark": dark, "floor": app_floor, "batch": dark_batch}
         mlflow.set_tracking_uri(None)
     reset_settings()
@@ -194,6 +196,25 @@ def test_reports_images_and_signed_links_over_http(floor: dict[str, Any]) -> Non
     assert anon.get(link).status_code == 200
     assert anon.get(link.replace("sig=", "sig=0")).status_code == 403
     assert anon.get(floor["floor"].link(key, ttl_s=-1)).status_code == 403
+
+
+def test_label_studio_tasks_load_their_images_over_http(floor: dict[str, Any]) -> None:
+    """The export's image URLs are signed links through `andon ui`: Label Studio (no session, no
+    access to the file store) loads each image over HTTP; a link to another key is refused."""
+    from andon.labeling.queue import LabelQueue, export_tasks
+    from andon.web.links import object_url
+
+    tasks = export_tasks(floor["store"], floor["cfg"], LabelQueue(floor["store"], "plant-b").status())
+    assert tasks
+    anon = httpx.Client(timeout=30)
+    for t in tasks[:5]:
+        r = anon.get(t["data"]["image"])
+        assert r.status_code == 200 and r.content[:4] == b"\x89PNG", t["data"]["image"]
+    forged = tasks[0]["data"]["image"].replace("/images/", "/../../")
+    assert anon.get(forged).status_code in (400, 403, 404)
+    # a report link for a Prefect artifact: behind the login, plant-scoped
+    key = floor["dark"].drift_report_key
+    assert object_url(key) == f"{floor['url']}/p/plant-b/object/{key}"
 
 
 @pytest.mark.parametrize(

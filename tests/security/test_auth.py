@@ -128,7 +128,7 @@ def test_authenticated_production_stack_refuses_strangers_and_serves_andon(
     settings = get_settings()
     S3ObjectStore("auth-bucket", endpoint_url=s3_endpoint).ensure_bucket()
     statuses = {s.name: s for s in stack.up(settings)}
-    assert {n: s.state for n, s in statuses.items()} == {"prefect": "running", "mlflow": "running"}
+    assert {n: s.state for n, s in statuses.items()} == {"prefect": "running", "mlflow": "running", "ui": "running"}
 
     # point 11: the database password is on no command line and in no PID file; PID files are 0600
     for name, svc in statuses.items():
@@ -149,6 +149,10 @@ def test_authenticated_production_stack_refuses_strangers_and_serves_andon(
         assert http.post(f"{api}/events", json=_event(), headers=_basic("andon-ops:guess")).status_code == 401
         assert http.post(f"{api}/deployments/filter", json={}).status_code == 401
         assert http.post(f"{api}/events", json=_event(), headers=_basic(PREFECT_AUTH)).status_code == 204
+        # --- the floor's page: nothing but the login form without an account
+        ui = f"http://{settings.host}:{settings.ui_port}"
+        assert http.get(f"{ui}/p/plant-a/review").status_code == 303  # to /login
+        assert http.get(f"{ui}/p/plant-a/object/reports/plant-a/x.html").status_code == 303
         # Andon's own event client sends the credential from the environment
         ev = Event("andon.batch.validated", {"prefect.resource.id": "andon.plant.plant-a"}, {}, uuid.uuid4())
         assert post_event(api, ev)
@@ -190,4 +194,4 @@ def test_authenticated_production_stack_refuses_strangers_and_serves_andon(
     refused = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "401" in refused.stderr
 
-    assert sorted(stack.down(settings)) == ["mlflow", "prefect"]
+    assert sorted(stack.down(settings)) == ["mlflow", "prefect", "ui"]

@@ -274,7 +274,7 @@ def test_the_mqtt_password_is_never_printed_at_start(tmp_path: Path) -> None:
         "ANDON_PREFECT_API_URL": "http://127.0.0.1:9/api",  # nothing there: the forwarder just waits
     }
     password = f"pw-{uuid.uuid4().hex}"
-    cmd = [sys.executable, "-m", "cli", "gateway", "--port", str(port)]
+    cmd = [sys.executable, "-m", "andon.cli", "gateway", "--port", str(port)]
     cmd += ["--mqtt", f"mqtt://andon:{password}@127.0.0.1:1883"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

@@ -212,7 +212,7 @@ def test_the_gateway_under_a_low_fd_limit_keeps_serving(tmp_path: Path) -> None:
     def low_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    cmd = [sys.executable, "-m", "cli", "gateway", "--port", str(port)]
+    cmd = [sys.executable, "-m", "andon.cli", "gateway", "--port", str(port)]
     proc = subprocess.Popen(
         cmd, env=env, cwd=REPO, preexec_fn=low_fd_limit, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

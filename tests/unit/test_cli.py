@@ -70,7 +70,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
         (["synth", "--plant", "plant-b", "--start", "2026-11-26T06:00"], "--start: give a timezone"),
     ]:
         proc = subprocess.run(
-            [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env={**_env(), **env}
+            [sys.executable, "-m", "andon.cli", *args], capture_output=True, text=True, env={**_env(), **env}
         )
         assert proc.returncode == 1, (args, proc.stderr)
         assert needle in proc.stderr, proc.stderr
