@@ -98,6 +98,11 @@ def main() -> None:
     setup(store, plant, now)
     print(f"# set up {PARTS} parts, {QUEUED} queued, 30 days of windows in {time.perf_counter() - t0:.0f} s")
     Users(get_settings().home / "ui" / "users.json").add("bench", PASSWORD, [plant])
+    # the tracking store exists before the page starts (as under `andon up`), made by another process,
+    # so this one is as cold as a fresh `andon ui`
+    uri = get_settings().mlflow_tracking_uri
+    subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient({uri!r}).search_registered_models()"],
+                   check=True, capture_output=True)  # fmt: skip
     floor = build_floor(store)
     with run_in_thread(create_app(floor)) as url, httpx.Client(base_url=url, timeout=60) as c:
         token = re.search(r'name="login_csrf" value="(\w+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]

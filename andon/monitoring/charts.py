@@ -139,6 +139,12 @@ class ChartState:
     cusum_lo: float = 0.0
     windows: int = 0
     history: list[float] = field(default_factory=list)  # the last z-scores, for the PNG
+    # the same windows' end times, EWMA and CUSUM statistics and the limits they were held to:
+    # the floor's page draws the three charts against time (andon/web/svg.py)
+    at: list[str] = field(default_factory=list)
+    ewma_history: list[float] = field(default_factory=list)
+    cusum_history: list[float] = field(default_factory=list)
+    limits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,8 @@ class ChartVerdict:
         return [n for n, hit in (("shewhart", self.shewhart), ("ewma", self.ewma), ("cusum", self.cusum)) if hit]
 
 
-def update(state: ChartState, z: float, limits: Limits, keep: int = 288) -> ChartVerdict:
-    """Feed one window's z-score into the three charts; returns what breached."""
+def update(state: ChartState, z: float, limits: Limits, keep: int = 288, at: str | None = None) -> ChartVerdict:
+    """Feed one window's z-score (of the window ending ``at``) into the three charts; returns what breached."""
     lam, k = limits.ewma_lambda, limits.cusum_k
     state.ewma = lam * z + (1 - lam) * state.ewma
     state.cusum_hi = max(0.0, state.cusum_hi + z - k)
@@ -169,6 +175,12 @@ def update(state: ChartState, z: float, limits: Limits, keep: int = 288) -> Char
     state.history = [*state.history[-(keep - 1) :], round(z, 4)]
     ewma_limit_now = limits.ewma_L * math.sqrt(lam / (2 - lam))
     cusum_value = max(state.cusum_hi, state.cusum_lo)
+    if at is not None:
+        state.at = [*state.at[-(keep - 1) :], at]
+        state.ewma_history = [*state.ewma_history[-(keep - 1) :], round(state.ewma, 4)]
+        state.cusum_history = [*state.cusum_history[-(keep - 1) :], round(cusum_value, 4)]
+        state.limits = {"shewhart": round(limits.shewhart, 4), "ewma": round(ewma_limit_now, 4),
+                        "cusum": round(limits.cusum_h, 4)}  # fmt: skip
     return ChartVerdict(
         z=z,
         shewhart=abs(z) > limits.shewhart,

@@ -173,6 +173,7 @@ def monitor(
     state = load_state(store, cfg.id, name, version, state_task)
     charted = state["last_end"] is None or datetime.fromisoformat(state["last_end"]) <= start
     budget = budget_for(cfg, ref, sensor)
+    state["window_end"] = end.isoformat()  # the charts' time axis
     verdicts = [chart_series(state, s, limits_of(budget, s), charted, cfg.monitoring.baseline_windows) for s in series]
     for s, v in zip(series, verdicts, strict=True):
         if s.ready:
@@ -273,7 +274,7 @@ def chart_series(
         limits = tuned_limits(limits, round(float(min(3.0, max(0.5, 0.5 * s.detect_shift / sd0))), 2))
     cs = ChartState(**state["charts"].get(s.name, {}))
     if charted:
-        v = update(cs, z, limits)
+        v = update(cs, z, limits, at=state.get("window_end"))
         if v.alarm:  # the charts restart after a signal; a lasting shift signals again at once
             reset(cs)
         state["charts"][s.name] = asdict(cs)

@@ -14,7 +14,7 @@ Pages (``/p/<plant>/...``, each refused with 403 for a user without that plant):
     /o/<key>?exp=&sig=      a time-limited signed link to one object (Label Studio, no session)
 
 Every form is CSRF-protected; every field is escaped; bodies are capped; a hostile request gets a
-4xx page, never a 500 (see ``tests/security/test_ui_door.py``)."""
+4xx page, never a 500 (see ``tests/integration/test_ui.py``)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,10 @@ every form carries a CSRF token derived from the session; five wrong passwords f
 it for five minutes. Serve it behind TLS (a reverse proxy) wherever the network is not trusted.
 
 Example:
-    >>> users = Users.__new__(Users); users.path = None; users.data = {}
-    >>> users.data["j.doe"] = {"hash": hash_password("correct horse battery"), "plants": ["plant-a"]}
+    >>> import tempfile
+    >>> users = Users(Path(tempfile.mkdtemp()) / "users.json")
+    >>> users.add("j.doe", "correct horse battery", ["plant-a"]).may_see("plant-b")
+    False
     >>> users.check("j.doe", "correct horse battery").plants, users.check("j.doe", "wrong") is None
     (('plant-a',), True)
 """

@@ -180,6 +180,10 @@ def dashboard(store: ObjectStore, cfg: PlantConfig) -> dict[str, Any]:
         out["monitoring"] = json.loads(store.get(join_key("monitoring", cfg.id, "state.json")))
     except Exception:
         out["monitoring"] = None
+    from andon.web.svg import control_chart
+
+    charts = (out["monitoring"] or {}).get("charts", {})
+    out["control_charts"] = [svg for name in sorted(charts) if (svg := control_chart(name, charts[name]))]
     return out
 
 

@@ -186,7 +186,11 @@ def test_reports_images_and_signed_links_over_http(floor: dict[str, Any]) -> Non
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert r.headers["content-security-policy"].startswith("sandbox")  # the report's scripts never see our cookie
     dash = b.get("/p/plant-b").text
-    chart = re.search(r'id="charts" src="([^"]+)"', dash).group(1)  # type: ignore[union-attr]
+    chart = re.search(r'id="charts" href="([^"]+)"', dash).group(1)  # type: ignore[union-attr]
+    # the control charts against time, with the limits the monitor held them to, inline
+    svgs = re.findall(r"<svg class=\"cc\".*?</svg>", dash)
+    assert svgs and all("<polyline" in svg and "CUSUM" in svg for svg in svgs)
+    assert any('class="breach"' in svg for svg in svgs)  # the dark window is marked
     png = b.get(chart)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     assert "v1" in dash and "escape" in dash
