@@ -99,6 +99,14 @@ class AndonSettings(BaseSettings):
     ui_enabled: bool = Field(
         default=True, description="Whether `andon up` starts `andon ui` beside Prefect and MLflow."
     )
+    evidently_workspace: str = Field(
+        default="",
+        description="Evidently workspace each drift report is added to (a project per plant): a folder, or the "
+        "http(s) URL of an `evidently ui` service; default ANDON_HOME/evidently.",
+    )
+    evidently_snapshots: bool = Field(default=True, description="Add every drift report to the Evidently workspace.")
+    evidently_ui: bool = Field(default=False, description="Whether `andon up` starts `evidently ui` on the workspace.")
+    evidently_port: Port = Field(default=8075, description="Port of `evidently ui` when `andon up` starts it.")
     ui_url: str = Field(
         default="",
         description="Where people reach `andon ui` (links in Prefect artifacts and Label Studio tasks); default "
@@ -204,6 +212,8 @@ class AndonSettings(BaseSettings):
             self.mlflow_tracking_uri = f"http://{self.host}:{self.mlflow_port}"
         if not self.prefect_database_url:
             self.prefect_database_url = f"sqlite+aiosqlite:///{self.home / 'prefect' / 'prefect.db'}"
+        if not self.evidently_workspace:
+            self.evidently_workspace = str(self.home / "evidently")
         if not self.ui_url:
             self.ui_url = f"http://{self.host}:{self.ui_port}"
         self.ui_url = self.ui_url.rstrip("/")

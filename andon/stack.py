@@ -218,8 +218,32 @@ def services(settings: AndonSettings) -> list[Service]:
         host=settings.host,
         files=files,
     )
+    out = [prefect, mlflow]
+    if settings.evidently_ui and not settings.evidently_workspace.startswith(("http://", "https://")):
+        out.append(
+            Service(
+                name="evidently",
+                port=settings.evidently_port,
+                health_path="/api/version",
+                ui_path="/",
+                command=[
+                    py,
+                    "-c",
+                    "import sys; from evidently.cli import app; sys.argv[0] = 'evidently'; app()",
+                    "ui",
+                    "--host",
+                    settings.host,
+                    "--port",
+                    str(settings.evidently_port),
+                    "--workspace",
+                    settings.evidently_workspace,
+                ],
+                env={},
+                host=settings.host,
+            )
+        )
     if not settings.ui_enabled:
-        return [prefect, mlflow]
+        return out
     ui = Service(
         name="ui",
         port=settings.ui_port,
@@ -229,7 +253,7 @@ def services(settings: AndonSettings) -> list[Service]:
         env={"PREFECT_API_URL": settings.prefect_api_url},
         host=settings.host,
     )
-    return [prefect, mlflow, ui]
+    return [*out, ui]
 
 
 def _run_dir(settings: AndonSettings) -> Path:

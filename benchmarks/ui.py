@@ -80,6 +80,42 @@ def setup(store, plant: str, now: datetime) -> None:  # type: ignore[no-untyped-
         store.put(f"alerts/{plant}/a{a:04d}.json", json.dumps(rec).encode(), "application/json")
 
 
+def evidently_cost(rec: Recorder, runs: int = 5) -> None:
+    """What adding each hourly drift report to the Evidently workspace costs, beside writing its HTML
+    (what every hourly monitor run already does): the report of 5,000 x 11 features, like the monitor's."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    from andon.monitoring.drift import add_to_workspace
+
+    rng = np.random.default_rng(0)
+    cols = ["brightness", "contrast", "sharpness", *(f"emb_{i}" for i in range(8))]
+    ref = pd.DataFrame(rng.normal(size=(5000, len(cols))), columns=cols)
+    html, add = [], []
+    for r in range(runs):
+        cur = pd.DataFrame(rng.normal(0.1 * r, 1, size=(5000, len(cols))), columns=cols)
+        snapshot = Report([DataDriftPreset()]).run(cur, ref)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            snapshot.save_html(str(Path(tmp) / "r.html"))
+            html.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert add_to_workspace("plant-a", snapshot, datetime(2026, 11, 26, r, tzinfo=UTC))
+        add.append(time.perf_counter() - t)
+    from andon.settings import get_settings
+
+    folder = Path(get_settings().evidently_workspace)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / runs / 1e3
+    rec.figure("evidently_workspace_add_per_hourly_run_s", statistics.median(add), "s", "reported",
+               html_report_s=round(statistics.median(html), 3), ratio_to_html=round(statistics.median(add) /
+               statistics.median(html), 2), kb_per_run=round(size, 1))  # fmt: skip
+
+
 def main() -> None:
     import httpx
 
@@ -164,6 +200,8 @@ def main() -> None:
     size = audit.html_path.stat().st_size / 1e6
     rec.figure("audit_10000_whole_report_s", whole, "s", "baseline", html_mb=round(size, 1), rows=audit.rows)
     rec.figure("parts_first_page_vs_whole_report", whole / first_page, "x", "reported")
+
+    evidently_cost(rec)
 
     port = free_port()
     env = os.environ | {"ANDON_UI_PORT": str(port)}

@@ -56,12 +56,47 @@ def drift_report(
     ref = reference[cols].sample(min(n, len(reference)), random_state=0)
     snapshot = Report([DataDriftPreset()]).run(cur, ref)
     share, scores = _summary(snapshot.dict())
+    add_to_workspace(cfg.id, snapshot, when)
     key = join_key("reports", cfg.id, "drift", f"{when:%Y%m%dT%H%M%S}.html")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "drift.html"
         snapshot.save_html(str(path))
         store.put(key, path.read_bytes(), "text/html")
     return key, share, scores
+
+
+def add_to_workspace(plant: str, snapshot: Any, when: datetime) -> str | None:
+    """Add the report to the plant's project in the Evidently workspace (``ANDON_EVIDENTLY_WORKSPACE``:
+    a folder, or an ``evidently ui`` URL), so ``evidently ui`` shows drift over time. A workspace
+    that fails is a warning, never a lost alert: the HTML report is kept in the store either way."""
+    import logging
+
+    from andon.settings import get_settings
+
+    s = get_settings()
+    if not s.evidently_snapshots:
+        return None
+    try:
+        ws = open_workspace(s.evidently_workspace)
+        name = f"andon {plant}"
+        found = ws.search_project(name)
+        project = found[0] if found else ws.create_project(name, description=f"Andon drift reports of {plant}")
+        ref = ws.add_run(project.id, snapshot, include_data=False, name=f"{plant} {when:%Y-%m-%d %H:%M}")
+        return str(getattr(ref, "id", ""))
+    except Exception as exc:  # the workspace is a view; the report and the alert must not depend on it
+        logging.getLogger("andon").warning("evidently workspace %s: %s", s.evidently_workspace, exc)
+        return None
+
+
+def open_workspace(location: str) -> Any:
+    """A local Evidently workspace (a folder) or a remote one (an ``evidently ui`` URL)."""
+    if location.startswith(("http://", "https://")):
+        from evidently.ui.workspace import RemoteWorkspace
+
+        return RemoteWorkspace(location)
+    from evidently.ui.workspace import Workspace
+
+    return Workspace(location)
 
 
 def _summary(doc: dict[str, Any]) -> tuple[float, dict[str, float]]:

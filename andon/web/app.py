@@ -59,7 +59,7 @@ class Floor:
         self.secret = secret
         self.queues = {p: QueueView(store, cfg) for p, cfg in plants.items()}
         self.skipped: dict[str, set[str]] = {}  # session nonce -> parts this reviewer skipped
-        self.links = {"prefect": "", "mlflow": ""}
+        self.links = {"prefect": "", "mlflow": "", "evidently": ""}
 
     def link(self, key: str, ttl_s: int = LINK_TTL_S, now: float | None = None) -> str:
         """A signed link path to ``key`` that works without a session until it expires (the path
@@ -79,7 +79,11 @@ def build_floor(store: ObjectStore | None = None) -> Floor:
         store or open_store(), {p: load_plant(p) for p in list_plants()}, auth.Users(s.home / "ui" / "users.json"),
         secret,
     )  # fmt: skip
-    floor.links = {"prefect": s.prefect_api_url.removesuffix("/api"), "mlflow": s.mlflow_tracking_uri}
+    evidently = s.evidently_workspace if s.evidently_workspace.startswith("http") else ""
+    if s.evidently_ui and not evidently:
+        evidently = f"http://{s.host}:{s.evidently_port}"
+    floor.links = {"prefect": s.prefect_api_url.removesuffix("/api"), "mlflow": s.mlflow_tracking_uri,
+                   "evidently": evidently}  # fmt: skip
     return floor
 
 

@@ -7,9 +7,11 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from andon import stack
 from andon.errors import PortInUseError
@@ -100,3 +102,28 @@ def test_stale_pid_file_is_not_trusted(stack_env: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_up_starts_evidently_ui_on_the_workspace_where_enabled(
+    stack_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ANDON_EVIDENTLY_UI=true: `andon up` also serves the Evidently workspace the drift reports go to."""
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    from andon.monitoring.drift import add_to_workspace
+    from andon.settings import reset_settings
+
+    monkeypatch.setenv("ANDON_EVIDENTLY_UI", "true")
+    monkeypatch.setenv("ANDON_EVIDENTLY_PORT", str(free_port()))
+    reset_settings()
+    settings = get_settings()
+    frame = pd.DataFrame({"brightness": [float(i % 7) for i in range(60)], "contrast": [1.0 * i for i in range(60)]})
+    snapshot = Report([DataDriftPreset()]).run(frame, frame.iloc[::-1].reset_index(drop=True))
+    assert add_to_workspace("plant-a", snapshot, datetime(2026, 11, 26, 8, tzinfo=UTC))
+    states = {s.name: s.state for s in stack.up(settings)}
+    assert states == {"prefect": "running", "mlflow": "running", "evidently": "running", "ui": "running"}
+    status, body = _get(f"http://127.0.0.1:{settings.evidently_port}/api/projects")
+    assert status == 200 and b"andon plant-a" in body
+    assert sorted(stack.down(settings)) == ["evidently", "mlflow", "prefect", "ui"]

@@ -202,6 +202,15 @@ def test_reports_images_and_signed_links_over_http(floor: dict[str, Any]) -> Non
     assert anon.get(floor["floor"].link(key, ttl_s=-1)).status_code == 403
 
 
+def test_each_drift_report_is_a_run_in_the_plants_evidently_project(floor: dict[str, Any]) -> None:
+    from andon.monitoring.drift import open_workspace
+    from andon.settings import get_settings
+
+    ws = open_workspace(get_settings().evidently_workspace)
+    (project,) = ws.search_project("andon plant-b")
+    assert len(ws.list_runs(project.id)) >= 1  # the dark window's report, browsable over time in `evidently ui`
+
+
 def test_label_studio_tasks_load_their_images_over_http(floor: dict[str, Any]) -> None:
     """The export's image URLs are signed links through `andon ui`: Label Studio (no session, no
     access to the file store) loads each image over HTTP; a link to another key is refused."""
