@@ -4,8 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Label Studio pins what Andon cannot (Django, its own pandas): its own environment, for the
+# integration test against a real Label Studio server (tests/integration/test_label_studio.py)
+LS_VENV  := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed-stamp
 
-.PHONY: venv demo test test-unit test-integration lint typecheck format bench clean lock
+.PHONY: venv labelstudio demo test test-unit test-integration lint typecheck format bench clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +21,18 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	@echo "installing Label Studio into $(LS_VENV) for its integration test (about 1 minute the first time)"
+	@$(LS_VENV)/bin/python -m pip install -qq --disable-pip-version-check label-studio==1.23.2
+	@touch $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/andon demo
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	$(BIN)/pytest
 
 test-unit: $(STAMP)
@@ -56,4 +68,4 @@ lock:
 	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
