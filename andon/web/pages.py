@@ -164,7 +164,11 @@ def dashboard(store: ObjectStore, cfg: PlantConfig) -> dict[str, Any]:
                     "overkill": m.get("test_overkill_rate"),
                     "overkill_upper": m.get("test_overkill_rate_upper"),
                     "defects": m.get("test_defects"),
-                    "reason": v.tags.get("andon.promotion.reason") or v.tags.get("andon.trigger") or "",
+                    # why it serves (or served): the registry's move records (andon.lifecycle.registry.record_move)
+                    "reason": v.tags.get("rollback.reason") or v.tags.get("promotion.reason") or "",
+                    "forced": v.tags.get("promotion.forced") == "true",
+                    "data": v.tags.get("data.manifest_sha256", "")[:12],
+                    "commit": v.tags.get("code.commit", "")[:10],
                     "run_id": v.run_id,
                 }
             )

@@ -287,4 +287,8 @@ def test_validate_flow_publishes_artifacts_and_events(prefect_harness: None, and
 
     found = asyncio.run(artifacts())
     assert "ACCEPTED" in str(found["plant-b-validation"].data)  # type: ignore[attr-defined]
-    assert "(file://" in str(found["plant-b-validation-report"].data)  # type: ignore[attr-defined]
+    # the report's link opens in a browser: through `andon ui`, behind its login and plant scope
+    from andon.settings import get_settings
+
+    link = f"({get_settings().ui_url}/p/plant-b/object/reports/plant-b/validation/"
+    assert link in str(found["plant-b-validation-report"].data)  # type: ignore[attr-defined]
