@@ -1,5 +1,5 @@
 """What `andon up` costs the machine (issue 17): processes and resident memory of the embedded
-Prefect and MLflow servers, as Andon starts them (MLflow without its job runner, which Andon never
+Prefect and MLflow servers and, since issue 18, `andon ui`, as Andon starts them (MLflow without its job runner, which Andon never
 uses) and, in the same run, as a plain `mlflow server` starts by default (job runner and huey
 consumers on): the baseline. And how long a command takes to say that MLflow is down.
 
@@ -38,14 +38,16 @@ def _tree(pids: list[int]) -> tuple[int, float]:
     return len(procs), rss / 2**20
 
 
-def _measure(job_runner: bool, settle_s: float) -> tuple[int, float, float]:
-    """(processes, RSS MB, seconds to healthy) of one `andon up` in a fresh home."""
+def _measure(job_runner: bool, settle_s: float) -> tuple[int, float, float, tuple[int, float]]:
+    """(processes, RSS MB, seconds to healthy, (processes, RSS MB) of `andon ui` alone) of one
+    `andon up` in a fresh home."""
     from andon import stack
     from andon.settings import get_settings, reset_settings
 
     isolated_home()
     os.environ["ANDON_PREFECT_PORT"] = str(free_port())
     os.environ["ANDON_MLFLOW_PORT"] = str(free_port())
+    os.environ["ANDON_UI_PORT"] = str(free_port())
     os.environ.pop("ANDON_MLFLOW_TRACKING_URI", None)  # the embedded server's own
     reset_settings()
     settings = get_settings()
@@ -68,12 +70,14 @@ def _measure(job_runner: bool, settle_s: float) -> tuple[int, float, float]:
         stack.up(settings)
         healthy_s = time.perf_counter() - t0
         time.sleep(settle_s)  # the job runner and consumers start after the server answers
-        pids = [st.pid for st in stack.service_status(settings) if st.pid]
+        statuses = stack.service_status(settings)
+        pids = [st.pid for st in statuses if st.pid]
         n, rss = _tree(pids)
+        ui = _tree([st.pid for st in statuses if st.name == "ui" and st.pid])
     finally:
         stack.down(settings)
         stack.services = original
-    return n, rss, healthy_s
+    return n, rss, healthy_s, ui
 
 
 def _mlflow_down_seconds() -> float:
@@ -88,12 +92,13 @@ def _mlflow_down_seconds() -> float:
 
 def main() -> None:
     rec = Recorder("stack_footprint")
-    base_n, base_rss, base_s = _measure(job_runner=True, settle_s=15)
-    n, rss, s = _measure(job_runner=False, settle_s=15)
+    base_n, base_rss, base_s, _ = _measure(job_runner=True, settle_s=15)
+    n, rss, s, (ui_n, ui_rss) = _measure(job_runner=False, settle_s=15)
     rec.figure("andon_up_processes", n, "processes", baseline_job_runner_on=base_n)
     rec.figure("andon_up_rss_mb", rss, "MB", baseline_job_runner_on_mb=round(base_rss, 1))
     rec.figure("andon_up_rss_vs_job_runner_on_ratio", rss / base_rss, "ratio", target="< 1")
     rec.figure("andon_up_healthy_seconds", s, "s", baseline_job_runner_on_s=round(base_s, 1))
+    rec.figure("andon_ui_rss_mb", ui_rss, "MB", processes=ui_n, note="part of andon_up_rss_mb (issue 18)")
     rec.figure(
         "mlflow_down_said_in_seconds",
         _mlflow_down_seconds(),
