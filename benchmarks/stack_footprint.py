@@ -1,7 +1,7 @@
 """What `andon up` costs the machine (issue 17): processes and resident memory of the embedded
-Prefect and MLflow servers and, since issue 18, `andon ui`, as Andon starts them (MLflow without its job runner, which Andon never
-uses) and, in the same run, as a plain `mlflow server` starts by default (job runner and huey
-consumers on): the baseline. And how long a command takes to say that MLflow is down.
+Prefect and MLflow servers and, since issue 18, `andon ui`, as Andon starts them (MLflow without
+its job runner, which Andon never uses) and, in the same run, as a plain `mlflow server` starts by
+default (job runner and huey consumers on): the baseline. And how long a command takes to say that MLflow is down.
 
 Run: .venv/bin/python benchmarks/stack_footprint.py
 """
