@@ -162,9 +162,7 @@ def create_app(floor: Floor) -> FastAPI:
         if csrf:
             session = request.state.session
             expected = auth.csrf_token(floor.secret, session.nonce) if session else None
-            import hmac
-
-            if not expected or not hmac.compare_digest(out.get("csrf", ""), expected):
+            if not expected or not auth.same(out.get("csrf", ""), expected):
                 raise Rejected(403, "the form is stale or was not sent by this page: reload it")
         return out
 
@@ -185,11 +183,9 @@ def create_app(floor: Floor) -> FastAPI:
 
     @app.post("/login")
     async def login(request: Request) -> Response:
-        import hmac
-
         fields = await form(request, csrf=False)
         cookie = request.cookies.get(LOGIN_COOKIE, "")
-        if not cookie or not hmac.compare_digest(fields.get("login_csrf", ""), cookie):
+        if not cookie or not auth.same(fields.get("login_csrf", ""), cookie):
             raise Rejected(403, "the login form is stale: reload it")
         name, password = fields.get("user", "")[:64], fields.get("password", "")[:256]
         if floor.users.locked(name):

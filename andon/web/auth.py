@@ -38,6 +38,7 @@ USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 12
 SESSION_S = 12 * 3600  # one shift and then some
 LOCKOUT_AFTER, LOCKOUT_S = 5, 300
+MAX_TRACKED = 10_000  # user names with recent wrong passwords kept in memory
 ALL_PLANTS = "*"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -46,6 +47,9 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt or os.urandom(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+_DUMMY = "scrypt$16384$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -135,10 +139,14 @@ class Users:
         """The user when the password is right; None otherwise (a wrong try counts to the lockout)."""
         self._reload()
         d = self.data.get(name)
-        ok = d is not None and verify_password(password, d["hash"])
+        # an unknown name costs the same scrypt as a known one: the answer's time does not tell
+        ok = verify_password(password, d["hash"] if d else _DUMMY) and d is not None
         if not ok:
+            now = time.time()
             with self._lock:
-                self._failures.setdefault(name[:64], []).append(time.time())
+                if len(self._failures) > MAX_TRACKED:  # many names tried: forget the stale ones (bounded memory)
+                    self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < LOCKOUT_S}
+                self._failures.setdefault(name[:64], []).append(now)
             return None
         return User(name, tuple(d["plants"])) if d else None
 
@@ -155,6 +163,12 @@ def load_secret(home: Path, configured: str | None) -> bytes:
         tmp.chmod(0o600)
         tmp.replace(path)
     return path.read_bytes()
+
+
+def same(given: str, expected: str) -> bool:
+    """Constant-time equality of two texts, whatever the client sent (``hmac.compare_digest``
+    refuses a non-ASCII str with TypeError: bytes never)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def _sign(secret: bytes, text: str) -> str:
@@ -178,9 +192,9 @@ def read_session(secret: bytes, cookie: str | None, now: float | None = None) ->
     if not cookie or len(cookie) > 300 or cookie.count("|") != 3:
         return None
     user, expires, nonce, sig = cookie.split("|")
-    if not hmac.compare_digest(sig, _sign(secret, f"session|{user}|{expires}|{nonce}")):
+    if not same(sig, _sign(secret, f"session|{user}|{expires}|{nonce}")):
         return None
-    if not expires.isdigit() or int(expires) < (now or time.time()):
+    if not expires.isascii() or not expires.isdigit() or int(expires) < (now or time.time()):
         return None
     return Session(user, int(expires), nonce)
 
@@ -196,6 +210,6 @@ def signed_link(secret: bytes, key: str, expires: int) -> str:
 
 
 def check_link(secret: bytes, key: str, expires: str, sig: str, now: float | None = None) -> bool:
-    if not expires.isdigit() or int(expires) < (now or time.time()):
+    if not expires.isascii() or not expires.isdigit() or int(expires) < (now or time.time()):
         return False
-    return hmac.compare_digest(sig, signed_link(secret, key, int(expires)))
+    return same(sig, signed_link(secret, key, int(expires)))

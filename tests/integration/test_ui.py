@@ -249,6 +249,8 @@ def test_label_studio_tasks_load_their_images_over_http(floor: dict[str, Any]) -
                                         "headers": {"content-type": "application/x-www-form-urlencoded"}}, 400),
         ("post", "/p/plant-b/alerts/..%2F..%2Fx", {"data": {"action": "ack"}}, 404),
         ("post", "/p/plant-b/alerts/nope", {"data": {"action": "ack"}}, 403),  # no CSRF token
+        ("post", "/p/plant-b/review", {"data": {"csrf": "é" * 32, "part_id": "x", "label": "ok"}}, 403),
+        ("get", "/o/reports/plant-b/x.html?exp=９９９９９９９９９９&sig=é", {}, 403),  # non-ASCII digits and signature
     ],
 )  # fmt: skip
 def test_hostile_requests_get_a_4xx_never_a_500(
@@ -257,6 +259,13 @@ def test_hostile_requests_get_a_4xx_never_a_500(
     b = login(floor["url"], "qe.b")
     r = getattr(b, method)(path, **kwargs)
     assert r.status_code == status, (r.status_code, r.text[:300])
+
+
+def test_a_forged_or_garbled_session_cookie_is_no_session(floor: dict[str, Any]) -> None:
+    anon = httpx.Client(base_url=floor["url"], timeout=30)
+    for cookie in ("qe.b|9999999999|n|" + "0" * 64, "a|9999999999|n|\xe9", "x" * 4000, "|||"):
+        r = anon.get("/p/plant-b", headers={"cookie": f"andon_session={cookie}".encode("latin-1")})
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), (cookie[:20], r.status_code)
 
 
 @pytest.mark.browser
