@@ -17,15 +17,19 @@ from andon.cli.root import app
 
 @app.command()
 def up() -> None:
-    """Start the embedded Prefect and MLflow servers (idempotent).
+    """Start the embedded Prefect and MLflow servers and the floor's page, `andon ui` (idempotent).
 
     Example: andon up   (then open the printed UI URLs)
     """
     from andon import stack
+    from andon.web.auth import Users
 
     console = make_console()
-    statuses = stack.up(andon_settings(), on_event=lambda m: console.print(f"  {m}"))
+    settings = andon_settings()
+    statuses = stack.up(settings, on_event=lambda m: console.print(f"  {m}"))
     _print_status(console, statuses)
+    if settings.ui_enabled and not Users(settings.home / "ui" / "users.json").list():
+        console.print("the floor's page has no accounts yet: [bold]andon users add NAME --plants plant-a[/]")
 
 
 @app.command()

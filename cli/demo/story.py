@@ -209,6 +209,10 @@ def summary(d: Demo, seconds: float) -> None:
     where.add_row("Prefect: automations", f"{ui}/automations")
     where.add_row("Prefect: deployments", f"{ui}/deployments")
     where.add_row("MLflow: registry", f"{mlflow_ui}/#/models")
+    if d.settings.ui_enabled:
+        where.add_row(
+            "the floor's page", f"{d.settings.ui_url}/p/plant-b (an account first: andon users add NAME --plants '*')"
+        )
     if g:
         where.add_row("governance report", d.store.uri(g["report_key"]))
     where.add_row("object store", d.store.url)
