@@ -124,7 +124,7 @@ def main() -> None:
     from andon.settings import get_settings
     from andon.storage import open_store
     from andon.web.app import build_floor, create_app
-    from andon.web.auth import Users
+    from andon.web.auth import installation_users
 
     rec = Recorder("ui")
     plant = "plant-a"
@@ -133,7 +133,7 @@ def main() -> None:
     t0 = time.perf_counter()
     setup(store, plant, now)
     print(f"# set up {PARTS} parts, {QUEUED} queued, 30 days of windows in {time.perf_counter() - t0:.0f} s")
-    Users(get_settings().home / "ui" / "users.json").add("bench", PASSWORD, [plant])
+    installation_users().add("bench", PASSWORD, [plant])
     # the tracking store exists before the page starts (as under `andon up`), made by another process,
     # so this one is as cold as a fresh `andon ui`
     uri = get_settings().mlflow_tracking_uri

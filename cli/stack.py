@@ -22,13 +22,13 @@ def up() -> None:
     Example: andon up   (then open the printed UI URLs)
     """
     from andon import stack
-    from andon.web.auth import Users
+    from andon.web.auth import installation_users
 
     console = make_console()
     settings = andon_settings()
     statuses = stack.up(settings, on_event=lambda m: console.print(f"  {m}"))
     _print_status(console, statuses)
-    if settings.ui_enabled and not Users(settings.home / "ui" / "users.json").list():
+    if settings.ui_enabled and not installation_users().list():
         console.print("the floor's page has no accounts yet: [bold]andon users add NAME --plants plant-a[/]")
 
 

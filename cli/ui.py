@@ -44,10 +44,9 @@ app.add_typer(users_app, name="users")
 
 
 def _users() -> Users:
-    from andon.settings import get_settings
-    from andon.web.auth import Users
+    from andon.web.auth import installation_users
 
-    return Users(get_settings().home / "ui" / "users.json")
+    return installation_users()
 
 
 @users_app.command("add")

@@ -74,10 +74,9 @@ def build_floor(store: ObjectStore | None = None) -> Floor:
     from andon.storage import open_store
 
     s = get_settings()
-    secret = auth.load_secret(s.home, s.ui_secret.get_secret_value() if s.ui_secret else None)
     floor = Floor(
-        store or open_store(), {p: load_plant(p) for p in list_plants()}, auth.Users(s.home / "ui" / "users.json"),
-        secret,
+        store or open_store(), {p: load_plant(p) for p in list_plants()}, auth.installation_users(),
+        auth.installation_secret(),
     )  # fmt: skip
     evidently = s.evidently_workspace if s.evidently_workspace.startswith("http") else ""
     if s.evidently_ui and not evidently:
@@ -248,7 +247,8 @@ def create_app(floor: Floor) -> FastAPI:
         if not part_id or len(part_id) > 256:
             raise Rejected(400, "no part named")
         if choice == "skip":
-            floor.skipped.setdefault(request.state.session.nonce, set()).add(part_id)
+            if await run_in_threadpool(floor.queues[plant].find, part_id) is not None:
+                floor.skipped.setdefault(request.state.session.nonce, set()).add(part_id)
             return RedirectResponse(f"/p/{cfg.id}/review", status_code=303)
         if choice != UNSURE and choice not in cfg.recipe.classes:
             raise Rejected(400, f"choose one of {', '.join(cfg.recipe.classes)}, unsure or skip")

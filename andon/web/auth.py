@@ -151,8 +151,24 @@ class Users:
         return User(name, tuple(d["plants"])) if d else None
 
 
+def installation_users() -> Users:
+    """The accounts of this installation (``$ANDON_HOME/ui/users.json``)."""
+    from andon.settings import get_settings
+
+    return Users(get_settings().home / "ui" / "users.json")
+
+
+def installation_secret() -> bytes:
+    """This installation's signing key (``ANDON_UI_SECRET``, else ``$ANDON_HOME/ui/secret``): the
+    page and whoever makes links for it (workers, `andon label export`) must share it."""
+    from andon.settings import get_settings
+
+    s = get_settings()
+    return load_secret(s.home, s.ui_secret.get_secret_value() if s.ui_secret else None)
+
+
 def load_secret(home: Path, configured: str | None) -> bytes:
-    """The installation's signing key: ``ANDON_UI_SECRET``, else a random one kept under the home."""
+    """The signing key: ``configured``, else a random one kept under ``home``."""
     if configured:
         return configured.encode()
     path = home / "ui" / "secret"

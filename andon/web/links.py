@@ -15,6 +15,8 @@ from urllib.parse import quote
 from andon.web import auth
 
 PLANT_SECOND = ("reports", "explanations")  # reports/<plant>/..., explanations/<plant>/...
+NOT_PLANTS = ("central", "labeling", "labels", "alerts", "monitoring", "datasets", "predictions", "governance")
+GOVERNANCE_REPORTS = "reports/central/governance/"  # every plant may read the cross-plant report
 
 
 def plant_of_key(key: str) -> str | None:
@@ -22,7 +24,7 @@ def plant_of_key(key: str) -> str | None:
     if len(parts) < 2:
         return None
     plant = parts[1] if parts[0] in PLANT_SECOND else parts[0]
-    return None if plant in ("central", "labeling", "labels", "alerts") else plant
+    return None if plant in NOT_PLANTS else plant
 
 
 def object_url(key: str, signed_ttl_s: int | None = None, now: float | None = None) -> str:
@@ -34,6 +36,6 @@ def object_url(key: str, signed_ttl_s: int | None = None, now: float | None = No
     plant = plant_of_key(key)
     if signed_ttl_s is None and plant:
         return f"{s.ui_url}/p/{quote(plant, safe='')}/object/{quote(key)}"
-    secret = auth.load_secret(s.home, s.ui_secret.get_secret_value() if s.ui_secret else None)
+    secret = auth.installation_secret()
     expires = int((now or time.time()) + (signed_ttl_s or 7 * 24 * 3600))
     return f"{s.ui_url}/o/{quote(key)}?exp={expires}&sig={auth.signed_link(secret, key, expires)}"

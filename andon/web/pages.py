@@ -27,10 +27,11 @@ UNSURE = "unsure"
 
 
 def object_allowed(plant: str, key: str) -> bool:
-    """Whether ``key`` belongs to ``plant`` (its images and batches, its reports, explanations,
-    monitoring), or is the cross-plant governance report every plant may read."""
-    prefixes = (f"{plant}/", f"reports/{plant}/", f"explanations/{plant}/", "reports/central/governance/")
-    return key.startswith(prefixes) and ".." not in key.split("/")
+    """Whether ``key`` belongs to ``plant`` (its images and batches, its reports, explanations),
+    or is the cross-plant governance report every plant may read."""
+    from andon.web.links import GOVERNANCE_REPORTS, plant_of_key
+
+    return ".." not in key.split("/") and (plant_of_key(key) == plant or key.startswith(GOVERNANCE_REPORTS))
 
 
 @dataclass
@@ -135,8 +136,8 @@ def alerts(store: ObjectStore, plant: str) -> list[dict[str, Any]]:
     from andon.monitoring.monitor import list_alerts
 
     order = {"open": 0, "acked": 1, "resolved": 2}
-    recs = list_alerts(store, plant)
-    return sorted(recs, key=lambda r: (order.get(r["status"], 3), r["opened_at"]), reverse=False)
+    newest = sorted(list_alerts(store, plant), key=lambda r: r["opened_at"], reverse=True)
+    return sorted(newest, key=lambda r: order.get(r["status"], 3))  # stable: newest first within each
 
 
 def latest(store: ObjectStore, prefix: str, n: int = 1) -> list[str]:
@@ -201,11 +202,10 @@ def parts_page(
     start = end - timedelta(days=days)
     cols = "part_id, line, scored_at, predicted_class, defect_score, model_version"
     rel = PredictionLog(store, cfg.id).query(start, end, columns=cols)
-    table = rel.to_arrow_table()
+    table = rel.to_arrow_table()  # ordered by scored_at: the newest page is the tail, reversed
     total = table.num_rows
-    order = sorted(range(total), key=table.column("scored_at").to_pylist().__getitem__, reverse=True)
-    lo = page * PAGE_SIZE
-    rows = table.take(order[lo : lo + PAGE_SIZE]).to_pylist() if total else []
+    hi = max(total - page * PAGE_SIZE, 0)
+    rows = table.slice(max(hi - PAGE_SIZE, 0), hi - max(hi - PAGE_SIZE, 0)).to_pylist()[::-1]
     return {"rows": rows, "total": total, "page": page, "pages": max(1, -(-total // PAGE_SIZE))}
 
 
