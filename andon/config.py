@@ -141,6 +141,39 @@ class AnomalySpec(_Strict):
         return self
 
 
+RUNTIME_NAMES = Literal[
+    "openvino-bf16", "openvino-int8", "openvino-fp32", "onnxruntime-int8", "onnxruntime-fp32", "torch"
+]  # andon.models.runtimes.RUNTIMES
+
+
+class InferenceSpec(_Strict):
+    """How a version runs in production (andon/models/runtimes.py): exported to ONNX at training,
+    optionally quantized, and run by the first runtime of ``runtimes`` that the machine has and the
+    promotion gate verified for the version; torch always remains."""
+
+    export: bool = Field(default=True, description="export ONNX at training (sha256 in the lineage)")
+    quantize: bool = Field(default=False, description="also an int8 copy, calibrated on the training split")
+    calibration_images: int = Field(default=128, ge=8, le=10_000, description="training images the int8 ranges see")
+    runtimes: tuple[RUNTIME_NAMES, ...] = Field(
+        default=("openvino-bf16", "onnxruntime-fp32", "torch"),
+        min_length=1,
+        description="preference order; the gate checks each against torch on the golden set",
+    )
+    max_rate_change: float = Field(
+        default=0.005,
+        ge=0,
+        le=0.1,
+        description="a runtime may move the escape or the overkill rate by at most this (0.005 = 0.5 point)",
+    )
+
+    @field_validator("runtimes")
+    @classmethod
+    def _unique_runtimes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"runtimes must be unique, got {list(value)}")
+        return value
+
+
 class Recipe(_Strict):
     """The standard training recipe; plants override single fields."""
 
@@ -160,6 +193,7 @@ class Recipe(_Strict):
     thresholds: Thresholds = Thresholds()
     promotion: PromotionRules = PromotionRules()
     explain: ExplainSpec = ExplainSpec()
+    inference: InferenceSpec = InferenceSpec()
 
     @field_validator("classes")
     @classmethod

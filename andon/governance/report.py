@@ -109,11 +109,16 @@ def _digest(objects: list[dict[str, Any]]) -> str:
 
 
 def _cell(
-    store: ObjectStore, loaded: Any, plant: str, objects: list[dict[str, Any]], decoded: dict[Any, Any]
+    store: ObjectStore,
+    loaded: Any,
+    plant: str,
+    objects: list[dict[str, Any]],
+    decoded: dict[Any, Any],
+    runner: Any = None,
 ) -> dict[str, float]:
     """One cell of the generalization matrix: escape and overkill at the champion's own operating
     point (and accuracy, second; no latency), on golden images decoded once per plant and input
-    size and shared by every model scored on them."""
+    size and shared by every model scored on them, run by the runtime the plant serves with."""
     from andon.settings import get_settings
     from andon.training.data import ImageCache, load_split
     from andon.training.evaluate import classification_metrics
@@ -123,7 +128,7 @@ def _cell(
         cache = ImageCache(get_settings().home / "cache" / "images")
         decoded[key] = load_split(store, objects, loaded.classes, loaded.size, cache, transform=loaded.transform)
     data = decoded[key]
-    probs, _ = loaded.predict(data.images)
+    probs, _ = loaded.predict(data.images, runner)
     m = classification_metrics(probs, data.labels, loaded.classes, loaded.operating_point.threshold)
     return {k: round(float(m[k]), 4) for k in ("escape_rate", "overkill_rate", "accuracy")}
 
@@ -138,6 +143,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
     from andon.governance.central import central_config
     from andon.lifecycle.registry import CHAMPION, alias_version, model_name, version_info
     from andon.monitoring.monitor import list_alerts
+    from andon.scoring.batch import pick_runner
     from andon.training.run import load_version
 
     t0 = time.perf_counter()
@@ -145,6 +151,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
     standard = _flat("", central_config().recipe.model_dump(mode="json"), {})
     statuses: list[PlantStatus] = []
     models: dict[str, Any] = {}
+    runners: dict[str, Any] = {}
     golden: dict[str, list[dict[str, Any]]] = {}
     versions: dict[str, tuple[str, int, str]] = {}
     for cfg in plants:
@@ -167,6 +174,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
             golden[cfg.id] = objects
             versions[cfg.id] = (name, version, info.run_id)
             models[cfg.id] = load_version(name, version)
+            runners[cfg.id] = pick_runner(cfg, name, version)  # the runtime the plant serves with
             st.metrics = {k: round(v, 4) for k, v in _score(store, models[cfg.id], objects).items()}
         statuses.append(st)
     grid: dict[str, dict[str, dict[str, float]]] = {}
@@ -185,7 +193,7 @@ def build_report(store: ObjectStore, plants: list[PlantConfig], *, matrix: bool 
                 grid[src][dst] = {k: own.get(k, float("nan")) for k in ("escape_rate", "overkill_rate", "accuracy")}
             elif matrix and objects:
                 if digests[dst] not in cells:
-                    cells[digests[dst]] = _cell(store, models[src], dst, objects, decoded)
+                    cells[digests[dst]] = _cell(store, models[src], dst, objects, decoded, runners[src])
                 grid[src][dst] = cells[digests[dst]]
         if len(cells) > known:
             store.put(key, json.dumps(cells, sort_keys=True).encode(), "application/json")

@@ -35,8 +35,10 @@ from andon.lifecycle.registry import (
     move_champion,
     record_move,
     rollback_champion,
+    tag_version,
     version_info,
 )
+from andon.models.runtimes import CHECKED_TAG, VERIFIED_TAG
 from andon.quality import fmt_rate
 from andon.storage import ObjectStore, join_key
 
@@ -139,21 +141,30 @@ def golden_objects(store: ObjectStore, cfg: PlantConfig, challenger: int) -> tup
 
 
 def evaluate_version(
-    store: ObjectStore, cfg: PlantConfig, version: int, objects: list[dict[str, Any]]
+    store: ObjectStore, cfg: PlantConfig, version: int, objects: list[dict[str, Any]], *, runtimes: bool = False
 ) -> dict[str, float]:
+    """:func:`evaluate_model` of a registered version; with ``runtimes``, the inference runtimes
+    are checked against torch on the same images and the verdict recorded on the version
+    (:func:`check_runtimes`)."""
     from andon.training.run import load_version
 
-    return evaluate_model(
-        store, load_version(model_name(cfg.id, cfg.recipe.task), version), objects, cfg.quality.confidence
-    )
+    loaded = load_version(model_name(cfg.id, cfg.recipe.task), version)
+    metrics, data = evaluate_model(store, loaded, objects, cfg.quality.confidence, keep_data=True)
+    if runtimes:
+        verified, checked = check_runtimes(cfg, loaded, data, metrics)
+        tag_version(model_name(cfg.id, cfg.recipe.task), version, {
+            VERIFIED_TAG: ",".join(verified), CHECKED_TAG: json.dumps(checked)[:4000],
+        })  # fmt: skip
+        metrics["runtimes_verified"] = float(len(verified))
+    return metrics
 
 
 def evaluate_model(
-    store: ObjectStore, loaded: Any, objects: list[dict[str, Any]], confidence: float = 0.95
-) -> dict[str, float]:
+    store: ObjectStore, loaded: Any, objects: list[dict[str, Any]], confidence: float = 0.95, *, keep_data: bool = False
+) -> Any:
     """Escape / overkill at the version's own operating point, the other classification metrics of
     the same decisions, and the single-part latency of ``loaded`` (a ``LoadedVersion``) on
-    ``objects`` (any plant's)."""
+    ``objects`` (any plant's). ``keep_data``: (metrics, the decoded images and labels)."""
     from andon.settings import get_settings
     from andon.training.data import ImageCache, load_split
     from andon.training.evaluate import classification_metrics
@@ -164,7 +175,49 @@ def evaluate_model(
     probs, _ = loaded.predict(data.images)
     metrics = classification_metrics(probs, data.labels, loaded.classes, loaded.operating_point.threshold, confidence)
     metrics["latency_ms"] = latency_ms(loaded.model, data.images)
-    return metrics
+    return (metrics, data) if keep_data else metrics
+
+
+def check_runtimes(
+    cfg: PlantConfig, loaded: Any, data: Any, reference: dict[str, float]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Each runtime of ``inference.runtimes`` this machine has, run on the same golden images as
+    torch (``reference``: torch's metrics) at the version's operating point: verified when neither
+    the escape nor the overkill rate moves by more than ``inference.max_rate_change``. Returns
+    (verified runtimes in preference order, torch last; what was measured per runtime)."""
+    from andon.errors import IntegrityError
+    from andon.models.runtimes import RuntimeUnavailable
+    from andon.training.evaluate import classification_metrics
+
+    spec = cfg.recipe.inference
+    verified: list[str] = []
+    checked: dict[str, dict[str, Any]] = {}
+    for runtime in spec.runtimes:
+        if runtime == "torch":
+            continue
+        try:
+            runner = loaded.runner(runtime)
+        except (RuntimeUnavailable, IntegrityError) as exc:
+            checked[runtime] = {"verdict": "unavailable", "reason": str(exc)}
+            continue
+        probs, _ = loaded.predict(data.images, runner)
+        m = classification_metrics(probs, data.labels, loaded.classes, loaded.operating_point.threshold)
+        moved = {k: m[k] - reference[k] for k in ("escape_rate", "overkill_rate")}
+        ok = all(abs(v) <= spec.max_rate_change for v in moved.values())
+        checked[runtime] = {
+            "verdict": "verified" if ok else "refused",
+            "escape_rate": m["escape_rate"], "overkill_rate": m["overkill_rate"],
+            "escape_moved": moved["escape_rate"], "overkill_moved": moved["overkill_rate"],
+        }  # fmt: skip
+        if ok:
+            verified.append(runtime)
+        else:
+            logger.warning(
+                "%s: runtime %s refused: escape %s -> %s, overkill %s -> %s (torch -> it; allowed %.2f points)",
+                cfg.id, runtime, fmt_rate(reference["escape_rate"]), fmt_rate(m["escape_rate"]),
+                fmt_rate(reference["overkill_rate"]), fmt_rate(m["overkill_rate"]), spec.max_rate_change * 100,
+            )  # fmt: skip
+    return [*verified, "torch"], checked
 
 
 def policy_violations(store: ObjectStore, cfg: PlantConfig, challenger: int) -> list[str]:
@@ -189,7 +242,7 @@ def promote(store: ObjectStore, cfg: PlantConfig, force: bool = False, reason: s
     what, objects = golden_objects(store, cfg, challenger)
     if not objects:
         raise DataError(f"{what} is empty: nothing to compare the versions on")
-    ch_metrics = evaluate_version(store, cfg, challenger, objects)
+    ch_metrics = evaluate_version(store, cfg, challenger, objects, runtimes=True)
     cp_metrics = evaluate_version(store, cfg, champion, objects) if champion is not None else None
     violations = check_rules(ch_metrics, cp_metrics, cfg) + policy_violations(store, cfg, challenger)
     decision = GateDecision(

@@ -203,6 +203,8 @@ def patchcore_model(backbone: nn.Module, feat_dim: int, memory_size: int, stride
             f = self.patch_features(x)
             n, d, h, w = f.shape
             flat = f.permute(0, 2, 3, 1).reshape(-1, d)
+            if torch.onnx.is_in_onnx_export():  # a traced loop would fix the chunk count to the example's
+                chunk = flat.shape[0]
             dists = [nearest(flat[i : i + chunk], self.memory) for i in range(0, len(flat), chunk)]
             return torch.cat(dists).view(n, h, w)
 

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from andon.quality import OperatingPoint
     from andon.training.run import LoadedVersion
 
-EMBEDDING_DIMS = 8
-
 
 @dataclass
 class ScoreSummary:
@@ -82,6 +80,36 @@ def _load_fast_cached(name: str, version: int, registry: str) -> LoadedVersion:
     return replace(loaded, model=optimize_for_inference(loaded.model))
 
 
+def pick_runner(cfg: PlantConfig, name: str, version: int) -> Any:
+    """The first runtime of ``inference.runtimes`` that the gate verified for the version and that
+    loads here (andon/models/runtimes.py); None (torch) when none does. Cached per version."""
+    from andon.settings import get_settings
+
+    return _pick_runner_cached(cfg.recipe.inference.runtimes, name, version, get_settings().mlflow_tracking_uri)
+
+
+@lru_cache(maxsize=8)
+def _pick_runner_cached(preference: tuple[str, ...], name: str, version: int, registry: str) -> Any:
+    import logging
+
+    from andon.errors import IntegrityError
+    from andon.models.runtimes import VERIFIED_TAG, RuntimeUnavailable
+
+    loaded = load_cached(name, version)
+    verified = set(loaded.lineage.get(VERIFIED_TAG, "").split(","))
+    log = logging.getLogger(__name__)
+    for runtime in preference:
+        if runtime == "torch":
+            return None
+        if runtime not in verified:
+            continue
+        try:
+            return loaded.runner(runtime)
+        except (RuntimeUnavailable, IntegrityError) as exc:
+            log.warning("%s v%d: runtime %s not used: %s", name, version, runtime, exc)
+    return None
+
+
 def resolve_champion(cfg: PlantConfig, task: str | None = None) -> tuple[str, int]:
     name = model_name(cfg.id, task or cfg.recipe.task)
     version = alias_version(name, CHAMPION)
@@ -106,14 +134,20 @@ class Champion:
     size: int
     operating_point: OperatingPoint
     transform: str = "resize"
+    runner: Any = None  # andon/models/runtimes.py; None: the torch network ``model``
 
     @classmethod
     def load(cls, cfg: PlantConfig) -> Champion:
         name, version = resolve_champion(cfg)
         loaded = load_fast(name, version)
         return cls(
-            name, version, loaded.model, list(loaded.classes), loaded.size, loaded.operating_point, loaded.transform
-        )
+            name, version, loaded.model, list(loaded.classes), loaded.size, loaded.operating_point, loaded.transform,
+            runner=pick_runner(cfg, name, version),
+        )  # fmt: skip
+
+    @property
+    def runtime(self) -> str:
+        return str(self.runner.name) if self.runner is not None else "torch"
 
     def model_input(self, data: bytes) -> np.ndarray:
         """The image as this version saw its training images (andon/imaging.py, the one transform)."""
@@ -127,16 +161,11 @@ class Champion:
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``uint8 (N, size, size)`` -> (probabilities ``(N, classes)``, embeddings ``(N, 8)``)."""
-        import torch
-
+        from andon.models.runtimes import TorchRunner
         from andon.training.loop import to_tensor
 
-        with torch.inference_mode():
-            x = to_tensor(images).contiguous(memory_format=torch.channels_last)
-            feats = self.model.features(x)
-            logits = self.model.head(feats) if hasattr(self.model, "head") else self.model(x)
-            probs = torch.softmax(logits, dim=1).numpy()
-        return probs, feats[:, :EMBEDDING_DIMS].numpy()
+        runner = self.runner or TorchRunner(self.model)
+        return runner.run(to_tensor(images).numpy())
 
 
 def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -383,6 +383,10 @@ def train_plant(
         (andon_dir / "reference.json").write_text(reference.to_json())
         ref_frame.to_parquet(andon_dir / "reference.parquet")
         example = to_tensor(test.images[:2]).numpy()
+        if recipe.inference.export:
+            inference_tags = export_inference(model, recipe, andon_dir, example, sets["train"].images)
+            mlflow.set_tags(inference_tags)
+            tags.update(inference_tags)
         info, version = log_version(name, model, andon_dir, tags, example, run.info.run_id, register)
     epochs = len(result.history)
     logger.info(
@@ -406,6 +410,27 @@ def train_plant(
         model_id=str(info.model_id or ""),
         tags=tags,
     )
+
+
+def export_inference(model: Any, recipe: Recipe, folder: Path, example: Any, train_images: Any) -> dict[str, str]:
+    """The version's inference files under ``folder/inference/`` (andon/models/runtimes.py): ONNX,
+    and (``inference.quantize``) int8 calibrated on the first training images; returns their sha256
+    as lineage tags. A network the exporter cannot take is logged and served by torch."""
+    from andon.models import runtimes
+
+    out = folder / runtimes.FOLDER
+    try:
+        tags = {runtimes.FILE_TAGS[runtimes.FP32_FILE]: runtimes.export_onnx(model, example, out / runtimes.FP32_FILE)}
+        if recipe.inference.quantize:
+            calibration = to_tensor(train_images[: recipe.inference.calibration_images]).numpy()
+            sha = runtimes.quantize_int8(out / runtimes.FP32_FILE, out / runtimes.INT8_FILE, calibration)
+            tags[runtimes.FILE_TAGS[runtimes.INT8_FILE]] = sha
+    except Exception as exc:  # the exporter and quantizer raise many kinds; torch still serves the version
+        logger.warning("%s: not exported for the inference runtimes (%s); torch serves it", recipe.name, exc)
+        for f in out.glob("*"):
+            f.unlink()
+        return {}
+    return tags
 
 
 def register_run(outcome: TrainOutcome) -> int:
@@ -483,6 +508,7 @@ def _recorded_digests(run_id: str, version_tags: dict[str, str] | None, what: st
 
     run_tags = with_retries(lambda: client().get_run(run_id).data.tags, f"read run {run_id}")
     recorded = {t: run_tags.get(t, "") for t in (WEIGHTS_TAG, SPECS_TAG)}
+    recorded.update({t: v for t, v in run_tags.items() if t.startswith("inference.")})  # runtimes.FILE_TAGS
     if not recorded[WEIGHTS_TAG]:
         raise IntegrityError(
             f"{what}: no {WEIGHTS_TAG} in its lineage, so its weights cannot be verified; refusing to load it "
@@ -547,6 +573,8 @@ class LoadedVersion:
     arch: dict[str, Any]
     prep: dict[str, Any]
     operating_point: OperatingPoint
+    root: Path | None = None  # the downloaded andon/ artifacts (the inference files are under it)
+    lineage: dict[str, str] = field(default_factory=dict)  # the run's recorded digests
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -560,18 +588,40 @@ class LoadedVersion:
     def transform(self) -> str:
         return str(self.prep.get("transform", "resize"))  # versions before transforms: resize
 
-    def predict(self, images: Any) -> tuple[Any, Any]:
-        """(class probabilities, defect scores) of ``uint8 (N, size, size)`` images."""
-        probs = predict(self.model, images)
+    @property
+    def anomaly(self) -> bool:
+        return self.arch["name"] in ("patchcore", "either")
+
+    def predict(self, images: Any, runner: Any = None) -> tuple[Any, Any]:
+        """(class probabilities, defect scores) of ``uint8 (N, size, size)`` images, by torch or
+        by ``runner`` (andon/models/runtimes.py)."""
+        if runner is None:
+            probs = predict(self.model, images)
+        else:
+            import numpy as np
+
+            out = [runner.run(to_tensor(images[i : i + 256]).numpy())[0] for i in range(0, len(images), 256)]
+            probs = np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
         return probs, defect_scores(probs)
+
+    def runner(self, runtime: str, fast_model: Any = None) -> Any:
+        """The runner ``runtime`` for this version (:func:`andon.models.runtimes.open_runner`)."""
+        from andon.models import optimize_for_inference, runtimes
+
+        fast = fast_model if fast_model is not None or runtime != "torch" else optimize_for_inference(self.model)
+        return runtimes.open_runner(runtime, self.root, fast, self.lineage, anomaly=self.anomaly)
 
 
 def load_version(name: str, version: int) -> LoadedVersion:
     """A registered version (network, specs, operating point)."""
     from andon.lifecycle.registry import version_info
+    from andon.models.runtimes import VERIFIED_TAG
 
     info = version_info(name, version)
-    return load_run(info.run_id, version_tags=info.tags, what=f"{name} version {version}")
+    loaded = load_run(info.run_id, version_tags=info.tags, what=f"{name} version {version}")
+    if VERIFIED_TAG in info.tags:  # the runtimes the promotion gate found equivalent to torch
+        loaded.lineage[VERIFIED_TAG] = info.tags[VERIFIED_TAG]
+    return loaded
 
 
 def load_run(run_id: str, *, version_tags: dict[str, str] | None = None, what: str = "") -> LoadedVersion:
@@ -598,4 +648,4 @@ def load_run(run_id: str, *, version_tags: dict[str, str] | None = None, what: s
         op = OperatingPoint.from_dict(json.loads(op_file.read_text()))
     else:
         op = OperatingPoint(0.5, chosen_on="none: trained before operating points (argmax)", feasible=False)
-    return LoadedVersion(model, arch, prep, op)
+    return LoadedVersion(model, arch, prep, op, root, recorded)
