@@ -45,10 +45,15 @@ BODY_STATE = "andon.body"
 class Rejected(AndonError):
     """A request the service answers with an HTTP error."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, retry_after_s: int | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.retry_after_s = retry_after_s  # sent as Retry-After (429, 503)
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
 
 
 @dataclass(frozen=True)

@@ -174,24 +174,33 @@ def _target(width: int, height: int, size: int, transform: str) -> tuple[int, in
 
 def model_input(data: bytes, size: int, transform: str = "resize") -> np.ndarray:
     """``uint8 (size, size)`` grey model input from encoded image bytes (PNG, JPEG, BMP...)."""
+    with open_image(data) as img:
+        source = img.size  # before draft(), which changes it
+        if img.format == "JPEG":
+            img.draft("L", _target(*source, size, transform))
+        return grey_model_input(img.convert("L"), size, transform, source_size=source)
+
+
+def grey_model_input(
+    grey: Image.Image, size: int, transform: str = "resize", source_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """:func:`model_input` of an image already decoded to grey (at its full size, or drafted from
+    ``source_size``): the one transform. A PNG or BMP decoded once for the image checks reuses it;
+    a JPEG is decoded by :func:`model_input`, scaled in the DCT as in training."""
     import numpy as np
     from PIL import Image
 
-    with open_image(data) as img:
-        tw, th = _target(img.width, img.height, size, transform)
-        if img.format == "JPEG":
-            img.draft("L", (tw, th))
-        grey = img.convert("L")
-        if grey.size != (tw, th):
-            grey = grey.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        if transform == "letterbox" and (tw, th) != (size, size):
-            canvas = Image.new("L", (size, size), 0)
-            canvas.paste(grey, ((size - tw) // 2, (size - th) // 2))
-            grey = canvas
-        elif transform == "center_crop" and (tw, th) != (size, size):
-            left, top = (tw - size) // 2, (th - size) // 2
-            grey = grey.crop((left, top, left + size, top + size))
-        return np.array(grey, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
+    tw, th = _target(*(source_size or grey.size), size, transform)
+    if grey.size != (tw, th):
+        grey = grey.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if transform == "letterbox" and (tw, th) != (size, size):
+        canvas = Image.new("L", (size, size), 0)
+        canvas.paste(grey, ((size - tw) // 2, (size - th) // 2))
+        grey = canvas
+    elif transform == "center_crop" and (tw, th) != (size, size):
+        left, top = (tw - size) // 2, (th - size) // 2
+        grey = grey.crop((left, top, left + size, top + size))
+    return np.array(grey, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
 
 
 def size_problem(width: int, height: int, side_range: tuple[int, int]) -> str | None:

@@ -6,8 +6,8 @@
                             type, a wrong field (named), unknown plant or line, a control character;
                             408 a body too slow; 413 over 1 MB; 503 the outbox is away
     GET  /healthz           outbox counts and the forwarder's state
-    GET  /metrics           Prometheus text: received, duplicates, rejected by reason, pending,
-                            delivered, delivery lag
+    GET  /metrics           Prometheus (prometheus-client): received, duplicates, rejected by
+                            reason, pending, delivered, dead, request and delivery-lag histograms
 
 Every refusal is counted by reason; nothing is enqueued for a rejected request, and no input
 gets a 500 (whatever a body holds, it is a counted 4xx). A message id already in the outbox is
@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations here
+from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves endpoint annotations here
 
 from andon.config import PlantConfig
 from andon.errors import ConfigError, DataError
@@ -67,10 +67,14 @@ class Gateway:
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()  # by reason
         self._lock = threading.Lock()
+        self.prom = GatewayMetrics(self)
+        if forwarder is not None:
+            forwarder.on_confirmed = self.prom.delivered
 
     def reject(self, reason: str, status: int, detail: str) -> Rejected:
         with self._lock:
             self.rejected[reason] += 1
+        self.prom.rejected.labels(reason).inc()
         return Rejected(status, detail)
 
     def receive_http(self, body: bytes, timestamp: str | None, signature: str | None) -> dict[str, Any]:
@@ -125,6 +129,7 @@ class Gateway:
                 self.accepted[source] += 1
             else:
                 self.duplicates += 1
+        (self.prom.received.labels(source) if new else self.prom.duplicates).inc()
         if new and self.forwarder:
             self.forwarder.wake()
         plant = event["resource"]["plant.id"]
@@ -142,48 +147,75 @@ class Gateway:
             else {"last_error": fw.last_error or None, "backoff_s": fw.backoff, "failures": fw.failures},
         }
 
-    def metrics(self) -> str:
-        """Prometheus text exposition."""
-        counts = self.outbox.counts()
-        lines = [
-            "# HELP andon_gateway_events_received_total MES events accepted and committed to the outbox",
-            "# TYPE andon_gateway_events_received_total counter",
-            *(f'andon_gateway_events_received_total{{source="{s}"}} {n}' for s, n in sorted(self.accepted.items())),
-            "# HELP andon_gateway_events_duplicate_total MES messages whose id was already in the outbox",
-            "# TYPE andon_gateway_events_duplicate_total counter",
-            f"andon_gateway_events_duplicate_total {self.duplicates}",
-            "# HELP andon_gateway_events_rejected_total requests refused, by reason (nothing enqueued)",
-            "# TYPE andon_gateway_events_rejected_total counter",
-            *(f'andon_gateway_events_rejected_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())),
-            "# HELP andon_gateway_outbox_pending events in the outbox not yet confirmed by the Prefect server",
-            "# TYPE andon_gateway_outbox_pending gauge",
-            f"andon_gateway_outbox_pending {counts['pending']}",
-            "# HELP andon_gateway_events_delivered_total events the Prefect server confirmably stored",
-            "# TYPE andon_gateway_events_delivered_total counter",
-            f"andon_gateway_events_delivered_total {counts['delivered']}",
-            "# HELP andon_gateway_events_dead events the Prefect server refused for good, parked with a reason",
-            "# TYPE andon_gateway_events_dead gauge",
-            f"andon_gateway_events_dead {counts['dead']}",
-        ]
-        if self.forwarder:
-            lags = sorted(self.forwarder.stats.lags)
-            lines += [
-                "# HELP andon_gateway_delivery_lag_seconds receipt to confirmed delivery (recent events)",
-                "# TYPE andon_gateway_delivery_lag_seconds summary",
-            ]
-            for q in (0.5, 0.9, 0.99):
-                value = lags[min(len(lags) - 1, int(q * len(lags)))] if lags else float("nan")
-                lines.append(f'andon_gateway_delivery_lag_seconds{{quantile="{q}"}} {value:.4f}')
-            lines += [
-                f"andon_gateway_delivery_lag_seconds_count {len(lags)}",
-                "# TYPE andon_gateway_forwarder_failures_total counter",
-                f"andon_gateway_forwarder_failures_total {self.forwarder.stats.failures}",
-            ]
-        return "\n".join(lines) + "\n"
+    def metrics(self) -> tuple[bytes, str]:
+        """Prometheus exposition (body, content type)."""
+        return self.prom.render()
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics (prometheus-client, a registry per gateway): counters as
+    events happen, the outbox's counts read at each scrape."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.gateway = gateway
+        self.registry = r = CollectorRegistry()
+        self.received = Counter(
+            "andon_gateway_events_received", "MES events accepted and committed to the outbox", ["source"], registry=r
+        )
+        self.duplicates = Counter(
+            "andon_gateway_events_duplicate", "MES messages whose id was already in the outbox", registry=r
+        )
+        self.rejected = Counter(
+            "andon_gateway_events_rejected", "requests refused, by reason (nothing enqueued)", ["reason"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "andon_gateway_request_seconds", "a signed MES message, received to answered", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )  # fmt: skip
+        self.lag = Histogram(
+            "andon_gateway_delivery_lag_seconds", "receipt to confirmed delivery at the Prefect server", registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+        )  # fmt: skip
+        r.register(self)  # the outbox gauges, read at each scrape (collect below)
+
+    def delivered(self, lags: list[float]) -> None:
+        for lag in lags:
+            self.lag.observe(lag)
+
+    def describe(self) -> list[Any]:
+        return []  # collected lazily: the outbox may be away when the registry is built
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        counts = self.gateway.outbox.counts()
+        yield GaugeMetricFamily(
+            "andon_gateway_outbox_pending", "events in the outbox not yet confirmed by the Prefect server",
+            value=counts["pending"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "andon_gateway_events_delivered", "events the Prefect server confirmably stored", value=counts["delivered"]
+        )
+        yield GaugeMetricFamily(
+            "andon_gateway_events_dead", "events the Prefect server refused for good, parked with a reason",
+            value=counts["dead"],
+        )  # fmt: skip
+        fw = self.gateway.forwarder
+        if fw is not None:
+            yield CounterMetricFamily(
+                "andon_gateway_forwarder_failures", "failed deliveries to the Prefect server", value=fw.stats.failures
+            )
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def create_app(gateway: Gateway) -> FastAPI:
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="Andon MES gateway", version="1")
@@ -199,9 +231,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         except Rejected as exc:
             reason = {413: "too_large", 408: "body_timeout", 400: "disconnected"}.get(exc.status, "body")
             raise gateway.reject(reason, exc.status, exc.detail) from None
-        answer = await run_in_threadpool(
-            gateway.receive_http, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
-        )
+        with gateway.prom.request_seconds.time():
+            answer = await run_in_threadpool(
+                gateway.receive_http, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
+            )
         return JSONResponse(answer, status_code=202)
 
     @app.get("/healthz")
@@ -209,8 +242,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         return JSONResponse(await run_in_threadpool(gateway.health))
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(await run_in_threadpool(gateway.metrics), media_type="text/plain; version=0.0.4")
+    async def metrics() -> Response:
+        body, ctype = await run_in_threadpool(gateway.metrics)
+        return Response(body, media_type=ctype)
 
     return app
 

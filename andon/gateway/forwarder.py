@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -70,6 +71,7 @@ class Forwarder:
 
         self.client = httpx.Client(timeout=timeout, headers=prefect_auth_headers())  # PREFECT_API_AUTH_STRING
         self.stats = ForwarderStats()
+        self.on_confirmed: Callable[[list[float]], None] | None = None  # delivery lags (metrics)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,6 +193,8 @@ class Forwarder:
             self.stats.confirmed += len(found)
             lags = [now - p.received_at for p in waiting if p.id in found]
             self.stats.lags = [*self.stats.lags, *lags][-10_000:]
+            if self.on_confirmed is not None:
+                self.on_confirmed(lags)
         return len(found)
 
     def step(self) -> int:

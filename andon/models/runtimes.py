@@ -13,8 +13,10 @@ that loads; else torch. Explanations keep the torch network (they need gradients
     onnxruntime-fp32   ONNX Runtime, fp32
     torch              the folded torch network (always there)
 
-Every runner takes the normalized ``float32 (N, C, H, W)`` batch (``andon.training.loop.to_tensor``)
-and returns ``(probabilities (N, classes), embedding (N, 8))``, what the prediction log records.
+Every runner takes the model inputs as the camera gives them, ``uint8 (N, H, W)``
+(``andon.imaging.model_input``), normalizes them inside the exported graph exactly as training did
+(``andon.training.loop.to_tensor``) and returns ``(probabilities (N, classes), embedding (N, 8))``,
+what the prediction log records.
 """
 
 from __future__ import annotations
@@ -75,20 +77,26 @@ def installed(runtime: str) -> bool:
 
 
 class _Head:
-    """What a runner computes, as one module for the exporter: softmax of the logits and the first
-    ``EMBEDDING_DIMS`` features (drift embeddings), exactly as the torch path does."""
+    """What a runner computes, as one module for the exporter: the training normalization of
+    ``uint8 (N, H, W)`` inputs, softmax of the logits and the first ``EMBEDDING_DIMS`` features
+    (drift embeddings), exactly as the torch path does."""
 
     @staticmethod
     def build(model: nn.Module) -> nn.Module:
         import torch
         from torch import nn
 
+        from andon.training.loop import PREPROCESSING
+
+        scale, mean, std = (float(PREPROCESSING[k]) for k in ("scale", "mean", "std"))
+
         class Head(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
 
-            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                x = (images.unsqueeze(1).float() * scale - mean) / std
                 feats = self.model.features(x)  # type: ignore[operator]
                 logits = self.model.head(feats) if hasattr(self.model, "head") else self.model(x)  # type: ignore[operator]
                 return torch.softmax(logits, dim=1), feats[:, :EMBEDDING_DIMS]
@@ -96,17 +104,9 @@ class _Head:
         return Head().eval()
 
 
-def torch_outputs(model: nn.Module, x: Any) -> tuple[Any, Any]:
-    """``(probabilities, embedding)`` of a torch ``model`` on the tensor ``x`` (no gradients)."""
-    import torch
-
-    with torch.inference_mode():
-        probs, emb = _Head.build(model)(x)
-    return probs, emb
-
-
 def export_onnx(model: nn.Module, example: np.ndarray, path: Path) -> str:
-    """Export an eval-mode image network (batch axis dynamic); returns the file's sha256."""
+    """Export an eval-mode image network taking ``uint8 (N, H, W)`` (``example``; the batch axis
+    dynamic); returns the file's sha256."""
     import warnings
 
     import torch
@@ -124,8 +124,8 @@ def export_onnx(model: nn.Module, example: np.ndarray, path: Path) -> str:
 
 def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, batch: int = 32) -> str:
     """An int8 copy of ``src`` (static QDQ: convolutions and linear layers; softmax and the anomaly
-    model's distances stay float), activation ranges from ``calibration`` (normalized images of the
-    version's own training split). Returns the file's sha256."""
+    model's distances stay float), activation ranges from ``calibration`` (``uint8`` model inputs of
+    the version's own training split). Returns the file's sha256."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -166,9 +166,13 @@ class TorchRunner:
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        probs, emb = torch_outputs(self.model, t)
-        return probs.numpy(), emb.numpy()
+        from andon.training.loop import to_tensor
+
+        with torch.inference_mode():
+            t = to_tensor(x).contiguous(memory_format=torch.channels_last)
+            feats = self.model.features(t)
+            logits = self.model.head(feats) if hasattr(self.model, "head") else self.model(t)
+            return torch.softmax(logits, dim=1).numpy(), feats[:, :EMBEDDING_DIMS].numpy()
 
 
 class OnnxRuntimeRunner:

@@ -8,8 +8,10 @@ checksum, uncertainty and drift features.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -162,10 +164,9 @@ class Champion:
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``uint8 (N, size, size)`` -> (probabilities ``(N, classes)``, embeddings ``(N, 8)``)."""
         from andon.models.runtimes import TorchRunner
-        from andon.training.loop import to_tensor
 
         runner = self.runner or TorchRunner(self.model)
-        return runner.run(to_tensor(images).numpy())
+        return runner.run(images)
 
 
 def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,20 +183,36 @@ def check_image(key: str, data: bytes, cfg: PlantConfig, line: str) -> tuple[dic
     """The gate's per-image rules for one part (``camera_image_rules``: a camera format that
     decodes, the camera's size and colour mode): (log fields from the image, problem or None).
     A header over the camera's largest side is refused before any pixel is decoded."""
-    from andon.imaging import size_problem
+    fields, problem, _ = inspect_image(key, data, cfg, line)
+    return fields, problem
+
+
+def inspect_image(
+    key: str, data: bytes, cfg: PlantConfig, line: str, champion: Champion | None = None
+) -> tuple[dict[str, Any], str | None, np.ndarray | None]:
+    """:func:`check_image`, and for an image that passes, ``champion``'s model input: a PNG or BMP
+    is decoded once for both, a JPEG a second time (scaled in the DCT, exactly as in training)."""
+    from andon.imaging import grey_model_input, size_problem
     from andon.validation.images import camera_image_rules
 
     rules = camera_image_rules(cfg.camera_for(line))
-    stats = image_stats_from_bytes(key, data, max_side=rules["size"][1])
+    grey: list[Any] = []
+    stats = image_stats_from_bytes(
+        key, data, max_side=rules["size"][1], on_grey=grey.append if champion is not None else None
+    )
     fields: dict[str, Any] = {"sha256": stats["sha256"]}
     problem = stats["error"]
     if not problem:
         problem = size_problem(stats["width"], stats["height"], rules["size"])
     if not problem and rules["mode"] is not None and stats["mode"] != rules["mode"]:
         problem = f"colour mode {stats['mode']}, expected {rules['mode']} (what the camera writes)"
-    if not problem:
-        fields.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
-    return fields, problem
+    if problem:
+        return fields, problem, None
+    fields.update(brightness=stats["brightness"], contrast=stats["contrast"], sharpness=stats["sharpness"])
+    if champion is None:
+        return fields, None, None
+    image = grey_model_input(grey[0], champion.size, champion.transform) if grey else champion.model_input(data)
+    return fields, None, image
 
 
 def error_fields(problem: str) -> dict[str, Any]:
@@ -315,11 +332,11 @@ def score_batch(
     explain: bool = True,
     progress: Callable[[int], None] | None = None,
     gated: bool = False,
+    workers: int = 0,
 ) -> ScoreSummary:
     """Score one raw batch; with ``explain`` (the default) flagged parts get a saliency map.
     ``gated``: refuse a batch the data gate has not accepted (:func:`require_accepted`; what
-    ``andon score`` does)."""
-    import numpy as np
+    ``andon score`` does). ``workers``: threads fetching and decoding (0: one per core, at most 8)."""
 
     t0 = time.perf_counter()
     if gated:
@@ -331,8 +348,10 @@ def score_batch(
         raise DataError(f"{batch_prefix} is an empty batch: nothing to score")
     log = PredictionLog(store, cfg.id)
     rows: list[dict[str, Any]] = []
-    good: list[tuple[dict[str, Any], np.ndarray, float]] = []
-    for r in meta.to_dict(orient="records"):
+
+    def prepare(r: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None, float]:
+        """Fetch, check and decode one part (on a worker thread: Pillow and the store release the
+        GIL): (its log fields, its model input or None with the error in the fields, ms spent)."""
         t_part = time.perf_counter()
         line = str(r.get("line") or info.line)
         base = {
@@ -348,37 +367,28 @@ def score_batch(
         try:
             data = store.get(r["image_key"])
         except ObjectNotFoundError:
-            rows.append({**base, **error_fields("image missing")})
-            continue
-        fields, problem = check_image(r["image_key"], data, cfg, line)
+            return {**base, **error_fields("image missing")}, None, 0.0
+        fields, problem, image = inspect_image(r["image_key"], data, cfg, line, champion)
         base.update(fields)
         if problem:
-            rows.append({**base, **error_fields(problem)})
-            continue
-        # decoded a second time on purpose: model_input is exactly the training preprocessing
-        # (JPEGs scaled in the DCT), so scoring sees the pixels the model was trained on
-        good.append((base, champion.model_input(data), (time.perf_counter() - t_part) * 1000))
+            return {**base, **error_fields(problem)}, None, 0.0
+        return base, image, (time.perf_counter() - t_part) * 1000
+
+    records = meta.to_dict(orient="records")
+    windows = [records[lo : lo + batch_size] for lo in range(0, len(records), batch_size)]
     explained = 0
-    for lo in range(0, len(good), batch_size):
-        chunk = good[lo : lo + batch_size]
-        t_batch = time.perf_counter()
-        images = np.stack([g[1] for g in chunk])
-        probs, emb = champion.predict(images)
-        per_part_ms = (time.perf_counter() - t_batch) * 1000 / len(chunk)
-        scored_at = datetime.now(UTC)
-        chunk_rows = [
-            {**base, **pred, "scored_at": scored_at, "latency_ms": prep_ms + per_part_ms}
-            for (base, _, prep_ms), pred in zip(
-                chunk, prediction_rows(champion.classes, probs, emb, champion.threshold), strict=True
-            )
-        ]
-        if explain:
-            pick = [i for i, r in enumerate(chunk_rows) if wants_explanation(cfg, r["part_id"], r["predicted_class"])]
-            explain_parts(store, cfg, champion, images[pick], [chunk_rows[i] for i in pick])
-            explained += len(pick)
-        rows += chunk_rows
-        if progress:
-            progress(len(chunk))
+    with ThreadPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 8)) as pool:
+        # the next window is fetched and decoded while this one is predicted (bounded memory)
+        pending = [pool.submit(prepare, r) for r in windows[0]] if windows else []
+        for k in range(len(windows)):
+            prepared = [f.result() for f in pending]
+            pending = [pool.submit(prepare, r) for r in windows[k + 1]] if k + 1 < len(windows) else []
+            rows += [fields for fields, image, _ in prepared if image is None]
+            chunk = [(fields, image, ms) for fields, image, ms in prepared if image is not None]
+            if chunk:
+                explained += _predict_chunk(store, cfg, champion, chunk, rows, explain)
+            if progress:
+                progress(len(prepared))
     now = datetime.now(UTC)
     for row in rows:
         row.setdefault("scored_at", now)
@@ -397,3 +407,35 @@ def score_batch(
         seconds=time.perf_counter() - t0,
         log_keys=keys,
     )
+
+
+def _predict_chunk(
+    store: ObjectStore,
+    cfg: PlantConfig,
+    champion: Champion,
+    chunk: list[tuple[dict[str, Any], Any, float]],
+    rows: list[dict[str, Any]],
+    explain: bool,
+) -> int:
+    """Predict one window of decoded parts, explain what :func:`wants_explanation` picks, and add
+    their rows to ``rows``; returns how many were explained."""
+    import numpy as np
+
+    explained = 0
+    t_batch = time.perf_counter()
+    images = np.stack([g[1] for g in chunk])
+    probs, emb = champion.predict(images)
+    per_part_ms = (time.perf_counter() - t_batch) * 1000 / len(chunk)
+    scored_at = datetime.now(UTC)
+    chunk_rows = [
+        {**base, **pred, "scored_at": scored_at, "latency_ms": prep_ms + per_part_ms}
+        for (base, _, prep_ms), pred in zip(
+            chunk, prediction_rows(champion.classes, probs, emb, champion.threshold), strict=True
+        )
+    ]
+    if explain:
+        pick = [i for i, r in enumerate(chunk_rows) if wants_explanation(cfg, r["part_id"], r["predicted_class"])]
+        explain_parts(store, cfg, champion, images[pick], [chunk_rows[i] for i in pick])
+        explained = len(pick)
+    rows += chunk_rows
+    return explained

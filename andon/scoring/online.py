@@ -6,9 +6,16 @@ asks, and logs every decision exactly like the batch path.
     POST /v1/score              body: JSON ``{"object_key": ..., "part_id": ..., "line": ..., "sku": ...}``
     GET  /healthz               champion, queue depth, rows logged, the log's health, refusals by
                                 reason; 503 while there is no champion or the log cannot be written
+    GET  /metrics               Prometheus (prometheus-client): requests, refusals by reason,
+                                decisions by class, latency and batch-size histograms, in flight
 
-The response (class, probabilities, model version, part id) is computed on the request thread;
-everything else happens off the response path on one background worker: storing an uploaded
+The response (class, probabilities, model version, part id) is computed on the request thread,
+the forward pass shared with concurrent requests (andon/scoring/microbatch.py: up to
+``max_batch`` images, waiting at most ``batch_wait_ms`` for requests already on their way), on
+the fastest runtime verified for the version (andon/models/runtimes.py). Past ``max_in_flight``
+requests at once the service answers 429 with ``Retry-After`` at once instead of queueing
+(backpressure: a client backs off, nothing grows without bound). Everything else happens off
+the response path on one background worker: storing an uploaded
 image, the saliency map of a flagged part, and the prediction-log row (micro-batches flushed every
 ``flush_seconds``; a crash loses at most those in flight). The champion alias is re-resolved
 every ``reload_seconds`` by a watcher thread, so a promotion or rollback is served within
@@ -53,13 +60,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations here
+from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves endpoint annotations here
 
 from andon.config import PlantConfig
 from andon.errors import AndonError, ConfigError, InvalidKeyError, ObjectNotFoundError, StorageError
 from andon.httpkit import Rejected, read_capped, run_in_thread
 from andon.lifecycle.registry import CHAMPION
-from andon.scoring.batch import Champion, check_image, error_fields, explain_parts, prediction_rows, wants_explanation
+from andon.scoring.batch import Champion, error_fields, explain_parts, inspect_image, prediction_rows, wants_explanation
+from andon.scoring.microbatch import MicroBatcher, Ticket
 from andon.scoring.predlog import PredictionLog, PredictionWriter
 from andon.storage import ObjectStore, join_key, validate_key
 
@@ -71,6 +79,9 @@ logger = logging.getLogger(__name__)
 MAX_BYTES = 4 * 1024 * 1024
 MAX_JSON_BYTES = 16 * 1024  # a JSON request names an object; it never needs more
 MAX_DECODES = 2  # images decoded at once (the cores are shared anyway); more wait their turn
+MAX_IN_FLIGHT = 64  # requests admitted at once; past it: 429 + Retry-After
+MAX_BATCH = 64  # images per shared forward pass
+BATCH_WAIT_MS = 4.0  # how long a batch waits for admitted requests still decoding
 MAX_QUEUED_BYTES = 256 * 1024 * 1024  # images waiting to be stored or explained; past it: 503
 DECODE_WAIT_S = 30.0  # how long a request waits for a decode slot before a 503
 IMAGE_TYPES = {
@@ -96,6 +107,45 @@ class _Job:
 
 def _job_bytes(job: _Job) -> int:
     return (len(job.upload[1]) if job.upload else 0) + (job.image.nbytes if job.image is not None else 0)
+
+
+class ServiceMetrics:
+    """The service's Prometheus metrics, in a registry of its own (two services in one process
+    never share counters). One service serves one plant: the scrape job names it."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("andon_score_requests", "score requests received", registry=r)
+        self.rejected = Counter("andon_score_rejected", "requests refused, by reason", ["reason"], registry=r)
+        self.decisions = Counter("andon_score_decisions", "parts decided, by class", ["predicted_class"], registry=r)
+        self.latency = Histogram(
+            "andon_score_latency_seconds", "request to response of a scored part", registry=r,
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "andon_score_batch_size", "images per shared forward pass", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "andon_score_batch_seconds", "one shared forward pass", registry=r,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+        )  # fmt: skip
+        self.in_flight = Gauge("andon_score_in_flight", "requests being scored now", registry=r)
+        self.queue = Gauge("andon_score_background_jobs", "rows and evidence waiting", registry=r)
+        self.logged = Gauge("andon_predictions_logged", "prediction rows written", registry=r)
+
+    def batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+    def render(self, service: ScoringService) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        self.queue.set(service._jobs.qsize())
+        self.logged.set(service.writer.health()["written"])
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @dataclass
@@ -164,6 +214,9 @@ class ScoringService:
         spool_dir: Path | None = None,
         token: str | None = None,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        max_batch: int = MAX_BATCH,
+        batch_wait_ms: float = BATCH_WAIT_MS,
     ) -> None:
         self.store = store
         self.token = token  # when set, /v1/score needs `Authorization: Bearer <token>` (docs/security.md)
@@ -176,7 +229,10 @@ class ScoringService:
         self.stats = ServiceStats()
         self.champion: Champion | None = None
         self.champion_error = "not loaded yet"
-        self._infer_lock = threading.Lock()  # one forward pass at a time: the cores are shared anyway
+        self.metrics = ServiceMetrics()
+        self.batcher = MicroBatcher(max(1, max_batch), max(0.0, batch_wait_ms) / 1000, self.metrics.batch)
+        self.max_in_flight = max(1, max_in_flight)
+        self._in_flight = 0  # under _stats_lock
         self._decodes = threading.BoundedSemaphore(max(1, max_decodes))
         self.decode_wait_s = decode_wait_s
         self._stats_lock = threading.Lock()
@@ -304,11 +360,16 @@ class ScoringService:
     def _background_error(self, message: str) -> None:
         self.stats.background_errors = [*self.stats.background_errors[-19:], message]
 
-    def reject(self, reason: str, status: int, detail: str) -> Rejected:
-        """A counted refusal (``/healthz``: ``rejected_by_reason``)."""
+    def reject(self, reason: str, status: int, detail: str, retry_after_s: int | None = None) -> Rejected:
+        """A counted refusal (``/healthz``: ``rejected_by_reason``; ``/metrics``)."""
         with self._stats_lock:
             self.stats.rejected[reason] += 1
-        return Rejected(status, detail)
+        self.metrics.rejected.labels(reason).inc()
+        return Rejected(status, detail, retry_after_s)
+
+    def busy(self, detail: str) -> Rejected:
+        """Backpressure: a counted 429 with Retry-After, before anything queues without bound."""
+        return self.reject("busy", 429, detail, retry_after_s=1)
 
     # ---------------------------------------------------------------- evidence
     def _evidence_key(self, line: str, now: datetime, part_id: str, ext: str, sha: str) -> tuple[str, bool]:
@@ -354,7 +415,35 @@ class ScoringService:
         """Score one part; returns the response body, or raises ``Rejected`` (the part is logged as
         an error row when the image itself is the problem)."""
         t0 = time.perf_counter()
-        self.stats.requests += 1
+        self.metrics.requests.inc()
+        with self._stats_lock:
+            self.stats.requests += 1
+            admitted = self._in_flight < self.max_in_flight
+            if admitted:
+                self._in_flight += 1
+                self.metrics.in_flight.set(self._in_flight)
+        if not admitted:
+            raise self.busy(f"{self.cfg.id} has {self.max_in_flight} requests in flight; retry after a second")
+        ticket = self.batcher.announce()  # a forward pass about to run waits for this request
+        try:
+            return self._score(ticket, t0, data, part_id, line, sku, object_key, content_type)
+        finally:
+            self.batcher.withdraw(ticket)  # refused on the way: nobody waits for it
+            with self._stats_lock:
+                self._in_flight -= 1
+                self.metrics.in_flight.set(self._in_flight)
+
+    def _score(
+        self,
+        ticket: Ticket,
+        t0: float,
+        data: bytes,
+        part_id: str | None,
+        line: str | None,
+        sku: str | None,
+        object_key: str | None,
+        content_type: str,
+    ) -> dict[str, Any]:
         try:
             part_id, sku = check_id("part_id", part_id), check_id("sku", sku)
         except ValueError as exc:
@@ -381,10 +470,9 @@ class ScoringService:
             "model_alias": CHAMPION,
         }
         if not self._decodes.acquire(timeout=self.decode_wait_s):
-            raise self.reject("busy", 503, f"{self.cfg.id} is decoding other images; retry shortly")
+            raise self.busy(f"{self.cfg.id} is decoding other images; retry shortly")
         try:  # the header before any pixel
-            fields, problem = check_image(object_key or f"upload:{part_id}", data, self.cfg, line)
-            image = None if problem else champion.model_input(data)
+            fields, problem, image = inspect_image(object_key or f"upload:{part_id}", data, self.cfg, line, champion)
         finally:
             self._decodes.release()
         row.update(fields)
@@ -399,10 +487,11 @@ class ScoringService:
             object_key, new = self._evidence_key(line, now, part_id, ext, fields["sha256"])
             row["object_key"] = object_key
             upload = (object_key, data, content_type) if new else None
-        with self._infer_lock:
-            probs, emb = champion.predict(image[None])
-        (pred,) = prediction_rows(champion.classes, probs, emb, champion.threshold)
+        probs, emb = self.batcher.predict(ticket, champion, image)
+        (pred,) = prediction_rows(champion.classes, probs[None], emb[None], champion.threshold)
         latency_ms = (time.perf_counter() - t0) * 1000
+        self.metrics.latency.observe(latency_ms / 1000)
+        self.metrics.decisions.labels(pred["predicted_class"]).inc()
         row.update(pred, scored_at=datetime.now(UTC), latency_ms=latency_ms)
         explain = self.explain and wants_explanation(self.cfg, part_id, pred["predicted_class"])
         self._enqueue(_Job(row, image=image if explain else None, champion=champion, upload=upload))
@@ -454,13 +543,13 @@ class ScoringService:
             if not full:
                 self._queued_bytes += size
         if full:
-            raise self.reject("busy", 503, f"the background queue holds {held / 1e6:.1f} MB of images; retry shortly")
+            raise self.busy(f"the background queue holds {held / 1e6:.1f} MB of images; retry shortly")
         try:
-            self._jobs.put(job, timeout=5)
+            self._jobs.put_nowait(job)
         except queue.Full:
             with self._stats_lock:
                 self._queued_bytes -= size
-            raise self.reject("busy", 503, "the prediction log is backed up; retry shortly") from None
+            raise self.busy("the prediction log is backed up; retry shortly") from None
 
     def health(self) -> dict[str, Any]:
         c = self.champion
@@ -473,7 +562,11 @@ class ScoringService:
             "plant": self.cfg.id,
             "model_name": c.name if c else None,
             "model_version": c.version if c else None,
+            "runtime": c.runtime if c else None,
             "champion_error": self.champion_error or None,
+            "in_flight": self._in_flight,
+            "batches": self.batcher.batches,
+            "mean_batch": round(self.batcher.images / self.batcher.batches, 2) if self.batcher.batches else 0,
             "queue": self._jobs.qsize(),
             "queued_mb": round(self._queued_bytes / 1e6, 1),
             "requests": self.stats.requests,
@@ -504,7 +597,7 @@ def create_app(service: ScoringService) -> FastAPI:
 
     @app.exception_handler(Rejected)
     async def _rejected(_request: Request, exc: Rejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -515,6 +608,11 @@ def create_app(service: ScoringService) -> FastAPI:
     async def healthz() -> JSONResponse:
         body = service.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, ctype = service.metrics.render(service)
+        return Response(body, media_type=ctype)
 
     @app.post("/v1/score")
     async def score(

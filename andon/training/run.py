@@ -384,7 +384,7 @@ def train_plant(
         ref_frame.to_parquet(andon_dir / "reference.parquet")
         example = to_tensor(test.images[:2]).numpy()
         if recipe.inference.export:
-            inference_tags = export_inference(model, recipe, andon_dir, example, sets["train"].images)
+            inference_tags = export_inference(model, recipe, andon_dir, test.images[:2], sets["train"].images)
             mlflow.set_tags(inference_tags)
             tags.update(inference_tags)
         info, version = log_version(name, model, andon_dir, tags, example, run.info.run_id, register)
@@ -422,7 +422,7 @@ def export_inference(model: Any, recipe: Recipe, folder: Path, example: Any, tra
     try:
         tags = {runtimes.FILE_TAGS[runtimes.FP32_FILE]: runtimes.export_onnx(model, example, out / runtimes.FP32_FILE)}
         if recipe.inference.quantize:
-            calibration = to_tensor(train_images[: recipe.inference.calibration_images]).numpy()
+            calibration = train_images[: recipe.inference.calibration_images]
             sha = runtimes.quantize_int8(out / runtimes.FP32_FILE, out / runtimes.INT8_FILE, calibration)
             tags[runtimes.FILE_TAGS[runtimes.INT8_FILE]] = sha
     except Exception as exc:  # the exporter and quantizer raise many kinds; torch still serves the version
@@ -600,7 +600,7 @@ class LoadedVersion:
         else:
             import numpy as np
 
-            out = [runner.run(to_tensor(images[i : i + 256]).numpy())[0] for i in range(0, len(images), 256)]
+            out = [runner.run(images[i : i + 256])[0] for i in range(0, len(images), 256)]
             probs = np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
         return probs, defect_scores(probs)
 

@@ -37,10 +37,14 @@ def camera_image_rules(camera: Camera) -> dict[str, Any]:
     return {"size": camera.side_range(), "mode": camera.color_mode, "formats": CAMERA_FORMATS}
 
 
-def image_stats_from_bytes(key: str, data: bytes, max_side: int | None = None) -> dict[str, Any]:
+def image_stats_from_bytes(
+    key: str, data: bytes, max_side: int | None = None, on_grey: Callable[[Any], None] | None = None
+) -> dict[str, Any]:
     """One row of statistics; a file that is refused or does not decode gets ``decodes=False`` and
     the reason. Nothing larger than ``max_side`` pixels per side (or ``imaging.MAX_PIXELS`` in
-    all) is decoded: its header is reported and the reason names its size."""
+    all) is decoded: its header is reported and the reason names its size. ``on_grey`` gets the
+    full-size grey image of a PNG or BMP (not a JPEG: drafted for speed), so a caller that needs
+    the pixels too decodes once."""
     import numpy as np
 
     from andon.imaging import ImageRefused, open_image
@@ -65,7 +69,10 @@ def image_stats_from_bytes(key: str, data: bytes, max_side: int | None = None) -
             row["width"], row["height"] = img.width, img.height
             if img.format == "JPEG":
                 img.draft("L", img.size)  # decode straight to grey: same statistics, less work
-            grey = np.asarray(img.convert("L"), dtype=np.float32)
+            grey_img = img.convert("L")
+            if on_grey is not None and img.format != "JPEG":
+                on_grey(grey_img)
+            grey = np.asarray(grey_img, dtype=np.float32)
     except ImageRefused as exc:
         row["error"], row["format"], row["mode"] = str(exc), exc.format, exc.mode
         if exc.size:

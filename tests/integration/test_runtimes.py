@@ -104,9 +104,7 @@ def test_the_gate_refuses_a_runtime_that_moves_a_decision_rate() -> None:
             return _Flipped()
 
         def predict(self, images: np.ndarray, runner: Any = None) -> tuple[np.ndarray, np.ndarray]:
-            from andon.training.loop import to_tensor
-
-            probs = runner.run(to_tensor(images).numpy())[0]
+            probs = runner.run(images)[0]
             return probs, probs[:, 1]
 
     class Data:

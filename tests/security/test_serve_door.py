@@ -238,7 +238,7 @@ def test_decompression_bombs_are_refused_from_the_header(
     assert rows.loc["OK-1", "predicted_class"] in ("ok", "defect")
 
 
-def test_decodes_are_bounded_and_a_request_past_the_bound_is_a_counted_503(store: FlakyStore, andon_home: Path) -> None:
+def test_decodes_are_bounded_and_a_request_past_the_bound_is_a_counted_429(store: FlakyStore, andon_home: Path) -> None:
     service = PinnedService(store, CFG, reload_seconds=3600, explain=False, max_decodes=1, decode_wait_s=0.05)
     with serve_in_thread(service) as url, httpx.Client(base_url=url, timeout=60) as client:
         assert service._decodes.acquire(timeout=5)  # the one decode slot is busy (as with a slow image)
@@ -246,7 +246,7 @@ def test_decodes_are_bounded_and_a_request_past_the_bound_is_a_counted_503(store
             r = _post(client, png(), part_id="WAIT-1")
         finally:
             service._decodes.release()
-        assert r.status_code == 503 and "retry" in r.json()["detail"], r.text
+        assert r.status_code == 429 and "retry" in r.json()["detail"] and r.headers["retry-after"] == "1", r.text
         assert _rejected(client) == {"busy": 1}
         assert _post(client, png(), part_id="NEXT-1").status_code == 200  # the slot is free again
 
@@ -379,5 +379,26 @@ def test_queued_images_have_a_byte_budget_and_refused_uploads_are_not_kept(store
     service.score(png(), part_id="P-1")  # one image fits the budget
     with pytest.raises(Rejected) as busy:
         service.score(png(value=1), part_id="P-2")
-    assert busy.value.status == 503
+    assert busy.value.status == 429 and busy.value.retry_after_s == 1
     assert service.health()["rejected_by_reason"]["busy"] == 1
+
+
+def test_overload_is_a_counted_429_with_retry_after_and_metrics_say_so(store: FlakyStore, andon_home: Path) -> None:
+    service = PinnedService(store, CFG, reload_seconds=3600, explain=False, max_in_flight=2)
+    with serve_in_thread(service) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert _post(client, png(), part_id="FIRST-1").status_code == 200
+        with service._stats_lock:
+            service._in_flight = 2  # two requests being scored (as under a flood)
+        try:
+            r = _post(client, png(), part_id="OVER-1")
+        finally:
+            with service._stats_lock:
+                service._in_flight = 0
+        assert r.status_code == 429 and r.headers["retry-after"] == "1" and "in flight" in r.json()["detail"]
+        assert _post(client, png(), part_id="AFTER-1").status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'andon_score_rejected_total{reason="busy"} 1.0' in metrics
+    assert "andon_score_requests_total 3.0" in metrics
+    assert "andon_score_latency_seconds_count 2.0" in metrics and "andon_score_batch_size_bucket" in metrics
+    decided = [line for line in metrics.splitlines() if line.startswith("andon_score_decisions_total{")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in decided) == 2

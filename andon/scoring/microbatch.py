@@ -1,0 +1,128 @@
+"""Micro-batching for the online service: concurrent requests share one forward pass.
+
+A request thread that finds no batch running becomes the leader: it waits (at most ``wait_s``)
+only while requests already admitted are still on their way (decoding), takes up to ``max_batch``
+queued images, runs them as one batch and hands each its row; the others sleep until their
+result is there or they must lead the next batch. One client alone never waits (nobody else is
+on the way), many clients share forward passes, so throughput grows with load instead of
+collapsing. No thread of its own: a service scoring from one thread works the same.
+
+    >>> import numpy as np
+    >>> class Echo:
+    ...     def predict(self, images):
+    ...         return images.reshape(len(images), -1)[:, :2].astype(float), np.zeros((len(images), 8))
+    >>> batcher = MicroBatcher(max_batch=8, wait_s=0.002)
+    >>> ticket = batcher.announce()
+    >>> probs, emb = batcher.predict(ticket, Echo(), np.full((2, 2), 3, np.uint8))
+    >>> probs.tolist(), batcher.batches, batcher.images
+    ([3.0, 3.0], 1, 1)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Item:
+    champion: Any
+    image: Any
+    done: bool = False
+    probs: Any = None
+    emb: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Ticket:
+    """An admitted request's place among those on their way (:meth:`MicroBatcher.announce`)."""
+
+    open: bool = True
+
+
+@dataclass
+class MicroBatcher:
+    max_batch: int = 64
+    wait_s: float = 0.004
+    on_batch: Callable[[int, float], None] | None = None  # (batch size, seconds): metrics
+    batches: int = 0
+    images: int = 0
+    _queue: list[_Item] = field(default_factory=list)
+    _announced: int = 0  # admitted requests not yet queued (decoding): worth waiting for
+    _running: bool = False
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def announce(self) -> Ticket:
+        """A request was admitted and will :meth:`predict` with the ticket, or :meth:`withdraw` it
+        (a refused image; withdrawing a used ticket does nothing, so callers withdraw in ``finally``)."""
+        with self._cond:
+            self._announced += 1
+        return Ticket()
+
+    def withdraw(self, ticket: Ticket) -> None:
+        with self._cond:
+            if ticket.open:
+                ticket.open = False
+                self._announced -= 1
+                self._cond.notify_all()
+
+    def predict(self, ticket: Ticket, champion: Any, image: Any) -> tuple[Any, Any]:
+        """``champion.predict`` of one ``uint8 (H, W)`` image, batched with whatever else is
+        queued; returns (probabilities row, embedding row)."""
+        item = _Item(champion, image)
+        with self._cond:
+            if ticket.open:
+                ticket.open = False
+                self._announced -= 1
+            self._queue.append(item)
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                while not item.done and self._running:
+                    self._cond.wait()
+                if item.done:
+                    break
+                self._running = True
+                deadline = time.monotonic() + self.wait_s
+                while len(self._queue) < self.max_batch and self._announced > 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.probs, item.emb
+
+    def _run(self, batch: list[_Item]) -> None:
+        import numpy as np
+
+        t0 = time.perf_counter()
+        groups: dict[int, list[_Item]] = {}
+        for it in batch:  # a promotion mid-batch: each request keeps the version it was admitted with
+            groups.setdefault(id(it.champion), []).append(it)
+        for items in groups.values():
+            try:
+                probs, emb = items[0].champion.predict(np.stack([it.image for it in items]))
+                for j, it in enumerate(items):
+                    it.probs, it.emb = probs[j], emb[j]
+            except Exception as exc:  # every request of the batch hears it, none waits forever
+                for it in items:
+                    it.error = exc
+            finally:
+                for it in items:
+                    it.done = True
+        self.batches += 1
+        self.images += len(batch)
+        if self.on_batch is not None:
+            self.on_batch(len(batch), time.perf_counter() - t0)

@@ -1,0 +1,77 @@
+"""Micro-batching: concurrent requests share a forward pass, an error reaches every request of
+its batch, a withdrawn request is not waited for. Deterministic: the fake model holds its first
+batch until the test has seen the others queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from andon.scoring.microbatch import MicroBatcher
+
+pytestmark = pytest.mark.unit
+
+
+class Held:
+    """A model whose first forward pass waits for ``release``; records each batch's size."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.sizes:
+            self.release.wait(30)
+        self.sizes.append(len(images))
+        flat = images.reshape(len(images), -1)[:, 0].astype(np.float32)
+        return np.stack([flat, -flat], 1), np.zeros((len(images), 8), np.float32)
+
+
+def _wait_for(cond: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_requests_arriving_during_a_forward_pass_share_the_next_one() -> None:
+    batcher, model = MicroBatcher(max_batch=64, wait_s=0.0), Held()
+    results: dict[int, float] = {}
+
+    def request(i: int) -> None:
+        ticket = batcher.announce()
+        probs, _ = batcher.predict(ticket, model, np.full((4, 4), i, np.uint8))
+        results[i] = float(probs[0])
+
+    first = threading.Thread(target=request, args=(0,))
+    first.start()
+    _wait_for(lambda: batcher._running)
+    others = [threading.Thread(target=request, args=(i,)) for i in range(1, 11)]
+    for t in others:
+        t.start()
+    _wait_for(lambda: len(batcher._queue) == 10)
+    model.release.set()
+    for t in [first, *others]:
+        t.join(30)
+    assert model.sizes == [1, 10] and batcher.batches == 2 and batcher.images == 11
+    assert results == {i: float(i) for i in range(11)}  # each request got its own row
+
+
+def test_a_failing_forward_pass_reaches_every_request_and_nobody_waits_for_a_withdrawn_one() -> None:
+    class Broken:
+        def predict(self, images: np.ndarray) -> Any:
+            raise RuntimeError("runtime crashed")
+
+    batcher = MicroBatcher(max_batch=8, wait_s=5.0)
+    withdrawn = batcher.announce()  # a request refused on its way (a bad image)
+    batcher.withdraw(withdrawn)
+    batcher.withdraw(withdrawn)  # twice is harmless
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="runtime crashed"):
+        batcher.predict(batcher.announce(), Broken(), np.zeros((2, 2), np.uint8))
+    assert time.monotonic() - t0 < 4  # not the 5 s wait: nobody else was on the way
+    assert batcher._announced == 0 and not batcher._running
