@@ -95,6 +95,12 @@ class AndonSettings(BaseSettings):
         description="The MES gateway's durable outbox; default SQLite under ANDON_HOME (postgresql://... by URL).",
     )
     gateway_port: Port = Field(default=8090, description="Port of `andon gateway`.")
+    predictions_retention_days: int = Field(
+        default=400,
+        ge=0,
+        le=36_500,
+        description="Prediction log hours older than this are removed by `andon log compact` (0: keep forever).",
+    )
     ui_port: Port = Field(default=8070, description="Port of `andon ui`, the floor's web page.")
     ui_enabled: bool = Field(
         default=True, description="Whether `andon up` starts `andon ui` beside Prefect and MLflow."

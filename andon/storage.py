@@ -16,6 +16,7 @@ attempt becomes a :class:`~andon.errors.StorageError` naming the operation and k
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from andon.errors import InvalidKeyError, ObjectNotFoundError, StorageError
+
+MULTIPART_BYTES = 16 * 1024 * 1024  # S3 objects past this move in parts, in parallel, never whole in memory
 
 _TMP_PREFIX = ".andon-tmp-"
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -90,6 +93,7 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def exists(self, key: str) -> bool: ...
     def copy(self, src: str, dst: str) -> ObjectInfo: ...
+    def delete(self, key: str) -> None: ...
     def presigned_url(self, key: str, expires_s: int = 3600) -> str: ...
     def uri(self, key: str) -> str: ...
 
@@ -181,6 +185,11 @@ class LocalObjectStore:
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
+    def delete(self, key: str) -> None:
+        """Remove an object (a missing one is fine). Only what rewrites objects without losing a
+        row uses it: the prediction log's compaction and retention. Raw data is never deleted."""
+        self._path(key).unlink(missing_ok=True)
+
 
 class S3ObjectStore:
     """Objects in an S3-compatible bucket (AWS, MinIO, Ceph, moto), optionally under a prefix."""
@@ -246,11 +255,36 @@ class S3ObjectStore:
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         extra = {"ContentType": content_type} if content_type else {}
+        if len(data) > MULTIPART_BYTES:  # parts in parallel, each retried alone
+            self._upload(key, lambda: self.client.upload_fileobj(io.BytesIO(data), **self._transfer(key, extra)))
+            return ObjectInfo(key, len(data))
         self._call("put", key, self.client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
         return ObjectInfo(key, len(data))
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
-        return self.put(key, Path(path).read_bytes(), content_type)
+        """Upload a file streamed from disk (multipart past ``MULTIPART_BYTES``: never whole in memory)."""
+        extra = {"ContentType": content_type} if content_type else {}
+        size = Path(path).stat().st_size
+        self._upload(key, lambda: self.client.upload_file(str(path), **self._transfer(key, extra)))
+        return ObjectInfo(key, size)
+
+    def _transfer(self, key: str, extra: dict[str, str]) -> dict[str, Any]:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
+        return {"Bucket": self.bucket, "Key": self._full(key), "ExtraArgs": extra or None, "Config": config}
+
+    def _upload(self, key: str, fn: Any) -> None:
+        from boto3.exceptions import S3UploadFailedError
+
+        try:
+            self._call("put", key, fn)
+        except S3UploadFailedError as exc:
+            raise StorageError(f"S3 put {key!r} in {self.url} failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        """Remove an object (see :meth:`LocalObjectStore.delete`; a missing one is fine)."""
+        self._call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self._full(key))
 
     def get(self, key: str) -> bytes:
         resp = self._call("get", key, self.client.get_object, Bucket=self.bucket, Key=self._full(key))
@@ -258,12 +292,23 @@ class S3ObjectStore:
         return body
 
     def download(self, key: str, path: Path) -> Path:
+        """Stream an object to ``path`` (ranged parts in parallel past ``MULTIPART_BYTES``; never
+        whole in memory), atomically: a failed transfer leaves no partial file."""
+        from boto3.s3.transfer import TransferConfig
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.get(key)
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        config = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                self._call(
+                    "get", key, self.client.download_fileobj, Bucket=self.bucket, Key=self._full(key), Fileobj=fh,
+                    Config=config,
+                )  # fmt: skip
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

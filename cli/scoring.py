@@ -1,4 +1,5 @@
-"""Scoring and evidence: `andon score|score-sensor|serve`, `andon explain`, `andon audit`."""
+"""Scoring and evidence: `andon score|score-sensor|serve`, `andon explain`, `andon audit`,
+`andon predictions compact`."""
 
 from __future__ import annotations
 
@@ -70,6 +71,46 @@ def score_sensor(
     make_console().print(
         f"{s.scored} of {s.rows} readings scored by {s.model} v{s.version} in {s.seconds:.1f} s; "
         f"{s.failures} predicted failures ({s.explained} with SHAP values); {s.errors} error row(s)"
+    )
+
+
+predictions_app = typer.Typer(no_args_is_help=True, help="The prediction log: compaction and retention.")
+app.add_typer(predictions_app, name="predictions")
+
+
+@predictions_app.command("compact")
+def predictions_compact(
+    plant: Annotated[str, typer.Option(help="plant id")],
+    since: Annotated[str | None, typer.Option(help="first hour to compact (ISO date/time; default 48 h ago)")] = None,
+    retention: Annotated[bool, typer.Option(help="also remove hours past ANDON_PREDICTIONS_RETENTION_DAYS")] = True,
+) -> None:
+    """Merge each complete hour's micro-batch files into one file (andon serve writes one a
+    second); safe to interrupt at any instant and to run again. `andon serve` does it hourly.
+
+    Example: andon predictions compact --plant plant-a --since 2026-11-01T00:00:00+00:00
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from andon.cli.common import andon_settings, parse_time
+    from andon.config import load_plant
+    from andon.scoring.predlog import PredictionLog
+    from andon.storage import open_store
+
+    cfg = load_plant(plant)
+    log = PredictionLog(open_store(), cfg.id)
+    now = datetime.now(UTC)
+    start = parse_time(since, "--since") or now - timedelta(hours=48)
+    hours = max(0, int((now - start).total_seconds() // 3600))
+    with progress_bar(make_console()) as bar:
+        task = bar.add_task(f"compacting {cfg.id}", total=hours)
+        r = log.compact(now, after=start, progress=lambda n: bar.advance(task, n))
+    expired = 0
+    days = andon_settings().predictions_retention_days
+    if retention and days:
+        expired = log.expire(now - timedelta(days=days))
+    make_console().print(
+        f"{cfg.id}: {r.hours} hour(s) compacted ({r.files_in} files -> {r.hours}, {r.rows} rows), "
+        f"{r.deleted} merged file(s) removed; {expired} file(s) past the {days}-day retention removed"
     )
 
 

@@ -15,7 +15,8 @@ the forward pass shared with concurrent requests (andon/scoring/microbatch.py: u
 the fastest runtime verified for the version (andon/models/runtimes.py). Past ``max_in_flight``
 requests at once the service answers 429 with ``Retry-After`` at once instead of queueing
 (backpressure: a client backs off, nothing grows without bound). Everything else happens off
-the response path on one background worker: storing an uploaded
+the response path on one background worker; a third thread compacts the prediction log's
+complete hours every ``compact_seconds`` (andon/scoring/predlog.py): storing an uploaded
 image, the saliency map of a flagged part, and the prediction-log row (micro-batches flushed every
 ``flush_seconds``; a crash loses at most those in flight). The champion alias is re-resolved
 every ``reload_seconds`` by a watcher thread, so a promotion or rollback is served within
@@ -217,6 +218,7 @@ class ScoringService:
         max_in_flight: int = MAX_IN_FLIGHT,
         max_batch: int = MAX_BATCH,
         batch_wait_ms: float = BATCH_WAIT_MS,
+        compact_seconds: float = 3600.0,
     ) -> None:
         self.store = store
         self.token = token  # when set, /v1/score needs `Authorization: Bearer <token>` (docs/security.md)
@@ -232,6 +234,7 @@ class ScoringService:
         self.metrics = ServiceMetrics()
         self.batcher = MicroBatcher(max(1, max_batch), max(0.0, batch_wait_ms) / 1000, self.metrics.batch)
         self.max_in_flight = max(1, max_in_flight)
+        self.compact_seconds = compact_seconds  # 0: never (another process compacts)
         self._in_flight = 0  # under _stats_lock
         self._decodes = threading.BoundedSemaphore(max(1, max_decodes))
         self.decode_wait_s = decode_wait_s
@@ -270,7 +273,10 @@ class ScoringService:
         except Exception as exc:  # the store is away: the files stay for the next start
             self._background_error(f"spooled prediction rows not logged yet: {exc}")
         self.refresh_champion()
-        for target, name in ((self._watch, "andon-champion-watch"), (self._work, "andon-log-worker")):
+        loops = [(self._watch, "andon-champion-watch"), (self._work, "andon-log-worker")]
+        if self.compact_seconds > 0:
+            loops.append((self._compact, "andon-log-compact"))
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -316,6 +322,21 @@ class ScoringService:
     def _watch(self) -> None:
         while not self._stop.wait(self.reload_seconds):
             self.refresh_champion()
+
+    def _compact(self) -> None:
+        """Merge the log's complete hours (one file a second -> one an hour), first 60 s after
+        the start, then every ``compact_seconds``; kill-safe (see PredictionLog.compact)."""
+        wait = min(60.0, self.compact_seconds)
+        while not self._stop.wait(wait):
+            wait = self.compact_seconds
+            try:
+                r = self.writer.log.compact(datetime.now(UTC))
+                if r.hours:
+                    logger.info(
+                        "%s: compacted %d hour(s) of the prediction log (%d files)", self.cfg.id, r.hours, r.files_in
+                    )
+            except Exception as exc:  # the store is away: the next round tries again
+                self._background_error(f"prediction log compaction: {exc}")
 
     def _work(self) -> None:
         while True:

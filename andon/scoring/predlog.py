@@ -8,6 +8,17 @@ file visible; writers never append to or rewrite a file, so two writers into the
 neither lose nor duplicate each other's rows. Reads list only the hour partitions of the window
 and filter by time with DuckDB.
 
+**Compaction** (:meth:`PredictionLog.compact`, run hourly by ``andon serve`` and by
+``andon log compact``) turns an hour's micro-batch files (``andon serve`` writes one a second:
+86,400 a day) into one file, ``compacted-<digest>.parquet``, whose footer lists every file it
+replaces (``andon.covers``). Kill it at any instant and nothing is lost or read twice: the
+compacted file appears in one atomic write, readers skip every file a compacted file covers, and
+the covered files are deleted only after it exists (leftovers of a killed run are skipped, then
+deleted by the next). Its name is a digest of what it covers, so two compactors that saw the same
+files write the same object; one that saw more covers the other's. **Retention**
+(:meth:`PredictionLog.expire`) removes whole hour partitions older than the installation's
+``ANDON_PREDICTIONS_RETENTION_DAYS``.
+
 Example:
     >>> from datetime import UTC, datetime
     >>> from andon.scoring.predlog import PredictionLog
@@ -22,12 +33,16 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +137,23 @@ def _hour_prefix(plant: str, ts: datetime) -> str:
     return join_key("predictions", plant, f"date={ts:%Y-%m-%d}", f"hour={ts:%H}")
 
 
+COMPACTED = "compacted-"  # the name of an hour's compacted file starts so
+COVERS = b"andon.covers"  # its footer key: JSON list of the file names it replaces
+_covers_cache: dict[tuple[str, str], frozenset[str]] = {}  # compacted files never change
+
+
+def _name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+@dataclass
+class CompactionResult:
+    hours: int = 0  # hours compacted
+    files_in: int = 0  # files merged
+    rows: int = 0  # rows in the compacted files written
+    deleted: int = 0  # covered files removed (including a killed run's leftovers)
+
+
 class PredictionLog:
     """Append and read one plant's predictions in an object store."""
 
@@ -172,15 +204,115 @@ class PredictionLog:
         return None
 
     def files(self, start: datetime, end: datetime) -> list[str]:
-        """Keys of the files whose hour partition overlaps ``[start, end)``."""
+        """Keys of the files to read for ``[start, end)``: each hour partition's compacted file and
+        the micro-batch files no compacted file covers."""
         if end <= start:
             raise DataError(f"empty time window: {start} .. {end}")
-        keys: list[str] = []
+        hours: list[datetime] = []
         hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         while hour < end:
-            keys += [o.key for o in self.store.list(_hour_prefix(self.plant, hour) + "/") if o.key.endswith(".parquet")]
+            hours.append(hour)
             hour += timedelta(hours=1)
-        return keys
+        if len(hours) <= 2:
+            return [k for h in hours for k in self.visible(self.hour_files(h))]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # a year is 8,760 listings: overlap them
+            return [k for keys in pool.map(lambda h: self.visible(self.hour_files(h)), hours) for k in keys]
+
+    def hour_files(self, hour: datetime) -> list[str]:
+        return sorted(
+            o.key for o in self.store.list(_hour_prefix(self.plant, hour) + "/") if o.key.endswith(".parquet")
+        )
+
+    def covers(self, key: str) -> frozenset[str]:
+        """The file names a compacted file replaces (from its footer; cached: it never changes)."""
+        import pyarrow.parquet as pq
+
+        cached = _covers_cache.get((self.store.url, key))
+        if cached is None:
+            meta = pq.read_metadata(io.BytesIO(self.store.get(key))).metadata or {}
+            cached = frozenset(json.loads(meta.get(COVERS, b"[]")))
+            _covers_cache[(self.store.url, key)] = cached
+        return cached
+
+    def visible(self, keys: list[str]) -> list[str]:
+        """Of one hour's files, those a reader reads: every row exactly once. A file a compacted
+        file covers is skipped; of compacted files, one covered by (or covering no more than)
+        another is skipped too."""
+        compacted = {k: self.covers(k) for k in keys if _name(k).startswith(COMPACTED)}
+        covered = frozenset().union(*compacted.values()) if compacted else frozenset()
+        accepted: list[str] = []
+        for k in sorted(compacted, key=lambda k: (-len(compacted[k]), k)):
+            if _name(k) not in covered and not any(compacted[k] <= compacted[a] for a in accepted):
+                accepted.append(k)
+        return [k for k in keys if k not in compacted and _name(k) not in covered] + accepted
+
+    def compact_hour(self, hour: datetime) -> CompactionResult:
+        """Merge one hour partition into one compacted file, then remove what it covers (see the
+        module doc: safe to kill at any instant, safe to run twice)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = CompactionResult()
+        keys = self.hour_files(hour)
+        live = self.visible(keys)
+        if len(live) > 1 or (len(live) == 1 and not _name(live[0]).startswith(COMPACTED)):
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                tables = list(pool.map(lambda k: pq.read_table(io.BytesIO(self.store.get(k))), live))
+            table = pa.concat_tables(tables, promote_options="default")  # older files may lack newer columns
+            table = table.sort_by([("scored_at", "ascending"), ("part_id", "ascending")])
+            names = {_name(k) for k in live}
+            for k in live:  # transitive: what a merged compacted file covered stays covered
+                if _name(k).startswith(COMPACTED):
+                    names |= self.covers(k)
+            digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:24]
+            key = f"{_hour_prefix(self.plant, hour)}/{COMPACTED}{digest}.parquet"
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), COVERS: json.dumps(sorted(names))})
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd", row_group_size=128 * 1024)
+            self.store.put(key, buf.getvalue(), "application/vnd.apache.parquet")  # one atomic write
+            out = CompactionResult(1, len(live), table.num_rows)
+            keys = self.hour_files(hour)
+            live = self.visible(keys)
+        # what the visible files cover is read by nobody: remove it (a killed run's leftovers too)
+        for k in keys:
+            if k not in live:
+                self.store.delete(k)
+                out.deleted += 1
+        return out
+
+    def compact(
+        self, before: datetime, after: datetime | None = None, progress: Callable[[int], None] | None = None
+    ) -> CompactionResult:
+        """Compact every hour partition that ends by ``before`` (and starts at ``after`` or later;
+        default: the 48 hours before ``before``). Complete hours only: the service still writes
+        into the current one."""
+        end = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        hour = (after or end - timedelta(hours=48)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        total = CompactionResult()
+        while hour < end:
+            r = self.compact_hour(hour)
+            total.hours, total.files_in = total.hours + r.hours, total.files_in + r.files_in
+            total.rows, total.deleted = total.rows + r.rows, total.deleted + r.deleted
+            hour += timedelta(hours=1)
+            if progress:
+                progress(1)
+        return total
+
+    def expire(self, before: datetime) -> int:
+        """Remove every hour partition that ends by ``before`` (retention); returns files removed."""
+        cutoff = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        removed = 0
+        for o in list(self.store.list(f"predictions/{self.plant}/")):
+            parts = o.key.split("/")
+            try:
+                day = datetime.strptime(parts[2], "date=%Y-%m-%d").replace(tzinfo=UTC)
+                hour = day + timedelta(hours=int(parts[3].removeprefix("hour=")))
+            except (IndexError, ValueError):
+                continue  # not a partition file: left alone
+            if hour + timedelta(hours=1) <= cutoff:
+                self.store.delete(o.key)
+                removed += 1
+        return removed
 
     def read(
         self, start: datetime, end: datetime, where: str = "", columns: str = "*", params: list[Any] | None = None
@@ -218,7 +350,8 @@ class PredictionLog:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            tables = [pq.read_table(io.BytesIO(self.store.get(k))) for k in keys]  # older files may lack newer columns
+            with ThreadPoolExecutor(max_workers=8) as pool:  # requests overlap (a day is 24 compacted files)
+                tables = list(pool.map(lambda k: pq.read_table(io.BytesIO(self.store.get(k))), keys))
             con.register("predictions", pa.concat_tables(tables, promote_options="default"))
             source = "predictions"
         sql = f"select {columns} from {source} where scored_at >= ? and scored_at < ?"

@@ -184,3 +184,62 @@ def test_a_failed_write_shows_in_health_and_spilled_rows_are_recovered_once(tmp_
     assert again.recover(spool) == 0  # a file is logged once
     rows = log.read(T0, T0 + timedelta(hours=1))
     assert sorted(rows.part_id) == ["p00000", "p00001", "p00002"]
+
+
+def _micro_batches(log: PredictionLog, hour: datetime, files: int, per_file: int, start: int = 0) -> int:
+    """``files`` micro-batches into ``hour`` (as `andon serve` writes them); returns the rows written."""
+    for f in range(files):
+        first = start + f * per_file
+        log.append([_row(first + j, hour + timedelta(seconds=first + j)) for j in range(per_file)])
+    return files * per_file
+
+
+def test_compaction_merges_an_hour_into_one_file_and_every_row_is_read_once(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    log = PredictionLog(store, "plant-a")
+    h7, h8 = datetime(2026, 11, 26, 7, tzinfo=UTC), datetime(2026, 11, 26, 8, tzinfo=UTC)
+    n = _micro_batches(log, h7, 40, 5) + _micro_batches(log, h8, 3, 5, start=1000)
+    before = log.read(h7, h8 + timedelta(hours=1))
+    r = log.compact(before=h8 + timedelta(minutes=30), after=h7)  # hour 08 is not complete: left alone
+    assert (r.hours, r.files_in, r.rows, r.deleted) == (1, 40, 200, 40)
+    assert [k.rsplit("/", 1)[1][:10] for k in log.hour_files(h7)] == ["compacted-"]
+    assert len(log.hour_files(h8)) == 3
+    after = log.read(h7, h8 + timedelta(hours=1))
+    assert len(after) == n and after.equals(before)  # same rows, same order, same values
+    assert log.compact(before=h8, after=h7).hours == 0  # twice: nothing to do
+
+    # a late writer into the compacted hour: read at once, merged by the next run
+    log.append([_row(5000, h7 + timedelta(minutes=59))])
+    assert len(log.read(h7, h8)) == 201
+    r = log.compact(before=h8, after=h7)
+    assert (r.hours, r.files_in, r.rows, r.deleted) == (1, 2, 201, 2)
+    (only,) = log.hour_files(h7)
+    assert len(log.covers(only)) == 42  # transitive: the 40 micro-batches, the first compacted file, the late one
+    assert len(log.read(h7, h8)) == 201
+
+    # retention removes whole hours past the cut, nothing newer
+    assert log.expire(h8) == 1 and log.hour_files(h7) == [] and len(log.read(h8, h8 + timedelta(hours=1))) == 15
+
+
+def test_a_compaction_killed_before_its_deletes_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    class DiesOnDelete(LocalObjectStore):
+        deletes = 0
+
+        def delete(self, key: str) -> None:
+            self.deletes += 1
+            if self.deletes > 3:
+                raise KeyboardInterrupt  # the process dies after 3 of 20 deletes
+            super().delete(key)
+
+    store = DiesOnDelete(tmp_path)
+    log = PredictionLog(store, "plant-a")
+    h7 = datetime(2026, 11, 26, 7, tzinfo=UTC)
+    _micro_batches(log, h7, 20, 4)
+    with pytest.raises(KeyboardInterrupt):
+        log.compact(before=h7 + timedelta(hours=1), after=h7)
+    assert len(log.hour_files(h7)) == 18  # the compacted file and 17 covered leftovers
+    rows = log.read(h7, h7 + timedelta(hours=1))
+    assert len(rows) == 80 and rows.part_id.is_unique
+    r = PredictionLog(LocalObjectStore(tmp_path), "plant-a").compact(before=h7 + timedelta(hours=1), after=h7)
+    assert (r.hours, r.deleted) == (0, 17) and len(log.hour_files(h7)) == 1
+    assert len(log.read(h7, h7 + timedelta(hours=1))) == 80
