@@ -183,6 +183,9 @@ class OnnxRuntimeRunner:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "0"
+        )  # idle threads sleep: the cores are shared
         self.name, self.max_batch = name, max_batch
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 

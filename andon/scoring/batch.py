@@ -226,19 +226,16 @@ def prediction_rows(classes: list[str], probs: np.ndarray, emb: np.ndarray, thre
 
     entropy, margin = uncertainty(probs)
     decided = decide(probs, threshold, classes)
-    scores = defect_scores(probs)
+    columns = zip(  # whole arrays to Python at once: per-element conversion cost more than the forward pass
+        decided, probs.tolist(), defect_scores(probs).tolist(), entropy.tolist(), margin.tolist(), emb.tolist(),
+        strict=True,
+    )  # fmt: skip
+    t = float(threshold)
     return [
-        {
-            "predicted_class": decided[j],
-            "probabilities": probs[j].tolist(),
-            "defect_score": float(scores[j]),
-            "threshold": float(threshold),
-            "entropy": float(entropy[j]),
-            "margin": float(margin[j]),
-            "embedding": emb[j].tolist(),
-        }
-        for j in range(len(probs))
-    ]
+        {"predicted_class": c, "probabilities": p, "defect_score": s, "threshold": t, "entropy": h, "margin": m,
+         "embedding": e}
+        for c, p, s, h, m, e in columns
+    ]  # fmt: skip
 
 
 def wants_explanation(cfg: PlantConfig, part_id: str, predicted_class: str) -> bool:

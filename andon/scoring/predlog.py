@@ -179,7 +179,7 @@ class PredictionLog:
             cols = {name: [r.get(name) for r in group] for name in sch.names}
             try:
                 table = pa.Table.from_pydict(cols, schema=sch)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
                 raise DataError(f"prediction rows do not fit the log's schema: {exc}") from None
             buf = io.BytesIO()
             pq.write_table(table, buf, compression="zstd")
@@ -367,11 +367,13 @@ class PredictionWriter:
     """Buffers rows and flushes a micro-batch every ``max_rows`` rows or ``max_seconds`` seconds
     (thread-safe; the online service logs through one of these, off the response path).
 
-    One bad row never blocks the rows behind it: each row is checked against the log's schema
-    when it is added, and one that does not fit is logged as an error row with the reason
-    (counted in ``refused``). A failed write (the store is away) keeps the rows for the next
-    flush and shows in :meth:`health`; :meth:`spill` keeps them in a local file when the process
-    must stop anyway, and :meth:`recover` logs such files on the next start.
+    One bad row never blocks the rows behind it: a micro-batch the log's schema refuses is
+    checked row by row, and a row that does not fit is logged as an error row with the reason
+    (counted in ``refused``); rows are not checked one by one when they are added (building a
+    table per row cost the service more than its forward pass). A failed write (the store is
+    away) keeps the rows for the next flush and shows in :meth:`health`; :meth:`spill` keeps them
+    in a local file when the process must stop anyway, and :meth:`recover` logs such files on the
+    next start.
     """
 
     def __init__(self, log: PredictionLog, max_rows: int = 500, max_seconds: float = 2.0) -> None:
@@ -400,14 +402,14 @@ class PredictionWriter:
 
     def buffer(self, row: dict[str, Any]) -> None:
         """Add a row without flushing (the caller flushes with ``flush_if_due``)."""
-        row = self._admit(row)
+        row = dict(row)  # a caller changing its dict later changes nothing here
         with self._lock:
             if not self._rows:
                 self._since = time.monotonic()
             self._rows.append(row)
 
     def add(self, row: dict[str, Any]) -> list[str]:
-        row = self._admit(row)
+        row = dict(row)
         with self._lock:
             self._rows.append(row)
             due = len(self._rows) >= self.max_rows or time.monotonic() - self._since >= self.max_seconds
@@ -472,7 +474,11 @@ class PredictionWriter:
         path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = path.with_suffix(".tmp")
         try:
-            table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in sch.names}, schema=sch)
+            try:
+                table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in sch.names}, schema=sch)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):  # one bad row: isolate it
+                rows = [self._admit(r) for r in rows]
+                table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in sch.names}, schema=sch)
             folder.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, tmp)
             tmp.replace(path)

@@ -1,0 +1,256 @@
+"""Inference near the machine's limit (issue 19), side by side in one run on this machine:
+
+- bare forward of one trained plant-b champion (small_cnn, 128 px, batch 64) in every runtime:
+  torch folded (the baseline), ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8; alternating
+  one-second rounds, best round kept, ratios to torch folded;
+- each runtime's escape and overkill at the version's operating point on a golden batch of
+  1,000 synthetic parts, against torch fp32, for three training seeds (does quantization move a
+  decision rate by more than 0.5 point? what the promotion gate checks);
+- ``score_batch`` end to end (fetch, checks, decode, predict, log) on the runtime the gate
+  verified first, against that runtime's bare forward;
+- ``andon serve`` in its own process: 20 concurrent clients, and 20 lines at 10 parts/s each.
+
+Run: .venv/bin/python benchmarks/inference.py [--parts 4000] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from _common import Recorder, isolated_home
+
+RUNTIMES = ("torch", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
+
+
+def _pct(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q))
+
+
+def _dataset(store: Any, cfg: Any, parts: int, seed: int, day: int) -> tuple[str, Any]:
+    from andon.data.batches import parquet_to_frame
+    from andon.data.datasets import build_manifest, save_manifest
+    from andon.synth.plant import synthesize_plant
+
+    (batch,) = synthesize_plant(
+        cfg, store, parts, seed=seed, defect_rate=0.3, lines=["line-1"], batch_size=100_000,
+        start=datetime(2026, 11, day, tzinfo=UTC),
+    )  # fmt: skip
+    meta = parquet_to_frame(store.get(batch.metadata_key))
+    manifest = build_manifest(
+        cfg.id, [{"key": r.image_key, "sha256": r.sha256, "label": r.label} for r in meta.itertuples()], [batch.prefix]
+    )
+    save_manifest(store, manifest)
+    return manifest.id, batch
+
+
+def _images(store: Any, batch: Any, loaded: Any) -> tuple[Any, Any]:
+    import numpy as np
+
+    from andon.data.batches import parquet_to_frame
+    from andon.imaging import model_input
+
+    meta = parquet_to_frame(store.get(batch.metadata_key))
+    images = np.stack([model_input(store.get(k), loaded.size, loaded.transform) for k in meta.image_key])
+    labels = np.array([loaded.classes.index(lbl) for lbl in meta.label])
+    return images, labels
+
+
+def bare_forward(rec: Recorder, runners: dict[str, Any], images: Any) -> dict[str, float]:
+    best = dict.fromkeys(runners, 0.0)
+    x = images[:64]
+    for r in runners.values():
+        r.run(x)  # warm: first-call allocations, OpenVINO's shape compile
+    for _ in range(5):
+        for name, r in runners.items():
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 1.0:
+                r.run(x)
+                n += len(x)
+            best[name] = max(best[name], n / (time.perf_counter() - t0))
+    for name, rate in best.items():
+        rec.figure(f"bare_forward_{name}_parts_per_s", rate, "parts/s", batch=64)
+    fastest = max(best, key=lambda k: best[k])
+    rec.figure("fastest_runtime_vs_torch_folded_ratio", best[fastest] / best["torch"], "ratio", ">= 4", runtime=fastest)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", type=int, default=4000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--train-parts", type=int, default=800)
+    args = parser.parse_args()
+    isolated_home()
+
+    import torch
+
+    from andon.config import load_plant
+    from andon.lifecycle.promotion import promote
+    from andon.lifecycle.registry import version_info
+    from andon.models import optimize_for_inference, runtimes
+    from andon.scoring.batch import Champion, score_batch
+    from andon.storage import open_store
+    from andon.training.evaluate import classification_metrics
+    from andon.training.run import load_run, train_plant
+
+    rec = Recorder("inference")
+    base = load_plant("plant-b")
+    store = open_store()
+    _, golden = _dataset(store, base, 1000, seed=900, day=3)
+
+    champion_run = None
+    for seed in range(args.seeds):
+        recipe = base.recipe.with_overrides({
+            "training": {"epochs": 4, "seed": seed},
+            "inference": {"quantize": True, "runtimes": [*RUNTIMES[1:], "torch"]},
+        })  # fmt: skip
+        cfg = base.model_copy(update={"recipe": recipe})
+        manifest, _ = _dataset(store, cfg, args.train_parts, seed=seed + 1, day=1 + seed % 2)
+        out = train_plant(store, cfg, [manifest], recipe=recipe)
+        loaded = load_run(out.run_id)
+        loaded.lineage.update(version_info(out.model_name, out.version or 0).tags)
+        images, labels = _images(store, golden, loaded)
+        threshold = loaded.operating_point.threshold
+        ref = classification_metrics(loaded.predict(images)[0], labels, loaded.classes, threshold)
+        for name in RUNTIMES[1:]:
+            m = classification_metrics(
+                loaded.predict(images, loaded.runner(name))[0], labels, loaded.classes,
+                loaded.operating_point.threshold,
+            )  # fmt: skip
+            moved = max(abs(m["escape_rate"] - ref["escape_rate"]), abs(m["overkill_rate"] - ref["overkill_rate"]))
+            rec.figure(
+                f"golden_rate_change_{name}_points", 100 * moved, "points", "<= 0.5" if "int8" in name else None,
+                seed=seed, escape=round(m["escape_rate"], 4), overkill=round(m["overkill_rate"], 4),
+                torch_escape=round(ref["escape_rate"], 4), torch_overkill=round(ref["overkill_rate"], 4),
+                defects=int(ref["defects"]), goods=int(ref["goods"]),
+            )  # fmt: skip
+        if seed == 0:
+            champion_run = (cfg, out, loaded, images)
+    assert champion_run is not None
+    cfg, out, loaded, images = champion_run
+
+    torch.set_num_threads(2)
+    runners = {"torch": runtimes.TorchRunner(optimize_for_inference(loaded.model))}
+    runners.update({name: loaded.runner(name) for name in RUNTIMES[1:]})
+    bare = bare_forward(rec, runners, images)
+
+    # serve and score with the plant's own preference order, as the gate verified it
+    serve_cfg = base.model_copy(update={"recipe": base.recipe.with_overrides({"inference": {"quantize": True}})})
+    from andon.lifecycle.registry import CHALLENGER, set_alias
+
+    set_alias(out.model_name, CHALLENGER, out.version or 0)
+    promote(store, serve_cfg, force=True, reason="benchmark")
+    champion = Champion.load(serve_cfg)
+    checked = version_info(out.model_name, out.version or 0).tags.get(runtimes.CHECKED_TAG, "")
+    print(f"# serving runtime: {champion.runtime}; the gate measured: {checked}")
+    _, batch = _dataset(store, serve_cfg, args.parts, seed=77, day=5)
+    score_batch(store, serve_cfg, batch.prefix, explain=False)  # warm
+    best = 0.0
+    for _ in range(3):
+        s = score_batch(store, serve_cfg, batch.prefix, explain=False)
+        best = max(best, s.scored / s.seconds)
+    rec.figure(
+        "score_batch_end_to_end_parts_per_s", best, "parts/s", ">= 2000", runtime=champion.runtime,
+        parts=s.scored, note="best of 3: fetch, image checks, decode, predict, uncertainty, drift features, log write",
+    )  # fmt: skip
+    rec.figure(
+        "score_batch_vs_runtime_bare_forward_ratio", best / bare[champion.runtime], "ratio", ">= 0.8",
+        runtime=champion.runtime,
+    )  # fmt: skip
+    rec.figure("score_batch_vs_torch_folded_bare_forward_ratio", best / bare["torch"], "ratio")
+    service(rec, store, [o.key for o in store.list(f"{batch.prefix}/images/")][:400])
+    rec.save()
+
+
+def service(rec: Recorder, store: Any, keys: list[str]) -> None:
+    """`andon serve` as its own process; the clients here, on loopback (they share the 2 cores)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import httpx
+
+    pngs = [store.get(k) for k in keys]
+    port = 18_500 + os.getpid() % 1000
+    exe = Path(sys.executable).parent / "andon"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--plant", "plant-b", "--port", str(port), "--no-explain"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": os.environ["ANDON_MLFLOW_TRACKING_URI"]},
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if getattr(local, "c", None) is None:
+            local.c = httpx.Client(base_url=url, timeout=30)
+        c: httpx.Client = local.c
+        return c
+
+    def post(i: int) -> float:
+        t = time.perf_counter()
+        r = client().post(
+            "/v1/score", params={"part_id": f"b-{i}", "line": f"line-{1 + i % 2}"}, content=pngs[i % len(pngs)],
+            headers={"content-type": "image/png"},
+        )  # fmt: skip
+        assert r.status_code in (200, 429), r.text
+        return (time.perf_counter() - t) * 1000 if r.status_code == 200 else float("nan")
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("andon serve did not come up")
+            time.sleep(0.2)
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            list(pool.map(post, range(-200, 0)))  # warm every client's connection
+            n = 3000
+            t0 = time.perf_counter()
+            lat = list(pool.map(post, range(n)))
+            wall = time.perf_counter() - t0
+        ok = [v for v in lat if v == v]
+        rate_ok = len(ok) / wall
+        rec.figure("service_parts_per_s_20_clients", rate_ok, "parts/s", ">= 600", requests=n, refused=n - len(ok))
+        rec.figure("service_p50_ms_20_clients", _pct(ok, 50), "ms")
+        rec.figure("service_p99_ms_20_clients", _pct(ok, 99), "ms", "<= 50")
+
+        lines, rate, seconds = 20, 10.0, 20
+        start = time.perf_counter() + 0.5
+
+        def one_line(line: int) -> list[float]:
+            out = []
+            for k in range(int(rate * seconds)):
+                time.sleep(max(0.0, start + line / (lines * rate) + k / rate - time.perf_counter()))
+                out.append(post(100_000 + line * 10_000 + k))
+            return out
+
+        with ThreadPoolExecutor(max_workers=lines) as pool:
+            paced = [v for vs in pool.map(one_line, range(lines)) for v in vs]
+        ok = [v for v in paced if v == v]
+        rec.figure(
+            "service_p99_ms_20_lines_at_10_parts_per_s", _pct(ok, 99), "ms", "<= 30", requests=len(paced),
+            refused=len(paced) - len(ok), p50=round(_pct(ok, 50), 2),
+        )  # fmt: skip
+        health = httpx.get(f"{url}/healthz").json()
+        rec.figure("service_mean_batch", float(health["mean_batch"]), "images", runtime=health["runtime"])
+        rec.figure("service_background_errors", len(health["background_errors"]), "count", "0")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
