@@ -202,7 +202,10 @@ class OpenVinoRunner:
         self.name, self.max_batch = name, max_batch
         self.compiled = core.compile_model(
             core.read_model(str(path)), "CPU",
-            {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+            # not pinned to cores: they are shared with decoding and HTTP threads (pinned: p99 39 ms vs 12 ms
+            # for two parts next to one busy thread, benchmarks/inference.py's machine)
+            {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+             "ENABLE_CPU_PINNING": False},
         )  # fmt: skip
         self._local = threading.local()  # an infer request per thread: a request is not thread-safe
 
