@@ -160,6 +160,8 @@ class PredictionLog:
     def __init__(self, store: ObjectStore, plant: str) -> None:
         self.store = store
         self.plant = plant
+        self._fetched: dict[str, bytes] = {}  # compacted files read for their footer, until read whole
+        self._collect = False
 
     def append(self, rows: Iterable[dict[str, Any]]) -> list[str]:
         """Write ``rows`` as one file per hour partition; returns the keys written."""
@@ -229,7 +231,10 @@ class PredictionLog:
 
         cached = _covers_cache.get((self.store.url, key))
         if cached is None:
-            meta = pq.read_metadata(io.BytesIO(self.store.get(key))).metadata or {}
+            data = self.store.get(key)
+            if self._collect:  # a query over S3 reads these bytes next: one GET, not two
+                self._fetched[key] = data
+            meta = pq.read_metadata(io.BytesIO(data)).metadata or {}
             cached = frozenset(json.loads(meta.get(COVERS, b"[]")))
             _covers_cache[(self.store.url, key)] = cached
         return cached
@@ -338,7 +343,11 @@ class PredictionLog:
 
         from andon.storage import LocalObjectStore
 
-        keys = self.files(start, end)
+        self._collect = not isinstance(self.store, LocalObjectStore)
+        try:
+            keys = self.files(start, end)
+        finally:
+            self._collect = False
         con = duckdb.connect()
         if not keys:
             con.register("predictions", schema().empty_table())
@@ -350,8 +359,15 @@ class PredictionLog:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            with ThreadPoolExecutor(max_workers=8) as pool:  # requests overlap (a day is 24 compacted files)
-                tables = list(pool.map(lambda k: pq.read_table(io.BytesIO(self.store.get(k))), keys))
+            def fetch(k: str) -> pa.Table:
+                data = self._fetched.pop(k, None) or self.store.get(k)
+                return pq.read_table(io.BytesIO(data))
+
+            try:
+                with ThreadPoolExecutor(max_workers=8) as pool:  # requests overlap (a day: 24 compacted files)
+                    tables = list(pool.map(fetch, keys))
+            finally:
+                self._fetched.clear()
             con.register("predictions", pa.concat_tables(tables, promote_options="default"))
             source = "predictions"
         sql = f"select {columns} from {source} where scored_at >= ? and scored_at < ?"

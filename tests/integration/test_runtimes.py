@@ -18,13 +18,14 @@ from andon.models import runtimes
 from andon.storage import open_store
 from andon.synth.plant import synthesize_plant
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 RUNTIMES = ("openvino-bf16", "onnxruntime-int8", "onnxruntime-fp32", "torch")
 RECIPE = SMALL.with_overrides({"inference": {"quantize": True, "calibration_images": 32, "runtimes": list(RUNTIMES)}})
 PLANT = CFG.model_copy(update={"recipe": RECIPE})
 
 
+@pytest.mark.slow
 def test_exported_runtimes_are_gated_against_torch_and_serve(andon_home: Path, mlflow_tracking_uri: str) -> None:
     from andon.lifecycle.promotion import promote
     from andon.lifecycle.registry import version_info
@@ -116,3 +117,32 @@ def test_the_gate_refuses_a_runtime_that_moves_a_decision_rate() -> None:
     assert verified == ["torch"]
     assert checked["openvino-bf16"]["verdict"] == "unavailable"
     assert checked["onnxruntime-fp32"]["verdict"] == "refused" and checked["onnxruntime-fp32"]["overkill_moved"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["patchcore", "either"])
+def test_anomaly_models_export_and_decide_alike_in_every_runtime(tmp_path: Path, kind: str) -> None:
+    """PatchCore's memory-bank search and the either-model exported whole (batch axis dynamic; the
+    runner feeds at most ANOMALY_MAX_BATCH parts per pass, so memory stays bounded)."""
+    import torch
+
+    from andon.models import build_model, either_model, mid_features, patchcore_model
+
+    torch.manual_seed(0)
+    backbone = build_model("small_cnn", 1, 2, 8).eval()
+    with torch.no_grad():
+        dim = sum(f.shape[1] for f in mid_features(backbone, torch.zeros(1, 1, 64, 64), (4, 8)))
+    anomaly = patchcore_model(backbone, dim, 200, (4, 8))
+    anomaly.memory.normal_()
+    anomaly.center.fill_(3.0)
+    model = anomaly if kind == "patchcore" else either_model(build_model("small_cnn", 1, 2, 8).eval(), anomaly)
+    images = np.random.default_rng(0).integers(0, 255, (10, 64, 64), dtype=np.uint8)
+    path = tmp_path / "model.onnx"
+    runtimes.export_onnx(model.eval(), images[:2], path)
+    expected, _ = runtimes.TorchRunner(model).run(images)
+    for runner in (
+        runtimes.OnnxRuntimeRunner("onnxruntime-fp32", path, 2, runtimes.ANOMALY_MAX_BATCH),
+        runtimes.OpenVinoRunner("openvino-fp32", path, 2, runtimes.ANOMALY_MAX_BATCH),
+    ):
+        got, emb = runner.run(images)
+        assert got.shape == (10, 2) and emb.shape == (10, 8)
+        assert np.abs(got - expected).max() < 1e-4, runner.name
