@@ -155,9 +155,10 @@ class InferenceSpec(_Strict):
     quantize: bool = Field(default=False, description="also an int8 copy, calibrated on the training split")
     calibration_images: int = Field(default=128, ge=8, le=10_000, description="training images the int8 ranges see")
     runtimes: tuple[RUNTIME_NAMES, ...] = Field(
-        default=("openvino-bf16", "onnxruntime-fp32", "torch"),
+        default=("onnxruntime-fp32", "torch"),
         min_length=1,
-        description="preference order; the gate checks each against torch on the golden set",
+        description="preference order; the gate checks each against torch on the golden set. bf16 and int8 are "
+        "opt-in: faster, but their embeddings differ from the torch-computed drift reference",
     )
     max_rate_change: float = Field(
         default=0.005,

@@ -122,8 +122,16 @@ def serve(
     reload_seconds: Annotated[float, typer.Option(min=0.1, help="how often the champion alias is re-read")] = 2.0,
     max_upload_mb: Annotated[float, typer.Option(min=0.01, help="larger requests get 413")] = 4.0,
     explain: Annotated[bool, typer.Option(help="saliency maps for flagged parts (in the background)")] = True,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="requests at once; past it: 429 + Retry-After")] = 64,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, max=1000, help="how long a forward pass waits for requests still decoding")
+    ] = 4.0,
+    compact_minutes: Annotated[
+        float, typer.Option(min=0, help="compact the prediction log's complete hours this often (0: never)")
+    ] = 60.0,
 ) -> None:
-    """Online scoring for one plant: POST /v1/score (an image, or JSON with an object_key), GET /healthz.
+    """Online scoring for one plant: POST /v1/score (an image, or JSON with an object_key), GET /healthz,
+    GET /metrics (Prometheus).
 
     Example: andon serve --plant plant-a --port 8000
              curl -H 'Content-Type: image/png' --data-binary @part.png 'localhost:8000/v1/score?part_id=P1'
@@ -133,7 +141,7 @@ def serve(
     from andon.storage import open_store
 
     cfg = load_plant(plant)
-    sys.stderr.write(f"andon: serving {cfg.id} on http://{host}:{port} (POST /v1/score, GET /healthz)\n")
+    sys.stderr.write(f"andon: serving {cfg.id} on http://{host}:{port} (POST /v1/score, GET /healthz, GET /metrics)\n")
     run_service(
         cfg,
         open_store(),
@@ -142,6 +150,9 @@ def serve(
         reload_seconds=reload_seconds,
         max_bytes=int(max_upload_mb * 1024 * 1024),
         explain=explain,
+        max_in_flight=max_in_flight,
+        batch_wait_ms=batch_wait_ms,
+        compact_seconds=compact_minutes * 60,
     )
 
 

@@ -200,7 +200,12 @@ def check_runtimes(
         except (RuntimeUnavailable, IntegrityError) as exc:
             checked[runtime] = {"verdict": "unavailable", "reason": str(exc)}
             continue
-        probs, _ = loaded.predict(data.images, runner)
+        try:
+            probs, _ = loaded.predict(data.images, runner)
+        except Exception as exc:  # a runtime that fails on the golden set never serves
+            checked[runtime] = {"verdict": "refused", "reason": f"failed to run: {str(exc)[:300]}"}
+            logger.warning("%s: runtime %s refused: it failed on the golden set (%s)", cfg.id, runtime, exc)
+            continue
         m = classification_metrics(probs, data.labels, loaded.classes, loaded.operating_point.threshold)
         moved = {k: m[k] - reference[k] for k in ("escape_rate", "overkill_rate")}
         ok = all(abs(v) <= spec.max_rate_change for v in moved.values())

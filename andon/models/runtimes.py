@@ -49,6 +49,10 @@ class RuntimeUnavailable(ConfigError):
     """A runtime this machine or this version cannot run (not installed, no exported file)."""
 
 
+class ExportError(ConfigError):
+    """A network the exporter cannot turn into a graph that computes the same (torch serves it)."""
+
+
 class Runner(Protocol):
     name: str
 
@@ -106,7 +110,9 @@ class _Head:
 
 def export_onnx(model: nn.Module, example: np.ndarray, path: Path) -> str:
     """Export an eval-mode image network taking ``uint8 (N, H, W)`` (``example``; the batch axis
-    dynamic); returns the file's sha256."""
+    dynamic); returns the file's sha256. The file is checked before it is kept: ONNX Runtime on a
+    batch of another size than the one traced must give torch's probabilities (a network that
+    bakes the traced batch size into its graph is refused here, not at serving)."""
     import warnings
 
     import torch
@@ -119,6 +125,19 @@ def export_onnx(model: nn.Module, example: np.ndarray, path: Path) -> str:
             input_names=["x"], output_names=["probs", "emb"], opset_version=17,
             dynamic_axes={"x": {0: "n"}, "probs": {0: "n"}, "emb": {0: "n"}},
         )  # fmt: skip
+    if installed("onnxruntime-fp32"):
+        import numpy as np
+
+        probe = np.concatenate([example] * 3)[:3]  # not the traced batch size
+        expected, _ = TorchRunner(model).run(probe)
+        try:
+            got, _ = OnnxRuntimeRunner("onnxruntime-fp32", path, 1, 1 << 16).run(probe)
+        except Exception as exc:  # ONNX Runtime's own errors: the graph does not run at this size
+            path.unlink(missing_ok=True)
+            raise ExportError(f"the exported graph does not run on a batch of 3: {exc}") from None
+        if got.shape != expected.shape or float(np.abs(got - expected).max()) > 1e-3:
+            path.unlink(missing_ok=True)
+            raise ExportError("the exported graph does not compute what the network does on a batch of 3")
     return sha256_of(path)
 
 

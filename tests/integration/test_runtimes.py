@@ -146,3 +146,24 @@ def test_anomaly_models_export_and_decide_alike_in_every_runtime(tmp_path: Path,
         got, emb = runner.run(images)
         assert got.shape == (10, 2) and emb.shape == (10, 8)
         assert np.abs(got - expected).max() < 1e-4, runner.name
+
+
+def test_a_graph_that_bakes_in_the_traced_batch_size_is_refused_at_export(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    class Baked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.tensor([1.0, -1.0]))
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(1, 2, 3))[:, None].expand(len(x), 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias.expand(len(x), 2) + x.mean() * 0  # len(x) becomes a constant when traced
+
+    images = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(runtimes.ExportError, match="batch of 3"):
+        runtimes.export_onnx(Baked().eval(), images, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
