@@ -15,12 +15,12 @@ the forward pass shared with concurrent requests (andon/scoring/microbatch.py: u
 the fastest runtime verified for the version (andon/models/runtimes.py). Past ``max_in_flight``
 requests at once the service answers 429 with ``Retry-After`` at once instead of queueing
 (backpressure: a client backs off, nothing grows without bound). Everything else happens off
-the response path on one background worker; a third thread compacts the prediction log's
-complete hours every ``compact_seconds`` (andon/scoring/predlog.py): storing an uploaded
-image, the saliency map of a flagged part, and the prediction-log row (micro-batches flushed every
-``flush_seconds``; a crash loses at most those in flight). The champion alias is re-resolved
-every ``reload_seconds`` by a watcher thread, so a promotion or rollback is served within
-seconds without a restart. (Import this module only to serve: it imports FastAPI.)
+the response path on one background worker: storing an uploaded image, the saliency map of a
+flagged part, and the prediction-log row (micro-batches flushed every ``flush_seconds``; a crash
+loses at most those in flight). The champion alias is re-resolved every ``reload_seconds`` by a
+watcher thread, so a promotion or rollback is served within seconds without a restart; a third
+thread compacts the prediction log's complete hours every ``compact_seconds``
+(andon/scoring/predlog.py). (Import this module only to serve: it imports FastAPI.)
 
 The door is hostile-input safe: every refusal is a 4xx (503 when the service itself cannot serve)
 with a reason, counted in ``/healthz`` under ``rejected_by_reason``, never a 500.
