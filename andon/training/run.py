@@ -24,6 +24,7 @@ from andon.config import PlantConfig, Recipe
 from andon.data.datasets import combine, load_manifest, require_usable
 from andon.errors import DataError, IntegrityError
 from andon.lifecycle.registry import CHALLENGER, code_state, model_name, register_version, set_alias
+from andon.models.runtimes import sha256_of
 from andon.monitoring.reference import build_reference
 from andon.quality import (
     OperatingPoint,
@@ -455,16 +456,8 @@ def environment() -> dict[str, str]:
     return env
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _specs_sha256(folder: Path) -> str:
-    lines = [f"{name} {file_sha256(folder / name)}" for name in SPEC_FILES if (folder / name).exists()]
+    lines = [f"{name} {sha256_of(folder / name)}" for name in SPEC_FILES if (folder / name).exists()]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -499,7 +492,7 @@ def log_version(
 def artifact_digests(folder: Path) -> dict[str, str]:
     """The tags that pin a version's ``andon/`` folder: the weights file and the decision specs.
     Written by every trainer before the folder is logged (``train_plant``, ``train_sensor``)."""
-    return {WEIGHTS_TAG: file_sha256(folder / "state_dict.pt"), SPECS_TAG: _specs_sha256(folder)}
+    return {WEIGHTS_TAG: sha256_of(folder / "state_dict.pt"), SPECS_TAG: _specs_sha256(folder)}
 
 
 def _recorded_digests(run_id: str, version_tags: dict[str, str] | None, what: str) -> dict[str, str]:
@@ -533,7 +526,7 @@ def _refuse(what: str, artifact: str, expected: str, found: str) -> IntegrityErr
 
 
 def verify_weights(path: Path, expected: str, what: str) -> None:
-    found = file_sha256(path)
+    found = sha256_of(path)
     if found != expected:
         raise _refuse(what, "andon/state_dict.pt", expected, found)
 
