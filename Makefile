@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed-stamp
 # integration test against a real Label Studio server (tests/integration/test_label_studio.py)
 LS_VENV  := .venv-labelstudio
 LS_STAMP := $(LS_VENV)/.installed-stamp
+# the suite runs on two pytest-xdist workers, a test module a unit (tests/conftest.py schedules them);
+# much of it waits on servers and subprocesses, so two workers fit 2 cores
+TEST_WORKERS ?= 2
 
 .PHONY: venv labelstudio demo test test-unit test-integration lint typecheck format bench clean lock
 
@@ -33,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/andon demo
 
 test: $(STAMP) $(LS_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -m unit

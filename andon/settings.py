@@ -95,6 +95,11 @@ class AndonSettings(BaseSettings):
         description="The MES gateway's durable outbox; default SQLite under ANDON_HOME (postgresql://... by URL).",
     )
     gateway_port: Port = Field(default=8090, description="Port of `andon gateway`.")
+    gateway_api_urls: str = Field(
+        default="",
+        description="Prefect API servers the gateway forwards to, comma-separated: it moves to the next when "
+        "one is unreachable (replicas on one database and Redis, docs/scaling.md); default ANDON_PREFECT_API_URL.",
+    )
     predictions_retention_days: int = Field(
         default=400,
         ge=0,

@@ -71,7 +71,7 @@ class ServiceStatus:
     log: Path
 
 
-def _prefect_db_url(url: str) -> str:
+def prefect_db_url(url: str) -> str:
     # Prefect wants an async driver; accept the plain postgresql:// spelling too
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+asyncpg://" + url.split("://", 1)[1]
@@ -142,8 +142,8 @@ def services(settings: AndonSettings) -> list[Service]:
         "PREFECT_API_URL": f"http://{settings.host}:{settings.prefect_port}/api",
         "PREFECT_UI_API_URL": f"http://{settings.host}:{settings.prefect_port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_DATABASE_CONNECTION_URL": _prefect_db_url(settings.prefect_database_url),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": _prefect_db_url(settings.prefect_database_url),
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db_url(settings.prefect_database_url),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db_url(settings.prefect_database_url),
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
     if settings.prefect_api_auth_string is not None:
@@ -274,7 +274,7 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _healthy(url: str, timeout: float = 2.0) -> bool:
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
     import urllib.error
     import urllib.request
 
@@ -330,7 +330,7 @@ def service_status(settings: AndonSettings) -> list[ServiceStatus]:
         log = log_file(settings, svc.name)
         if record and _ours(record):
             pid = int(record["pid"])  # type: ignore[call-overload]
-            state = "running" if _healthy(svc.health_url) else "unhealthy"
+            state = "running" if is_healthy(svc.health_url) else "unhealthy"
             out.append(ServiceStatus(svc.name, state, pid, svc.ui_url, log))
         elif record:
             out.append(ServiceStatus(svc.name, "stale pid file", None, svc.ui_url, log))
@@ -405,7 +405,7 @@ def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -
         started[svc.name] = (svc, _start(settings, svc))
     if problems:
         for svc, proc in started.values():
-            _stop_pid(proc.pid)
+            stop_group(proc.pid)
             _pid_file(settings, svc.name).unlink(missing_ok=True)
         raise PortInUseError("\n".join(problems))
 
@@ -418,7 +418,7 @@ def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -
                 _pid_file(settings, name).unlink(missing_ok=True)
                 down(settings)
                 raise ServiceError(f"{name} exited with code {proc.returncode} while starting; log tail:\n{tail}")
-            if _healthy(svc.health_url, timeout=1.0):
+            if is_healthy(svc.health_url, timeout=1.0):
                 say(f"{name}: healthy at {svc.health_url}")
                 del pending[name]
         if pending and time.monotonic() > deadline:
@@ -434,7 +434,7 @@ def up(settings: AndonSettings, on_event: Callable[[str], None] | None = None) -
     return service_status(settings)
 
 
-def _stop_pid(pid: int, grace_s: float = 15.0) -> None:
+def stop_group(pid: int, grace_s: float = 15.0) -> None:
     """TERM the process group of ``pid`` (servers fork workers), KILL it after ``grace_s``."""
     pgid = pid  # services start with start_new_session=True: they lead their own group
     try:
@@ -474,7 +474,7 @@ def down(settings: AndonSettings, on_event: Callable[[str], None] | None = None)
         if _ours(record):
             pid = int(record["pid"])  # type: ignore[call-overload]
             say(f"{svc.name}: stopping pid {pid}")
-            _stop_pid(pid)
+            stop_group(pid)
             stopped.append(svc.name)
         else:
             say(f"{svc.name}: not running (removing stale pid file)")

@@ -16,7 +16,13 @@ def gateway(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="default ANDON_GATEWAY_PORT (8090)")] = None,
     mqtt: Annotated[str | None, typer.Option(help="also subscribe to the plants' MES topics: mqtt://host:1883")] = None,
-    prefect_api_url: Annotated[str | None, typer.Option(help="where events go; default ANDON_PREFECT_API_URL")] = None,
+    prefect_api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="where events go: one API URL, or several comma-separated (the next when one is away); "
+            "default ANDON_GATEWAY_API_URLS, else ANDON_PREFECT_API_URL"
+        ),
+    ] = None,
 ) -> None:
     """The MES gateway: POST /v1/mes/events (HMAC-signed), GET /healthz, GET /metrics; a durable
     outbox (ANDON_GATEWAY_OUTBOX_URL, default SQLite under ANDON_HOME) forwarded to Prefect.
@@ -36,9 +42,10 @@ def gateway(
         bridge = MqttBridge(gw, mqtt)
         bridge.start()
     port = port or get_settings().gateway_port
+    to = ", ".join(gw.forwarder.api_urls) if gw.forwarder else "-"
     sys.stderr.write(
         f"andon: MES gateway on http://{host}:{port} (POST /v1/mes/events), outbox {gw.outbox._safe_url()}, "
-        f"forwarding to {gw.forwarder.api_url if gw.forwarder else '-'}{', MQTT ' + redact(mqtt) if mqtt else ''}\n"
+        f"forwarding to {to}{', MQTT ' + redact(mqtt) if mqtt else ''}\n"
     )
     try:
         run_server(create_app(gw), host, port)

@@ -47,13 +47,38 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.pop(var, None)
 
 
+# `make test` runs the suite on two pytest-xdist workers, a test module a unit of work (its
+# module-scoped fixtures are set up once), the longest first so the workers finish together.
+# Modules that share something outside their own temp dirs and ports run on one worker: both MQTT
+# tests subscribe to plant-b's topics on the one local broker.
+SAME_WORKER = {"test_gateway.py": "mqtt", "test_gateway_door.py": "mqtt"}
+LONGEST_FIRST = ("test_demo.py",)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(Path(path).name, path)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank: dict[str, int] = {}  # per module, so a module's tests stay together and in their order
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        if "unit" in parts or Path(str(item.fspath)).is_relative_to(REPO / "andon"):  # doctests are unit tests
+        path = Path(str(item.fspath))
+        if "unit" in path.parts or path.is_relative_to(REPO / "andon"):  # doctests are unit tests
             item.add_marker(pytest.mark.unit)
-        elif "integration" in parts:
+        elif "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
+        first = 0 if path.name in LONGEST_FIRST else 1 if item.get_closest_marker("slow") else 2
+        rank[str(path)] = min(rank.get(str(path), first), first)
+    items.sort(key=lambda item: rank[str(item.fspath)])
 
 
 @pytest.fixture(autouse=True)

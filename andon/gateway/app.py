@@ -144,7 +144,14 @@ class Gateway:
             **counts,
             "forwarder": None
             if fw is None
-            else {"last_error": fw.last_error or None, "backoff_s": fw.backoff, "failures": fw.failures},
+            else {
+                "last_error": fw.last_error or None,
+                "backoff_s": fw.backoff,
+                "failures": fw.failures,
+                "resent": fw.resent,
+                "failovers": fw.failovers,
+                "api_url": self.forwarder.api_url if self.forwarder else None,
+            },
         }
 
     def metrics(self) -> tuple[bytes, str]:
@@ -262,7 +269,7 @@ def build_gateway(api_url: str | None = None, outbox_url: str | None = None, for
 
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     outbox = Outbox(url)
-    forwarder = Forwarder(outbox, api_url or settings.prefect_api_url) if forward else None
+    forwarder = Forwarder(outbox, api_url or settings.gateway_api_urls or settings.prefect_api_url) if forward else None
     gateway = Gateway(outbox, {p: load_plant(p) for p in list_plants()}, secret, forwarder)
     if forwarder:
         forwarder.start()

@@ -16,8 +16,21 @@ dropping the valid events around it. After a refused batch the forwarder sends t
 one; one refused alone with a client error (4xx), or with a server error while others of the
 same round were accepted, is parked as dead with the server's answer as reason. A resent event
 still not in the server's store after ``max_attempts`` tries, while events received after it were
-confirmed, is parked too. Resends go one event per request. Parked events stay in the outbox
-(``dead``, with ``dead_reason``).
+confirmed, is parked too, once the server first accepted it ``park_after`` seconds ago or more.
+Resends go one event per request. Parked events stay in the outbox (``dead``, with ``dead_reason``).
+
+Why ``park_after`` (6 minutes): with Redis messaging (prefect-redis 0.3.0) an API server marks an
+event id as seen for 5 minutes *before* it publishes the event; a server killed between the two
+has published nothing, and every resend of that id, to any server, is dropped as a duplicate
+(with a 204) until the mark expires. The first resend after that is stored: late, not lost
+(``benchmarks/topology.py`` met it, 2 events of 2,000, with an API server killed under load).
+
+Several API servers (replicas on one database and one Redis, docs/scaling.md): ``api_url`` may
+list them, comma-separated. The forwarder talks to one at a time and moves to the next when the
+one it uses cannot be reached or answers 502-504, so a gateway keeps forwarding while one replica
+is down, with or without a load balancer in front. Whatever was in flight when it failed is resent
+to the next one, with its id: a replica that did take it already published it to the shared
+messaging layer, whose de-duplication by event id drops the copy.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +57,7 @@ class ForwarderStats:
     last_error: str = ""
     last_success: float = 0.0
     backoff: float = 0.0
+    failovers: int = 0  # moves to the next API server
     lags: list[float] = field(default_factory=list)  # receipt -> confirmation, the last 10,000
 
 
@@ -51,7 +65,7 @@ class Forwarder:
     def __init__(
         self,
         outbox: Outbox,
-        api_url: str,
+        api_url: str | Sequence[str],
         *,
         batch: int = 200,
         resend_after: float = 20.0,
@@ -60,13 +74,16 @@ class Forwarder:
         max_backoff: float = 10.0,
         min_backoff: float = 0.5,
         max_attempts: int = 5,
+        park_after: float = 360.0,
     ) -> None:
         import httpx
 
         self.outbox = outbox
-        self.api_url = api_url.rstrip("/")
+        self.api_urls = api_urls(api_url)
+        self.api_url = self.api_urls[0]  # the one in use
         self.batch, self.resend_after, self.confirm_after = batch, resend_after, confirm_after
         self.max_backoff, self.min_backoff, self.max_attempts = max_backoff, min_backoff, max_attempts
+        self.park_after = park_after
         from andon.settings import prefect_auth_headers
 
         self.client = httpx.Client(timeout=timeout, headers=prefect_auth_headers())  # PREFECT_API_AUTH_STRING
@@ -87,8 +104,11 @@ class Forwarder:
         moved = self._send_batch(fresh) if fresh else 0
         if resends:
             overtaken_before = self.outbox.newest_confirmed()
+            now = time.time()
             for p in resends:
-                if p.attempts >= self.max_attempts and p.received_at < overtaken_before:
+                accepted = p.first_accepted_at or p.sent_at or p.received_at
+                overtaken = p.received_at < overtaken_before
+                if p.attempts >= self.max_attempts and overtaken and now - accepted >= self.park_after:
                     self._park(p, f"never confirmed by the server after {p.attempts} attempts, while later events were")
                 else:
                     moved += self._send_batch([p])
@@ -110,10 +130,24 @@ class Forwarder:
     def _post(self, events: list[Pending]) -> Any:
         """The server's answer; a transport error marks the events failed and propagates."""
         try:
-            return self.client.post(f"{self.api_url}/events", json=[p.event for p in events])
+            resp = self.client.post(f"{self.api_url}/events", json=[p.event for p in events])
         except Exception as exc:
             self.outbox.mark_failed([p.id for p in events], f"{type(exc).__name__}: {exc}")
+            self._fail_over(exc)
             raise
+        if resp.status_code in UNAVAILABLE:
+            self._fail_over(None)
+        return resp
+
+    def _fail_over(self, exc: Exception | None) -> None:
+        """The API server in use is away (unreachable, or a gateway in front of it says so): use the next."""
+        import httpx
+
+        if len(self.api_urls) < 2 or not (exc is None or isinstance(exc, httpx.TransportError)):
+            return
+        i = self.api_urls.index(self.api_url) if self.api_url in self.api_urls else -1
+        self.api_url = self.api_urls[(i + 1) % len(self.api_urls)]
+        self.stats.failovers += 1
 
     def _accepted(self, events: list[Pending]) -> int:
         self.outbox.mark_sent([p.id for p in events])
@@ -183,7 +217,13 @@ class Forwarder:
             },
             "limit": 50,
         }
-        resp = self.client.post(f"{self.api_url}/events/filter", json=body)
+        try:
+            resp = self.client.post(f"{self.api_url}/events/filter", json=body)
+        except Exception as exc:
+            self._fail_over(exc)
+            raise
+        if resp.status_code in UNAVAILABLE:
+            self._fail_over(None)
         if resp.status_code >= 300:
             raise RuntimeError(f"the Prefect server answered {resp.status_code} to the confirmation query")
         found = {e["id"] for e in resp.json().get("events", [])}
@@ -237,6 +277,22 @@ class Forwarder:
         if self._thread:
             self._thread.join(timeout=30)
         self.client.close()
+
+
+UNAVAILABLE = (502, 503, 504)  # a proxy's "the server behind me is away": try the next server
+
+
+def api_urls(value: str | Sequence[str]) -> list[str]:
+    """The API servers to forward to, in order: a URL, a comma-separated list, or a sequence.
+
+    >>> api_urls("http://a:4200/api/, http://b:4200/api")
+    ['http://a:4200/api', 'http://b:4200/api']
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not urls:
+        raise ValueError("no Prefect API URL to forward events to")
+    return urls
 
 
 def _holds_nul(value: Any) -> bool:

@@ -38,6 +38,7 @@ class Pending:
     received_at: float
     attempts: int
     sent_at: float | None = None
+    first_accepted_at: float | None = None  # the server's first 2xx for it
 
 
 class Outbox:
@@ -79,6 +80,7 @@ class Outbox:
             sa.Column("last_error", sa.Text, nullable=True),
             sa.Column("dead_at", sa.Float, nullable=True),
             sa.Column("dead_reason", sa.Text, nullable=True),
+            sa.Column("first_accepted_at", sa.Float, nullable=True),
         )
         self.signatures = sa.Table(
             "andon_outbox_signatures",
@@ -166,13 +168,13 @@ class Outbox:
         t = self.events
         cut = time.time() - resend_after
         q = (
-            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts, t.c.sent_at)
+            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts, t.c.sent_at, t.c.first_accepted_at)
             .where(t.c.confirmed_at.is_(None), t.c.dead_at.is_(None), sa.or_(t.c.sent_at.is_(None), t.c.sent_at < cut))
             .order_by(t.c.received_at)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [Pending(r.id, json.loads(r.body), r.received_at, r.attempts, r.sent_at) for r in conn.execute(q)]
+            return [_pending(r) for r in conn.execute(q)]
 
     def unconfirmed(self, limit: int, older_than: float) -> list[Pending]:
         """Sent, not yet confirmed, sent more than ``older_than`` seconds ago."""
@@ -180,7 +182,7 @@ class Outbox:
 
         t = self.events
         q = (
-            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts, t.c.sent_at)
+            sa.select(t.c.id, t.c.body, t.c.received_at, t.c.attempts, t.c.sent_at, t.c.first_accepted_at)
             .where(
                 t.c.confirmed_at.is_(None),
                 t.c.dead_at.is_(None),
@@ -191,14 +193,16 @@ class Outbox:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [Pending(r.id, json.loads(r.body), r.received_at, r.attempts, r.sent_at) for r in conn.execute(q)]
+            return [_pending(r) for r in conn.execute(q)]
 
     def mark_sent(self, ids: list[str]) -> None:
         import sqlalchemy as sa
 
         t = self.events
         with self._write() as conn:
-            values = {"sent_at": time.time(), "attempts": t.c.attempts + 1, "last_error": None}
+            now = time.time()
+            first = sa.func.coalesce(t.c.first_accepted_at, now)
+            values = {"sent_at": now, "attempts": t.c.attempts + 1, "last_error": None, "first_accepted_at": first}
             conn.execute(sa.update(t).where(t.c.id.in_(ids)).values(**values))
 
     def mark_failed(self, ids: list[str], error: str) -> None:
@@ -290,6 +294,10 @@ class Outbox:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _pending(row: Any) -> Pending:
+    return Pending(row.id, json.loads(row.body), row.received_at, row.attempts, row.sent_at, row.first_accepted_at)
 
 
 class ReplayError(ServiceError):

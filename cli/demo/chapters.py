@@ -39,7 +39,7 @@ def stack_and_deployments(d: Demo) -> dict[str, Any]:
     if "deployed" not in d.state:
         with d.console.status("applying the plants' deployments (andon deploy)..."):
             out = subprocess.run(
-                [sys.executable, "-m", "cli", "deploy", "--prefect-api-url", d.settings.prefect_api_url],
+                [sys.executable, "-m", "andon.cli", "deploy", "--prefect-api-url", d.settings.prefect_api_url],
                 capture_output=True,
                 text=True,
                 env=worker_env(d),

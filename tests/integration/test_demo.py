@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 from conftest import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the demo shares the cores with the other worker
 
 
 def andon_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``andon demo --quick`` from outside the repository, as an installed Andon is run."""
     return subprocess.run(
         [sys.executable, "-m", "andon.cli", "demo", "--quick", *args],
-        env=env, capture_output=True, text=True, timeout=1500, check=False,
+        env=env, capture_output=True, text=True, timeout=1500, check=False, cwd=Path(env["ANDON_HOME"]).parent,
     )  # fmt: skip
 
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,14 +27,22 @@ from datetime import datetime, timedelta, UTC
 from andon.scoring.predlog import PredictionLog
 from andon.storage import LocalObjectStore
 
-class Slow(LocalObjectStore):  # each delete takes a few ms, as on S3: the kill lands among them
+STOP_AT = int(sys.argv[2]) if len(sys.argv) > 2 else 0  # the delete to wait before, for the kill
+
+
+class Stopping(LocalObjectStore):  # says where it is and waits there: the kill lands exactly there
+    deletes = 0
+
     def delete(self, key):
-        time.sleep(0.004)
+        Stopping.deletes += 1
+        if Stopping.deletes == STOP_AT:
+            print("deleting", Stopping.deletes, flush=True)
+            sys.stdin.readline()  # the test's kill -9 comes first
         super().delete(key)
 
 hour = datetime(2026, 11, 26, 7, tzinfo=UTC)
 print("start", flush=True)
-PredictionLog(Slow(sys.argv[1]), "plant-a").compact(before=hour + timedelta(hours=1), after=hour)
+PredictionLog(Stopping(sys.argv[1]), "plant-a").compact(before=hour + timedelta(hours=1), after=hour)
 print("done", flush=True)
 """
 
@@ -60,22 +67,25 @@ def test_kill_9_during_compaction_loses_and_duplicates_nothing(tmp_path: Path) -
     total = FILES * PER_FILE
     assert _rows(log) == (total, True)
     kills = []
-    # (when to kill): while reading the micro-batches, just after the compacted file appears, mid-deletes
-    for when in ("reading", "written", "deleting"):
-        proc = subprocess.Popen([sys.executable, "-c", COMPACTOR, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    # (when to kill, before which delete): while reading the micro-batches; after the compacted file
+    # is written, before the first delete; among the deletes, before the 100th. Where the process
+    # stands is told by the process, not guessed from a clock: the result does not depend on the load.
+    for when, stop_at in (("reading", 0), ("written", 1), ("deleting", 100)):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COMPACTOR, str(tmp_path), str(stop_at)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         assert proc.stdout is not None and proc.stdout.readline().strip() == "start"
-        deadline = time.monotonic() + 120
-        if when != "reading":
-            while not _compacted(tmp_path) and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if when == "deleting":
-                time.sleep(0.5)
+        if stop_at:
+            assert proc.stdout.readline().split() == ["deleting", str(stop_at)]
+            assert _compacted(tmp_path)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         files = len(log.hour_files(HOUR))
         kills.append((when, files))
         assert _rows(log) == (total, True), (when, files)
-    assert kills[1][1] > kills[2][1] > 1, kills  # the kills landed where meant: before and among the deletes
+    # the kills landed where meant: none deleted yet (600 + the compacted file), then 99 deleted
+    assert [files for _, files in kills[1:]] == [FILES + 1, FILES + 1 - 99], kills
     done = subprocess.run([sys.executable, "-c", COMPACTOR, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "done" in done.stdout, done.stderr
     assert len(log.hour_files(HOUR)) == 1 and _rows(log) == (total, True)

@@ -410,14 +410,18 @@ def test_an_event_the_store_never_shows_is_parked_once_others_are_confirmed(
 ) -> None:
     """A poison the forwarder cannot recognize and the server takes (204) but never stores: it
     is resent (one per request) and, once events sent after it are confirmed, parked after
-    ``max_attempts``; the others are delivered. Before: resent every ``resend_after`` for ever."""
+    ``max_attempts``; the others are delivered. Before: resent every ``resend_after`` for ever.
+    (``park_after=0``: the attempts rule alone; the wait that outlives Prefect's Redis
+    de-duplication, 6 minutes by default, is tested in tests/unit/test_topology_parts.py.)"""
     server = _EventsServer(postgres_database("events"), lose_sku="SKU-lost")
     box = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
     lost = _event("lost")
     for e in [lost, *(_event(i) for i in range(5))]:
         box.put(e, "http")
     with run_in_thread(server.app(), name="events") as url:
-        forwarder = Forwarder(box, url, resend_after=0.2, confirm_after=0.0, max_attempts=3, min_backoff=0.1)
+        forwarder = Forwarder(
+            box, url, resend_after=0.2, confirm_after=0.0, max_attempts=3, min_backoff=0.1, park_after=0
+        )
         forwarder.start()
         try:
             _wait(lambda: box.counts()["delivered"] == 5 and box.counts()["dead"] == 1, what="delivery")

@@ -15,6 +15,7 @@ def _compose() -> dict:  # type: ignore[type-arg]
 def test_services_reference_each_other_correctly() -> None:
     services = _compose()["services"]
     assert {"postgres", "redis", "minio", "prefect-server", "mlflow", "gateway"} <= set(services)
+    assert {"prefect-migrate", "prefect-api-1", "prefect-api-2", "prefect-services"} <= set(services)
     assert {s for s in services if s.startswith("worker-")} == {
         "worker-plant-a",
         "worker-plant-b",
@@ -44,16 +45,53 @@ def test_no_literal_secrets_and_ports_on_loopback() -> None:
             assert str(port).startswith("127.0.0.1:"), f"{port} is exposed beyond loopback"
 
 
+PREFECT_SERVERS = ("prefect-migrate", "prefect-api-1", "prefect-api-2", "prefect-services")
+
+
 def test_production_services_use_postgres_s3_and_redis() -> None:
+    from andon.topology import redis_env
+
     services = _compose()["services"]
-    prefect_env = services["prefect-server"]["environment"]
-    assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
-    assert prefect_env["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
+    for name in PREFECT_SERVERS:
+        prefect_env = services[name]["environment"]
+        assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://"), name
+        # what tests/integration/test_topology.py runs: messaging, cache, ordering, leases and Docket on Redis
+        assert prefect_env.items() >= redis_env("redis://redis:6379/0").items(), name
     mlflow_cmd = " ".join(services["mlflow"]["command"])
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     assert "--artifacts-destination=s3://" in mlflow_cmd
     init = (INFRA / "postgres-init.sql").read_text()
     assert "CREATE DATABASE prefect" in init and "pg_trgm" in init
+
+
+def test_prefect_runs_as_api_replicas_behind_a_balancer_with_the_services_apart() -> None:
+    """The topology of tests/integration/test_topology.py (andon/topology.py), in containers."""
+    services = _compose()["services"]
+    migrate = services["prefect-migrate"]
+    assert migrate["command"] == ["prefect", "server", "database", "upgrade", "-y"] and migrate["restart"] == "no"
+    for name in PREFECT_SERVERS[1:]:
+        assert services[name]["environment"]["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false", name
+        assert services[name]["depends_on"]["prefect-migrate"]["condition"] == "service_completed_successfully"
+    replicas = [n for n in services if n.startswith("prefect-api-")]
+    for name in replicas:
+        assert (
+            services[name]["command"][:3] == ["prefect", "server", "start"]
+            and "--no-services" in services[name]["command"]
+        )
+    # the first replica registers Prefect's block types alone (two at once race on a fresh database)
+    assert services["prefect-api-2"]["depends_on"]["prefect-api-1"]["condition"] == "service_healthy"
+    assert services["prefect-services"]["command"] == ["prefect", "server", "services", "start"]
+    # the balancer: every replica behind it; workers and their flow runs go through it
+    assert services["prefect-server"]["image"].startswith("nginx:")
+    (mount,) = services["prefect-server"]["volumes"]
+    conf = (INFRA / mount.split(":")[0]).read_text()
+    assert all(f"server {n}:4200" in conf for n in replicas) and "Upgrade $http_upgrade" in conf
+    assert services["prefect-server"]["depends_on"].keys() == set(replicas)
+    for plant in ("plant-a", "plant-b", "plant-c"):
+        assert services[f"worker-{plant}"]["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    # the gateway goes to the replicas themselves and fails over on its own (andon/gateway/forwarder.py)
+    urls = services["gateway"]["environment"]["ANDON_GATEWAY_API_URLS"].split(",")
+    assert urls == [f"http://{n}:4200/api" for n in replicas]
 
 
 def test_kubernetes_work_pool_templates_are_complete_and_current() -> None:
@@ -89,8 +127,9 @@ def test_servers_are_authenticated_and_secrets_stay_off_command_lines() -> None:
     """Issue 16 points 5 and 11: Prefect's API auth string and MLflow's basic-auth app on; no
     password on any command line (``ps`` shows them to every user)."""
     services = _compose()["services"]
-    prefect_env = services["prefect-server"]["environment"]
-    assert prefect_env["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    for name in PREFECT_SERVERS[1:]:
+        prefect_env = services[name]["environment"]
+        assert prefect_env["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?"), name
     mlflow = services["mlflow"]
     assert "--app-name=basic-auth" in mlflow["command"]
     env = mlflow["environment"]
