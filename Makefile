@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed-stamp
 # integration test against a real Label Studio server (tests/integration/test_label_studio.py)
 LS_VENV  := .venv-labelstudio
 LS_STAMP := $(LS_VENV)/.installed-stamp
-# the suite runs on two pytest-xdist workers, a test module a unit (tests/conftest.py schedules them):
-# 1,151 s against ~1,330 s on one (measured; it is CPU-bound, so more workers than cores do not help)
-TEST_WORKERS ?= 2
+# the suite runs on three pytest-xdist workers, a test module a unit, each worker's torch on one
+# thread (tests/conftest.py): 975 s against 1,059 s on two (measured on 2 cores; a third worker
+# fills the time the others wait on servers and subprocesses)
+TEST_WORKERS ?= 3
 
 .PHONY: venv labelstudio demo test test-unit test-integration lint typecheck format bench clean lock
 

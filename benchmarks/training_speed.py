@@ -1,8 +1,8 @@
 """Training speed of the standard recipe's network (small_cnn, width 16, 96 px, batches of 16):
 ``andon.training.loop.fit`` (convolution weights in channels_last while it trains) against the
 plain baseline, the same steps in PyTorch's default layout, side by side in one run, on 1 and 2
-threads; and whether the layout changes what is learned (validation accuracy after the same
-epochs, over several seeds).
+threads; and that fit still learns and hands the model back in the default layout (validation
+accuracy after 3 epochs, over several seeds).
 
 Images are synthetic and in memory (a bright square on noise is the "defect"), so the figures
 are the network's training cost, not decoding or tracking (benchmarks/train_casting.py measures

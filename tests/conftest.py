@@ -37,8 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["ANDON_HOME"] = str(scratch / "andon-home")
     os.environ["MPLBACKEND"] = "Agg"
     # pytest-xdist workers share the cores: each worker's torch (and the servers, workers and demo it
-    # starts) gets its share of threads, not all of them. Two workers on 2 cores with two threads each
-    # spin against each other: 3:05 vs 2:10 for two training-heavy modules (measured)
+    # starts) gets its share of threads (at least one), not all of them. Two workers on 2 cores with
+    # two threads each spin against each other: 3:05 vs 2:10 for two training-heavy modules (measured)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.pop(var, None)
 
 
-# `make test` runs the suite on two pytest-xdist workers, a test module a unit of work (its
+# `make test` runs the suite on three pytest-xdist workers, a test module a unit of work (its
 # module-scoped fixtures are set up once), the longest first so the workers finish together.
 # Modules that share something outside their own temp dirs and ports run on one worker: both MQTT
 # tests subscribe to plant-b's topics on the one local broker.
