@@ -112,8 +112,8 @@ def fit(
     from torch import nn
 
     seed_everything(spec.seed)
-    # convolution weights in channels_last while training: the same function, 1.8x faster per step
-    # for small_cnn at 96 px on this CPU (1 or 2 threads; mostly max-pooling and its backward); the
+    # convolution weights in channels_last while training: the same function, faster per step for
+    # small_cnn at 96 px on this CPU (1.6x on 1 thread, 1.4x on 2: benchmarks/training_speed.py); the
     # model goes back to the default layout afterwards, so what is saved and exported is unchanged
     model.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(spec.seed)
