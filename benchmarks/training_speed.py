@@ -76,7 +76,7 @@ def main() -> None:
     rec = Recorder("training_speed")
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        # alternate the two so a busy moment of the machine does not fall on one only
+        # each the best of two calls (of three rounds each): a busy moment of the machine only slows one
         plain = max(step_images_per_s(False) for _ in range(2))
         last = max(step_images_per_s(True) for _ in range(2))
         rec.figure(f"train_step_default_layout_{threads}t", plain, "images/s", note="the plain baseline")
