@@ -82,16 +82,18 @@ def _load_fast_cached(name: str, version: int, registry: str) -> LoadedVersion:
     return replace(loaded, model=optimize_for_inference(loaded.model))
 
 
-def pick_runner(cfg: PlantConfig, name: str, version: int) -> Any:
+def pick_runner(cfg: PlantConfig, name: str, version: int, threads: int = 0) -> Any:
     """The first runtime of ``inference.runtimes`` that the gate verified for the version and that
-    loads here (andon/models/runtimes.py); None (torch) when none does. Cached per version."""
+    loads here (andon/models/runtimes.py); None (torch) when none does. Cached per version.
+    ``threads``: the runtime's threads per call (0: one per core)."""
     from andon.settings import get_settings
 
-    return _pick_runner_cached(cfg.recipe.inference.runtimes, name, version, get_settings().mlflow_tracking_uri)
+    preference = cfg.recipe.inference.runtimes
+    return _pick_runner_cached(preference, name, version, get_settings().mlflow_tracking_uri, threads)
 
 
 @lru_cache(maxsize=8)
-def _pick_runner_cached(preference: tuple[str, ...], name: str, version: int, registry: str) -> Any:
+def _pick_runner_cached(preference: tuple[str, ...], name: str, version: int, registry: str, threads: int) -> Any:
     import logging
 
     from andon.errors import IntegrityError
@@ -106,7 +108,7 @@ def _pick_runner_cached(preference: tuple[str, ...], name: str, version: int, re
         if runtime not in verified:
             continue
         try:
-            return loaded.runner(runtime)
+            return loaded.runner(runtime, threads=threads)
         except (RuntimeUnavailable, IntegrityError) as exc:
             log.warning("%s v%d: runtime %s not used: %s", name, version, runtime, exc)
     return None
@@ -139,12 +141,14 @@ class Champion:
     runner: Any = None  # andon/models/runtimes.py; None: the torch network ``model``
 
     @classmethod
-    def load(cls, cfg: PlantConfig) -> Champion:
+    def load(cls, cfg: PlantConfig, threads: int = 0) -> Champion:
+        """``threads``: the runtime's threads per call (0: one per core; :func:`score_batch` runs
+        one call per core at once, each on one thread)."""
         name, version = resolve_champion(cfg)
         loaded = load_fast(name, version)
         return cls(
             name, version, loaded.model, list(loaded.classes), loaded.size, loaded.operating_point, loaded.transform,
-            runner=pick_runner(cfg, name, version),
+            runner=pick_runner(cfg, name, version, threads),
         )  # fmt: skip
 
     @property
@@ -343,13 +347,20 @@ def score_batch(
 ) -> ScoreSummary:
     """Score one raw batch; with ``explain`` (the default) flagged parts get a saliency map.
     ``gated``: refuse a batch the data gate has not accepted (:func:`require_accepted`; what
-    ``andon score`` does). ``workers``: threads fetching and decoding (0: one per core, at most 8)."""
+    ``andon score`` does). ``workers``: threads that each fetch, check, decode and predict a
+    window of ``batch_size`` parts, the runtime on ``cores // workers`` threads per call (0: one
+    worker per core, at most 8): cores that each run whole windows never wait for each other,
+    where one runtime call spread over all cores waits for its slowest thread while the others
+    decode (docs/scoring.md has the measured figures)."""
+    import numpy as np
 
     t0 = time.perf_counter()
     if gated:
         require_accepted(store, cfg, batch_prefix)
     info = read_plant_batch(store, cfg.id, batch_prefix)
-    champion = Champion.load(cfg)
+    cores = os.cpu_count() or 1
+    workers = workers or min(cores, 8)
+    champion = Champion.load(cfg, threads=max(1, cores // workers))
     meta = parquet_to_frame(store.get(info.metadata_key))
     if meta.empty:
         raise DataError(f"{batch_prefix} is an empty batch: nothing to score")
@@ -357,8 +368,8 @@ def score_batch(
     rows: list[dict[str, Any]] = []
 
     def prepare(r: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None, float]:
-        """Fetch, check and decode one part (on a worker thread: Pillow and the store release the
-        GIL): (its log fields, its model input or None with the error in the fields, ms spent)."""
+        """Fetch, check and decode one part: (its log fields, its model input or None with the
+        error in the fields, ms spent)."""
         t_part = time.perf_counter()
         line = str(r.get("line") or info.line)
         base = {
@@ -381,21 +392,36 @@ def score_batch(
             return {**base, **error_fields(problem)}, None, 0.0
         return base, image, (time.perf_counter() - t_part) * 1000
 
+    def window(records: list[dict[str, Any]]) -> _Window:
+        """One window on a worker thread (Pillow, the store and the runtimes release the GIL)."""
+        prepared = [prepare(r) for r in records]
+        chunk = [(fields, image, ms) for fields, image, ms in prepared if image is not None]
+        errors = [fields for fields, image, _ in prepared if image is None]
+        if not chunk:
+            return _Window(len(prepared), errors, chunk, None, None, None, 0.0)
+        t_batch = time.perf_counter()
+        images = np.stack([g[1] for g in chunk])
+        probs, emb = champion.predict(images)
+        per_part_ms = (time.perf_counter() - t_batch) * 1000 / len(chunk)
+        return _Window(len(prepared), errors, chunk, images, probs, emb, per_part_ms)
+
     records = meta.to_dict(orient="records")
     windows = [records[lo : lo + batch_size] for lo in range(0, len(records), batch_size)]
     explained = 0
-    with ThreadPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 8)) as pool:
-        # the next window is fetched and decoded while this one is predicted (bounded memory)
-        pending = [pool.submit(prepare, r) for r in windows[0]] if windows else []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # in order, at most two windows per worker in flight (bounded memory); rows are built and
+        # parts explained here while the workers go on
+        ahead = 2 * workers
+        pending = [pool.submit(window, w) for w in windows[:ahead]]
         for k in range(len(windows)):
-            prepared = [f.result() for f in pending]
-            pending = [pool.submit(prepare, r) for r in windows[k + 1]] if k + 1 < len(windows) else []
-            rows += [fields for fields, image, _ in prepared if image is None]
-            chunk = [(fields, image, ms) for fields, image, ms in prepared if image is not None]
-            if chunk:
-                explained += _predict_chunk(store, cfg, champion, chunk, rows, explain)
+            done = pending.pop(0).result()
+            if k + ahead < len(windows):
+                pending.append(pool.submit(window, windows[k + ahead]))
+            rows += done.errors
+            if done.chunk:
+                explained += _add_predictions(store, cfg, champion, done, rows, explain)
             if progress:
-                progress(len(prepared))
+                progress(done.parts)
     now = datetime.now(UTC)
     for row in rows:
         row.setdefault("scored_at", now)
@@ -416,33 +442,36 @@ def score_batch(
     )
 
 
-def _predict_chunk(
-    store: ObjectStore,
-    cfg: PlantConfig,
-    champion: Champion,
-    chunk: list[tuple[dict[str, Any], Any, float]],
-    rows: list[dict[str, Any]],
-    explain: bool,
-) -> int:
-    """Predict one window of decoded parts, explain what :func:`wants_explanation` picks, and add
-    their rows to ``rows``; returns how many were explained."""
-    import numpy as np
+@dataclass
+class _Window:
+    """One window of a batch, checked, decoded and predicted on a worker thread."""
 
-    explained = 0
-    t_batch = time.perf_counter()
-    images = np.stack([g[1] for g in chunk])
-    probs, emb = champion.predict(images)
-    per_part_ms = (time.perf_counter() - t_batch) * 1000 / len(chunk)
+    parts: int
+    errors: list[dict[str, Any]]  # the log rows of parts that failed a check
+    chunk: list[tuple[dict[str, Any], Any, float]]  # (log fields, model input, ms to prepare) per part
+    images: np.ndarray | None
+    probs: np.ndarray | None
+    emb: np.ndarray | None
+    per_part_ms: float
+
+
+def _add_predictions(
+    store: ObjectStore, cfg: PlantConfig, champion: Champion, w: _Window, rows: list[dict[str, Any]], explain: bool
+) -> int:
+    """Add one predicted window's rows to ``rows`` and explain what :func:`wants_explanation`
+    picks; returns how many were explained."""
+    assert w.images is not None and w.probs is not None and w.emb is not None
     scored_at = datetime.now(UTC)
     chunk_rows = [
-        {**base, **pred, "scored_at": scored_at, "latency_ms": prep_ms + per_part_ms}
+        {**base, **pred, "scored_at": scored_at, "latency_ms": prep_ms + w.per_part_ms}
         for (base, _, prep_ms), pred in zip(
-            chunk, prediction_rows(champion.classes, probs, emb, champion.threshold), strict=True
+            w.chunk, prediction_rows(champion.classes, w.probs, w.emb, champion.threshold), strict=True
         )
     ]
+    explained = 0
     if explain:
         pick = [i for i, r in enumerate(chunk_rows) if wants_explanation(cfg, r["part_id"], r["predicted_class"])]
-        explain_parts(store, cfg, champion, images[pick], [chunk_rows[i] for i in pick])
+        explain_parts(store, cfg, champion, w.images[pick], [chunk_rows[i] for i in pick])
         explained = len(pick)
     rows += chunk_rows
     return explained

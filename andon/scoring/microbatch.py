@@ -1,11 +1,13 @@
 """Micro-batching for the online service: concurrent requests share one forward pass.
 
-A request thread that finds no batch running becomes the leader: it waits (at most ``wait_s``)
-only while requests already admitted are still on their way (decoding), takes up to ``max_batch``
-queued images, runs them as one batch and hands each its row; the others sleep until their
-result is there or they must lead the next batch. One client alone never waits (nobody else is
-on the way), many clients share forward passes, so throughput grows with load instead of
-collapsing. No thread of its own: a service scoring from one thread works the same.
+A request thread whose image is still queued, when fewer than ``parallel`` batches are running,
+becomes a leader: it waits (at most ``wait_s``) only while requests already admitted are still on
+their way (decoding), takes up to ``max_batch`` queued images, runs them as one batch and hands
+each its row; the others sleep until their result is there or they must lead the next batch. One
+client alone never waits (nobody else is on the way), many clients share forward passes, so
+throughput grows with load instead of collapsing. With ``parallel`` = the cores and a runtime on
+one thread per call, every core runs a batch of its own: no core waits for another to finish its
+share of one batch. No thread of its own: a service scoring from one thread works the same.
 
     >>> import numpy as np
     >>> class Echo:
@@ -31,6 +33,7 @@ from typing import Any
 class _Item:
     champion: Any
     image: Any
+    taken: bool = False  # in a running batch
     done: bool = False
     probs: Any = None
     emb: Any = None
@@ -49,11 +52,12 @@ class MicroBatcher:
     max_batch: int = 64
     wait_s: float = 0.004
     on_batch: Callable[[int, float], None] | None = None  # (batch size, seconds): metrics
+    parallel: int = 1  # batches running at once
     batches: int = 0
     images: int = 0
     _queue: list[_Item] = field(default_factory=list)
     _announced: int = 0  # admitted requests not yet queued (decoding): worth waiting for
-    _running: bool = False
+    _running: int = 0  # batches running
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
     def announce(self) -> Ticket:
@@ -82,11 +86,11 @@ class MicroBatcher:
             self._cond.notify_all()
         while True:
             with self._cond:
-                while not item.done and self._running:
+                while not item.done and (item.taken or self._running >= self.parallel):
                     self._cond.wait()
                 if item.done:
                     break
-                self._running = True
+                self._running += 1
                 deadline = time.monotonic() + self.wait_s
                 while len(self._queue) < self.max_batch and self._announced > 0:
                     remaining = deadline - time.monotonic()
@@ -94,11 +98,17 @@ class MicroBatcher:
                         break
                     self._cond.wait(remaining)
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                for it in batch:
+                    it.taken = True
+                if not batch:  # another leader took them all while this one waited
+                    self._running -= 1
+                    self._cond.notify_all()
+                    continue
             try:
                 self._run(batch)
             finally:
                 with self._cond:
-                    self._running = False
+                    self._running -= 1
                     self._cond.notify_all()
         if item.error is not None:
             raise item.error
@@ -122,7 +132,8 @@ class MicroBatcher:
             finally:
                 for it in items:
                     it.done = True
-        self.batches += 1
-        self.images += len(batch)
+        with self._cond:
+            self.batches += 1
+            self.images += len(batch)
         if self.on_batch is not None:
             self.on_batch(len(batch), time.perf_counter() - t0)

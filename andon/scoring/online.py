@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
 import re
 import threading
@@ -232,7 +233,10 @@ class ScoringService:
         self.champion: Champion | None = None
         self.champion_error = "not loaded yet"
         self.metrics = ServiceMetrics()
-        self.batcher = MicroBatcher(max(1, max_batch), max(0.0, batch_wait_ms) / 1000, self.metrics.batch)
+        # one batch per core at once, each on a one-thread runtime (andon/scoring/microbatch.py)
+        self.batcher = MicroBatcher(
+            max(1, max_batch), max(0.0, batch_wait_ms) / 1000, self.metrics.batch, parallel=os.cpu_count() or 1
+        )
         self.max_in_flight = max(1, max_in_flight)
         self.compact_seconds = compact_seconds  # 0: never (another process compacts)
         self._in_flight = 0  # under _stats_lock
@@ -241,6 +245,7 @@ class ScoringService:
         self._stats_lock = threading.Lock()
         self._evidence_lock = threading.Lock()
         self._claimed: dict[str, str] = {}  # evidence key -> sha256, queued but not yet stored
+        self._asking: dict[str, threading.Event] = {}  # evidence keys whose store check is under way
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10_000)
         self.max_queued_bytes = max_queued_bytes
         self._queued_bytes = 0  # bytes of images held by queued jobs (under _stats_lock)
@@ -312,7 +317,7 @@ class ScoringService:
             name, version = resolve_champion(self.cfg)
             current = self.champion
             if current is None or (current.name, current.version) != (name, version):
-                self.champion = Champion.load(self.cfg)
+                self.champion = Champion.load(self.cfg, threads=1)
             self.champion_error = ""
         except AndonError as exc:  # no champion yet, or the registry is briefly away: keep serving
             self.champion_error = str(exc)
@@ -399,20 +404,13 @@ class ScoringService:
         content's hash, never over the first."""
         folder = join_key(self.cfg.object_prefix, line, "online", f"{now:%Y-%m-%d}")
         key = join_key(folder, f"{part_id}.{ext}")
-        with self._evidence_lock:
-            held = self._claimed.get(key)
-            if held is None and self.store.exists(key):
-                held = hashlib.sha256(self.store.get(key)).hexdigest()
-            if held is None:
-                self._claimed[key] = sha
-                return key, True
-            if held == sha:
-                return key, False
-            apart = join_key(folder, f"{part_id}.{sha[:16]}.{ext}")
+        held = self._claim(key, sha)
+        if held is None or held == sha:
+            return key, held is None
+        apart = join_key(folder, f"{part_id}.{sha[:16]}.{ext}")
+        with self._stats_lock:
             self.stats.evidence_conflicts += 1
-            new = apart not in self._claimed and not self.store.exists(apart)
-            if new:
-                self._claimed[apart] = sha
+        new = self._claim(apart, sha) is None
         logger.warning(
             "%s: part %s already has another image at %s; this one is kept apart at %s",
             self.cfg.id,
@@ -421,6 +419,35 @@ class ScoringService:
             apart,
         )
         return apart, new
+
+    def _claim(self, key: str, sha: str) -> str | None:
+        """None when this request claimed ``key`` (nothing is there or queued for it: the caller
+        stores its image there), else the sha256 of what ``key`` holds or is about to hold. The
+        store is asked outside the service-wide lock (on S3 a round trip, which must not hold up
+        every other part); requests for the same key wait for the one asking."""
+        while True:
+            with self._evidence_lock:
+                held = self._claimed.get(key)
+                if held is not None:
+                    return held
+                asking = self._asking.get(key)
+                if asking is None:
+                    asking = self._asking[key] = threading.Event()
+                    break
+            asking.wait()
+        stored: str | None = None
+        claimed = False
+        try:
+            if self.store.exists(key):
+                stored = hashlib.sha256(self.store.get(key)).hexdigest()
+            claimed = stored is None
+        finally:  # a store error: the waiting requests ask again themselves
+            with self._evidence_lock:
+                if claimed:
+                    self._claimed[key] = sha
+                del self._asking[key]
+            asking.set()
+        return stored
 
     # ---------------------------------------------------------------- scoring
     def score(

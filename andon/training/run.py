@@ -597,12 +597,12 @@ class LoadedVersion:
             probs = np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
         return probs, defect_scores(probs)
 
-    def runner(self, runtime: str, fast_model: Any = None) -> Any:
+    def runner(self, runtime: str, fast_model: Any = None, threads: int = 0) -> Any:
         """The runner ``runtime`` for this version (:func:`andon.models.runtimes.open_runner`)."""
         from andon.models import optimize_for_inference, runtimes
 
         fast = fast_model if fast_model is not None or runtime != "torch" else optimize_for_inference(self.model)
-        return runtimes.open_runner(runtime, self.root, fast, self.lineage, anomaly=self.anomaly)
+        return runtimes.open_runner(runtime, self.root, fast, self.lineage, threads=threads, anomaly=self.anomaly)
 
 
 def load_version(name: str, version: int) -> LoadedVersion:

@@ -328,6 +328,39 @@ def test_stored_evidence_is_write_once(client: httpx.Client, service: PinnedServ
     assert service.health()["evidence_conflicts"] == 1
 
 
+def test_evidence_checks_of_different_parts_run_at_once_and_a_replayed_part_is_stored_once(
+    tmp_path: Path, andon_home: Path
+) -> None:
+    """The store is asked whether a part's evidence exists outside the service-wide lock (on S3 a
+    round trip per part): two parts' checks overlap (this store answers only when two are asking
+    together; one at a time would time out), and the same part sent four times at once is
+    claimed by exactly one request."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    class PairedStore(LocalObjectStore):
+        together = threading.Barrier(2, timeout=30)
+        paired = True
+
+        def exists(self, key: str) -> bool:
+            if self.paired:
+                self.together.wait()
+            return super().exists(key)
+
+    store = PairedStore(tmp_path / "objects")
+    service = PinnedService(store, CFG, reload_seconds=3600, explain=False)
+    now = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    with ThreadPoolExecutor(2) as pool:
+        claims = list(pool.map(lambda p: service._evidence_key("line-1", now, p, "png", "a" * 64), ["P-1", "P-2"]))
+    assert [new for _, new in claims] == [True, True] and claims[0][0] != claims[1][0]
+    store.paired = False
+    with ThreadPoolExecutor(4) as pool:
+        replays = list(pool.map(lambda _: service._evidence_key("line-1", now, "P-3", "png", "b" * 64), range(4)))
+    assert len({key for key, _ in replays}) == 1 and sorted(new for _, new in replays) == [False, False, False, True]
+    assert service._asking == {}
+
+
 # ---------------------------------------------------------------- point 7: the service's identity
 
 

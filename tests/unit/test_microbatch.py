@@ -75,3 +75,37 @@ def test_a_failing_forward_pass_reaches_every_request_and_nobody_waits_for_a_wit
         batcher.predict(batcher.announce(), Broken(), np.zeros((2, 2), np.uint8))
     assert time.monotonic() - t0 < 4  # not the 5 s wait: nobody else was on the way
     assert batcher._announced == 0 and not batcher._running
+
+
+def test_with_two_cores_two_batches_run_at_once_and_nothing_runs_twice() -> None:
+    """``parallel=2``: a request queued while a batch runs leads a second batch at once (the fake
+    model lets its first two passes through only together; with one batch at a time it would
+    time out), and each request gets its own row, in no empty or repeated batch."""
+    batcher = MicroBatcher(max_batch=64, wait_s=0.0, parallel=2)
+    together = threading.Barrier(2, timeout=30)
+    sizes: list[int] = []
+
+    class Pair:
+        def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            sizes.append(len(images))
+            if len(sizes) <= 2:
+                together.wait()
+            flat = images.reshape(len(images), -1)[:, 0].astype(np.float32)
+            return np.stack([flat, -flat], 1), np.zeros((len(images), 8), np.float32)
+
+    results: dict[int, float] = {}
+
+    def request(i: int) -> None:
+        probs, _ = batcher.predict(batcher.announce(), Pair(), np.full((4, 4), i, np.uint8))
+        results[i] = float(probs[0])
+
+    first = threading.Thread(target=request, args=(0,))
+    first.start()
+    _wait_for(lambda: batcher._running == 1 and not batcher._queue)
+    rest = [threading.Thread(target=request, args=(i,)) for i in range(1, 6)]
+    for t in rest:
+        t.start()
+    for t in [first, *rest]:
+        t.join(30)
+    assert results == {i: float(i) for i in range(6)}
+    assert sum(sizes) == 6 and min(sizes) >= 1 and batcher.images == 6 and batcher._running == 0
