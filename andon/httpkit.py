@@ -256,11 +256,12 @@ def server_config(app: Any, host: str, port: int, limits: ServerLimits | None = 
     )
 
 
-def run_server(app: Any, host: str, port: int, limits: ServerLimits | None = None) -> None:
-    """Serve ``app`` in the foreground until interrupted (``andon serve``, ``andon gateway``)."""
+def run_server(app: Any, host: str, port: int, limits: ServerLimits | None = None, sock: Any = None) -> None:
+    """Serve ``app`` in the foreground until interrupted (``andon serve``, ``andon gateway``);
+    on ``sock``, a listening socket shared with other serving processes, when given."""
     import uvicorn
 
-    uvicorn.Server(server_config(app, host, port, limits)).run()
+    uvicorn.Server(server_config(app, host, port, limits)).run(sockets=[sock] if sock is not None else None)
 
 
 @contextmanager

@@ -129,11 +129,14 @@ def serve(
     compact_minutes: Annotated[
         float, typer.Option(min=0, help="compact the prediction log's complete hours this often (0: never)")
     ] = 60.0,
+    processes: Annotated[
+        int, typer.Option(min=1, max=64, help="serving processes sharing the port (one per core at line rate)")
+    ] = 1,
 ) -> None:
     """Online scoring for one plant: POST /v1/score (an image, or JSON with an object_key), GET /healthz,
     GET /metrics (Prometheus).
 
-    Example: andon serve --plant plant-a --port 8000
+    Example: andon serve --plant plant-a --port 8000 --processes 2
              curl -H 'Content-Type: image/png' --data-binary @part.png 'localhost:8000/v1/score?part_id=P1'
     """
     from andon.config import load_plant
@@ -153,6 +156,7 @@ def serve(
         max_in_flight=max_in_flight,
         batch_wait_ms=batch_wait_ms,
         compact_seconds=compact_minutes * 60,
+        processes=processes,
     )
 
 

@@ -118,6 +118,9 @@ class ServiceMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        # one of several serving processes (``andon serve --processes N``): every process's values
+        # go to files in PROMETHEUS_MULTIPROC_DIR and a scrape of any process sums them
+        self.shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = r = CollectorRegistry()
         self.requests = Counter("andon_score_requests", "score requests received", registry=r)
         self.rejected = Counter("andon_score_rejected", "requests refused, by reason", ["reason"], registry=r)
@@ -134,9 +137,10 @@ class ServiceMetrics:
             "andon_score_batch_seconds", "one shared forward pass", registry=r,
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
         )  # fmt: skip
-        self.in_flight = Gauge("andon_score_in_flight", "requests being scored now", registry=r)
-        self.queue = Gauge("andon_score_background_jobs", "rows and evidence waiting", registry=r)
-        self.logged = Gauge("andon_predictions_logged", "prediction rows written", registry=r)
+        live: Any = {"multiprocess_mode": "livesum"}  # the live processes' sum
+        self.in_flight = Gauge("andon_score_in_flight", "requests being scored now", registry=r, **live)
+        self.queue = Gauge("andon_score_background_jobs", "rows and evidence waiting", registry=r, **live)
+        self.logged = Gauge("andon_predictions_logged", "prediction rows written", registry=r, **live)
 
     def batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -147,7 +151,13 @@ class ServiceMetrics:
 
         self.queue.set(service._jobs.qsize())
         self.logged.set(service.writer.health()["written"])
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = self.registry
+        if self.shared:
+            from prometheus_client import CollectorRegistry, multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 @dataclass
@@ -220,8 +230,10 @@ class ScoringService:
         max_batch: int = MAX_BATCH,
         batch_wait_ms: float = BATCH_WAIT_MS,
         compact_seconds: float = 3600.0,
+        process: tuple[int, int] = (0, 1),
     ) -> None:
         self.store = store
+        self.process = process  # (index, count) of the serving processes; only the first recovers the spool
         self.token = token  # when set, /v1/score needs `Authorization: Bearer <token>` (docs/security.md)
         self.cfg = cfg
         self.reload_seconds = reload_seconds
@@ -272,8 +284,8 @@ class ScoringService:
     def start(self) -> None:
         self._stop.clear()
         self._threads = []
-        try:  # rows a previous run could not log before it stopped
-            if recovered := self.writer.recover(self._spool()):
+        try:  # rows a previous run could not log before it stopped (once, not by every process)
+            if self.process[0] == 0 and (recovered := self.writer.recover(self._spool())):
                 logger.warning("%s: logged %d prediction rows spooled by a previous run", self.cfg.id, recovered)
         except Exception as exc:  # the store is away: the files stay for the next start
             self._background_error(f"spooled prediction rows not logged yet: {exc}")
@@ -625,6 +637,7 @@ class ScoringService:
             "explained": self.stats.explained,
             "evidence_conflicts": self.stats.evidence_conflicts,
             "background_errors": self.stats.background_errors[-5:],
+            "process": f"{self.process[0] + 1}/{self.process[1]}",  # /healthz is this process's view
         }
 
 
@@ -708,9 +721,10 @@ def create_app(service: ScoringService) -> FastAPI:
     return app
 
 
-def serve(cfg: PlantConfig, store: ObjectStore, host: str, port: int, **options: Any) -> None:
+def serve(cfg: PlantConfig, store: ObjectStore, host: str, port: int, *, processes: int = 1, **options: Any) -> None:
     """Run the service in the foreground until interrupted (with the timeouts and connection cap
-    every Andon service has: andon.httpkit.ServerLimits)."""
+    every Andon service has: andon.httpkit.ServerLimits). ``processes`` > 1: that many serving
+    processes share one listening socket (see :func:`serve_processes`)."""
     from andon.httpkit import run_server
     from andon.settings import get_settings
 
@@ -722,9 +736,99 @@ def serve(cfg: PlantConfig, store: ObjectStore, host: str, port: int, **options:
             "needs ANDON_SERVICE_TOKEN (>= 32 bytes, e.g. `openssl rand -hex 32`): clients then send "
             "`Authorization: Bearer <token>`; only a loopback service of the embedded stack may stay open"
         )
+    if processes > 1:
+        serve_processes(cfg, host, port, processes, token=token, **options)
+        return
     service = ScoringService(store, cfg, token=token, **options)
     service.start()
     run_server(create_app(service), host, port)
+
+
+def serve_processes(cfg: PlantConfig, host: str, port: int, processes: int, **options: Any) -> None:
+    """``processes`` copies of the service behind one listening socket, bound here first (a port
+    in use fails at once): the kernel hands each new connection to one of them, so one Python
+    event loop and one GIL no longer bound the plant's throughput. Each process has its own
+    champion, micro-batcher, log writer (its own files) and limits; only the first compacts the
+    log and recovers the spool; ``/metrics`` sums every process (prometheus-client's
+    multiprocess mode), ``/healthz`` is the answering process's view. A process that dies stops
+    the others and this call raises: the supervisor (systemd, Kubernetes) restarts the service."""
+    import multiprocessing
+    import shutil
+    import signal
+    import socket
+    import tempfile
+
+    from prometheus_client import multiprocess
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"andon serve cannot listen on {host}:{port}: {exc}") from None
+    sock.listen(2048)
+    metrics_dir = tempfile.mkdtemp(prefix="andon-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the children, read at their import
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no threads or OpenMP pools forked
+    children = [
+        ctx.Process(target=_serve_child, args=(cfg, sock, host, port, (k, processes), options), name=f"andon-serve-{k}")
+        for k in range(processes)
+    ]
+    stopping = False
+
+    def stop(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for child in children:
+            child.start()
+        sock.close()  # the children hold it now
+        while not stopping and all(c.is_alive() for c in children):
+            time.sleep(0.2)
+        died = [c for c in children if not c.is_alive()]
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: uvicorn shuts down gracefully, the service flushes its log
+        for child in children:
+            child.join(timeout=60)
+            if child.pid is not None:
+                multiprocess.mark_process_dead(child.pid, metrics_dir)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if died and not stopping:
+        codes = ", ".join(f"{c.name} exit {c.exitcode}" for c in died)
+        raise AndonError(f"a serving process stopped ({codes}); the others were stopped too")
+
+
+def _serve_child(
+    cfg: PlantConfig, sock: Any, host: str, port: int, process: tuple[int, int], options: dict[str, Any]
+) -> None:
+    """One serving process of :func:`serve_processes` (in a spawned interpreter); it stops itself
+    when the parent is gone (killed with SIGKILL, it could not stop its children)."""
+    import signal
+
+    from andon.httpkit import run_server
+    from andon.storage import open_store
+
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown: the log is flushed
+
+    threading.Thread(target=orphaned, name="andon-serve-orphan-watch", daemon=True).start()
+    if process[0] > 0:
+        options = {**options, "compact_seconds": 0}  # one process compacts
+    service = ScoringService(open_store(), cfg, process=process, **options)
+    service.start()
+    run_server(create_app(service), host, port, sock=sock)
 
 
 @contextmanager

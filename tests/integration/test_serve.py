@@ -125,3 +125,77 @@ def test_service_scores_logs_and_follows_the_champion(andon_home: Path, mlflow_t
     assert scored.explanation_key.notna().all() and (scored.explanation_method == "input_gradient").all()
     for key in scored.explanation_key:
         assert store.exists(key)
+
+
+def test_andon_serve_on_two_processes_shares_the_port_sums_its_metrics_and_loses_no_row(
+    andon_home: Path, mlflow_tracking_uri: str
+) -> None:
+    """`andon serve --processes 2` (the real CLI, two spawned serving processes on one socket):
+    both answer, /metrics counts every request whichever process is scraped, a busy port fails
+    at once, and after SIGTERM every decision is in the log exactly once."""
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    from andon.lifecycle.promotion import promote
+    from andon.training.run import train_plant
+
+    store = open_store()
+    (batch,) = synthesize_plant(
+        CFG, store, 12, seed=43, defect_rate=0.3, start=datetime(2026, 11, 15, 10, tzinfo=UTC), lines=["line-1"],
+        workers=1,
+    )  # fmt: skip
+    pngs = [store.get(o.key) for o in sorted(store.list(f"{batch.prefix}/images/"), key=lambda o: o.key)]
+    train_plant(store, CFG, [_dataset(store, 5)], recipe=SMALL)
+    promote(store, CFG, force=True, reason="test")
+    exe = str(Path(sys.executable).with_name("andon"))
+    args = [exe, "serve", "--plant", CFG.id, "--processes", "2", "--no-explain", "--compact-minutes", "0"]
+
+    with socket.socket() as busy:  # a port in use: refused before any process starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = str(busy.getsockname()[1])
+        taken = subprocess.run([*args, "--port", busy_port], capture_output=True, text=True, timeout=120)
+    assert taken.returncode != 0 and "cannot listen" in taken.stderr, taken.stderr[-2000:]
+
+    port = free_port()
+    t0 = datetime.now(UTC) - timedelta(minutes=1)
+    proc = subprocess.Popen([*args, "--port", str(port)], env=os.environ.copy(), stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        seen: set[str] = set()
+        while seen != {"1/2", "2/2"}:  # each new connection goes to one process; both must be up
+            assert time.monotonic() < deadline and proc.poll() is None, f"processes answering: {seen}"
+            try:
+                r = httpx.get(f"{url}/healthz", timeout=5)
+                if r.status_code == 200:
+                    seen.add(r.json()["process"])
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+
+        def one(i: int) -> int:
+            with httpx.Client(base_url=url, timeout=30) as c:  # a connection each: spread over both
+                r = c.post(
+                    "/v1/score", params={"part_id": f"M-{i}"}, content=pngs[i % len(pngs)],
+                    headers={"content-type": "image/png"},
+                )  # fmt: skip
+                return r.status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(one, range(40))) == {200}
+        scraped = {httpx.get(f"{url}/metrics", timeout=5).text for _ in range(6)}
+        totals = {int(float(re.search(r"^andon_score_requests_total (\S+)$", s, re.M).group(1))) for s in scraped}
+        assert totals == {40}, totals  # the sum of both processes, whichever answered
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    rows = PredictionLog(store, CFG.id).read(t0, datetime.now(UTC) + timedelta(minutes=1))
+    assert sorted(rows.part_id) == sorted(f"M-{i}" for i in range(40))  # each once, none lost at shutdown
