@@ -254,7 +254,7 @@ def service(rec: Recorder, store: Any, keys: list[str], processes: int) -> float
     def post(i: int) -> float:
         t = time.perf_counter()
         r = client().post(
-            "/v1/score", params={"part_id": f"b-{i}", "line": f"line-{1 + i % 2}"}, content=pngs[i % len(pngs)],
+            "/v1/score", params={"part_id": f"b{tag}-{i}", "line": f"line-{1 + i % 2}"}, content=pngs[i % len(pngs)],
             headers={"content-type": "image/png"},
         )  # fmt: skip
         assert r.status_code in (200, 429), r.text
@@ -322,7 +322,11 @@ def service(rec: Recorder, store: Any, keys: list[str], processes: int) -> float
 
 
 WRK_SCRIPT = """
-local bodies, counter = {}, 0
+local bodies, counter, threads = {}, 0, 0
+function setup(thread)  -- each wrk thread its own id: part ids never repeat across threads
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 function init(args)
   for i = 0, %(n)d - 1 do
     local f = io.open(string.format("%(dir)s/%%04d.png", i), "rb")
@@ -332,8 +336,7 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  local path = string.format("/v1/score?part_id=w%%d-%%d&line=line-%%d", math.random(1, 1000000000), counter,
-    1 + counter %% 2)
+  local path = string.format("/v1/score?part_id=%(prefix)s-%%d-%%d&line=line-%%d", tid, counter, 1 + counter %% 2)
   return wrk.format("POST", path, {["content-type"] = "image/png"}, bodies[(counter %% %(n)d) + 1])
 end
 function done(summary, latency, requests)
@@ -361,11 +364,11 @@ def wrk_figures(rec: Recorder, url: str, pngs: list[bytes], tag: str) -> float |
         for i, data in enumerate(pngs):
             (Path(tmp) / f"{i:04d}.png").write_bytes(data)
         script = Path(tmp) / "post.lua"
-        script.write_text(WRK_SCRIPT % {"n": len(pngs), "dir": tmp})
         out = ""
-        for seconds in (5, 15):  # warm-up, then the measured run
-            run = [exe, "-t2", "-c20", f"-d{seconds}s", "-s", str(script), url]
-            out = subprocess.run(run, capture_output=True, text=True, check=True, timeout=120).stdout
+        for run, seconds in enumerate((5, 15)):  # warm-up, then the measured run: new part ids each
+            script.write_text(WRK_SCRIPT % {"n": len(pngs), "dir": tmp, "prefix": f"w{tag}-{run}"})
+            cmd = [exe, "-t2", "-c20", f"-d{seconds}s", "-s", str(script), url]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
     result = json.loads(out.split("JSON ", 1)[1].splitlines()[0])
     rate = (result["requests"] - result["non_2xx"]) / result["seconds"]
     rec.figure(

@@ -59,6 +59,16 @@ class Runner(Protocol):
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (a container's or a pinned process's, not the host's)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity call on this platform
+        return os.cpu_count() or 1
+
+
 def engine(runtime: str) -> str:
     return runtime.split("-")[0]
 
@@ -255,7 +265,6 @@ def open_runner(
     """The runner ``runtime`` for a version whose ``andon/`` artifacts are in ``folder``; its file's
     sha256 is checked against ``tags`` (the lineage) before it is loaded. Raises
     :class:`RuntimeUnavailable` with the reason when it cannot run here."""
-    import os
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
@@ -270,7 +279,9 @@ def open_runner(
         raise RuntimeUnavailable(f"{runtime}: the version has no {FOLDER}/{name} (exported at training)")
     if sha256_of(path) != tags[FILE_TAGS[name]]:
         raise IntegrityError(f"{runtime}: {FOLDER}/{name} does not match its lineage's sha256; refusing to load it")
-    threads = threads or min(os.cpu_count() or 1, 8)
     max_batch = ANOMALY_MAX_BATCH if anomaly else 1 << 16
-    cls = OpenVinoRunner if engine(runtime) == "openvino" else OnnxRuntimeRunner
-    return cls(runtime, path, threads, max_batch)
+    if engine(runtime) == "openvino":
+        # every core, whatever was asked: compiled for latency, OpenVINO runs one call at a time,
+        # so calls from several threads on one thread each would share a single core
+        return OpenVinoRunner(runtime, path, min(usable_cores(), 8), max_batch)
+    return OnnxRuntimeRunner(runtime, path, threads or min(usable_cores(), 8), max_batch)

@@ -8,7 +8,6 @@ checksum, uncertainty and drift features.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -358,7 +357,9 @@ def score_batch(
     if gated:
         require_accepted(store, cfg, batch_prefix)
     info = read_plant_batch(store, cfg.id, batch_prefix)
-    cores = os.cpu_count() or 1
+    from andon.models.runtimes import usable_cores
+
+    cores = usable_cores()
     workers = workers or min(cores, 8)
     champion = Champion.load(cfg, threads=max(1, cores // workers))
     meta = parquet_to_frame(store.get(info.metadata_key))

@@ -86,7 +86,7 @@ class MicroBatcher:
             self._cond.notify_all()
         while True:
             with self._cond:
-                while not item.done and (item.taken or self._running >= self.parallel):
+                while not item.done and (item.taken or self._running >= max(1, self.parallel)):
                     self._cond.wait()
                 if item.done:
                     break

@@ -68,6 +68,7 @@ from andon.config import PlantConfig
 from andon.errors import AndonError, ConfigError, InvalidKeyError, ObjectNotFoundError, StorageError
 from andon.httpkit import Rejected, read_capped, run_in_thread
 from andon.lifecycle.registry import CHAMPION
+from andon.models.runtimes import usable_cores
 from andon.scoring.batch import Champion, error_fields, explain_parts, inspect_image, prediction_rows, wants_explanation
 from andon.scoring.microbatch import MicroBatcher, Ticket
 from andon.scoring.predlog import PredictionLog, PredictionWriter
@@ -149,8 +150,6 @@ class ServiceMetrics:
     def render(self, service: ScoringService) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        self.queue.set(service._jobs.qsize())
-        self.logged.set(service.writer.health()["written"])
         registry = self.registry
         if self.shared:
             from prometheus_client import CollectorRegistry, multiprocess
@@ -247,7 +246,7 @@ class ScoringService:
         self.metrics = ServiceMetrics()
         # one batch per core at once, each on a one-thread runtime (andon/scoring/microbatch.py)
         self.batcher = MicroBatcher(
-            max(1, max_batch), max(0.0, batch_wait_ms) / 1000, self.metrics.batch, parallel=os.cpu_count() or 1
+            max(1, max_batch), max(0.0, batch_wait_ms) / 1000, self.metrics.batch, parallel=usable_cores()
         )
         self.max_in_flight = max(1, max_in_flight)
         self.compact_seconds = compact_seconds  # 0: never (another process compacts)
@@ -329,7 +328,9 @@ class ScoringService:
             name, version = resolve_champion(self.cfg)
             current = self.champion
             if current is None or (current.name, current.version) != (name, version):
-                self.champion = Champion.load(self.cfg, threads=1)
+                self.champion = champion = Champion.load(self.cfg, threads=1)
+                # torch (no verified runtime) spreads each pass over every core already
+                self.batcher.parallel = usable_cores() if champion.runner is not None else 1
             self.champion_error = ""
         except AndonError as exc:  # no champion yet, or the registry is briefly away: keep serving
             self.champion_error = str(exc)
@@ -371,6 +372,9 @@ class ScoringService:
                 self.writer.flush_if_due()
             except Exception as exc:  # the rows stay buffered; the next flush retries them
                 self._background_error(f"prediction log flush: {exc}")
+            # here, not at a scrape: with several processes a scrape reaches one, and sums them all
+            self.metrics.queue.set(self._jobs.qsize())
+            self.metrics.logged.set(self.writer.written)
 
     def _handle(self, job: _Job) -> None:
         row = job.row
@@ -790,13 +794,17 @@ def serve_processes(cfg: PlantConfig, host: str, port: int, processes: int, **op
             time.sleep(0.2)
         died = [c for c in children if not c.is_alive()]
     finally:
-        for child in children:
+        started = [c for c in children if c.pid is not None]
+        for child in started:
             if child.is_alive():
                 child.terminate()  # SIGTERM: uvicorn shuts down gracefully, the service flushes its log
-        for child in children:
-            child.join(timeout=60)
-            if child.pid is not None:
-                multiprocess.mark_process_dead(child.pid, metrics_dir)
+        for child in started:
+            child.join(timeout=150)  # longer than a service's stop (its threads, then the log flush)
+            if child.is_alive():
+                logger.error("%s did not stop within 150 s: killed", child.name)
+                child.kill()
+                child.join(timeout=10)
+            multiprocess.mark_process_dead(child.pid, metrics_dir)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -811,16 +819,18 @@ def _serve_child(
 ) -> None:
     """One serving process of :func:`serve_processes` (in a spawned interpreter); it stops itself
     when the parent is gone (killed with SIGKILL, it could not stop its children)."""
+    import multiprocessing
     import signal
+    from multiprocessing.connection import wait
 
     from andon.httpkit import run_server
     from andon.storage import open_store
 
-    parent = os.getppid()
+    parent = multiprocessing.parent_process()
 
     def orphaned() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+        if parent is not None:
+            wait([parent.sentinel])  # readable once the parent is gone, even if it went before this line
         os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown: the log is flushed
 
     threading.Thread(target=orphaned, name="andon-serve-orphan-watch", daemon=True).start()
