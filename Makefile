@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.installed-stamp
 LS_VENV  := .venv-labelstudio
 LS_STAMP := $(LS_VENV)/.installed-stamp
 # the suite runs on three pytest-xdist workers, a test module a unit, each worker's torch on one
-# thread (tests/conftest.py): 975-1,188 s in three runs against 1,059 s in one on two (2 cores;
-# a third worker fills the time the others wait on servers and subprocesses)
+# thread (tests/conftest.py): 720-728 s in three CI runs on 2 cores of an AMD EPYC, 975-1,188 s on
+# the earlier Xeon (1,059 s there on two; a third worker fills the waits on servers and subprocesses)
 TEST_WORKERS ?= 3
 
 .PHONY: venv labelstudio demo test test-unit test-integration lint typecheck format bench clean lock

@@ -20,6 +20,7 @@ from andon.config import PlantConfig
 from andon.data.batches import parquet_to_frame, read_plant_batch
 from andon.errors import DataError, ObjectNotFoundError
 from andon.lifecycle.registry import CHAMPION, RegistryError, alias_version, model_name
+from andon.models.runtimes import usable_cores
 from andon.scoring.predlog import PredictionLog
 from andon.storage import ObjectStore
 from andon.validation.images import image_stats_from_bytes
@@ -357,8 +358,6 @@ def score_batch(
     if gated:
         require_accepted(store, cfg, batch_prefix)
     info = read_plant_batch(store, cfg.id, batch_prefix)
-    from andon.models.runtimes import usable_cores
-
     cores = usable_cores()
     workers = workers or min(cores, 8)
     champion = Champion.load(cfg, threads=max(1, cores // workers))
