@@ -1,9 +1,11 @@
 """Micro-batching for the online service: concurrent requests share one forward pass.
 
-A request thread whose image is still queued, when fewer than ``parallel`` batches are running,
-becomes a leader: it waits (at most ``wait_s``) only while requests already admitted are still on
-their way (decoding), takes up to ``max_batch`` queued images, runs them as one batch and hands
-each its row; the others sleep until their result is there or they must lead the next batch. One
+While fewer than ``parallel`` batches are running, the first queued request's thread is handed
+the free slot and becomes a leader: it waits (at most ``wait_s``) only while requests already
+admitted are still on their way (decoding), takes up to ``max_batch`` queued images, runs them as
+one batch and hands each its row; every other thread sleeps on its own event until its result is
+there or it is handed a slot (only the thread concerned wakes: with a shared condition every
+queued request and every finished batch woke all of them, each taking the GIL to sleep again). One
 client alone never waits (nobody else is on the way), many clients share forward passes, so
 throughput grows with load instead of collapsing. With ``parallel`` = the cores and a runtime on
 one thread per call, every core runs a batch of its own: no core waits for another to finish its
@@ -34,10 +36,12 @@ class _Item:
     champion: Any
     image: Any
     taken: bool = False  # in a running batch
+    lead: bool = False  # handed a batch slot: its thread leads the next batch
     done: bool = False
     probs: Any = None
     emb: Any = None
     error: BaseException | None = None
+    wake: threading.Event = field(default_factory=threading.Event)  # done, or elected to lead
 
 
 @dataclass
@@ -83,14 +87,17 @@ class MicroBatcher:
                 ticket.open = False
                 self._announced -= 1
             self._queue.append(item)
-            self._cond.notify_all()
+            self._elect()
+            self._cond.notify_all()  # leaders gathering a batch (at most ``parallel`` threads)
         while True:
+            item.wake.wait()
             with self._cond:
-                while not item.done and (item.taken or self._running >= max(1, self.parallel)):
-                    self._cond.wait()
+                leading, item.lead = item.lead, False
                 if item.done:
+                    if leading:  # elected, but another leader already ran it: give the slot on
+                        self._release()
                     break
-                self._running += 1
+                item.wake.clear()  # under the lock, as every set is: no wake-up is lost
                 deadline = time.monotonic() + self.wait_s
                 while len(self._queue) < self.max_batch and self._announced > 0:
                     remaining = deadline - time.monotonic()
@@ -100,19 +107,30 @@ class MicroBatcher:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 for it in batch:
                     it.taken = True
-                if not batch:  # another leader took them all while this one waited
-                    self._running -= 1
-                    self._cond.notify_all()
-                    continue
             try:
-                self._run(batch)
+                if batch:  # empty: another leader took them all while this one gathered
+                    self._run(batch)
             finally:
                 with self._cond:
-                    self._running -= 1
-                    self._cond.notify_all()
+                    self._release()
         if item.error is not None:
             raise item.error
         return item.probs, item.emb
+
+    def _elect(self) -> None:
+        """Hand each free batch slot to the first queued request not leading yet (under the lock):
+        only that thread wakes, not every waiting one."""
+        for it in self._queue:
+            if self._running >= max(1, self.parallel):
+                return
+            if not it.lead:
+                it.lead = True
+                self._running += 1
+                it.wake.set()
+
+    def _release(self) -> None:
+        self._running -= 1
+        self._elect()
 
     def _run(self, batch: list[_Item]) -> None:
         import numpy as np
@@ -121,19 +139,23 @@ class MicroBatcher:
         groups: dict[int, list[_Item]] = {}
         for it in batch:  # a promotion mid-batch: each request keeps the version it was admitted with
             groups.setdefault(id(it.champion), []).append(it)
-        for items in groups.values():
-            try:
-                probs, emb = items[0].champion.predict(np.stack([it.image for it in items]))
-                for j, it in enumerate(items):
-                    it.probs, it.emb = probs[j], emb[j]
-            except Exception as exc:  # every request of the batch hears it, none waits forever
-                for it in items:
-                    it.error = exc
-            finally:
-                for it in items:
+        try:
+            for items in groups.values():
+                try:
+                    probs, emb = items[0].champion.predict(np.stack([it.image for it in items]))
+                    for j, it in enumerate(items):
+                        it.probs, it.emb = probs[j], emb[j]
+                except Exception as exc:  # every request of the batch hears it, none waits forever
+                    for it in items:
+                        it.error = exc
+        finally:
+            with self._cond:
+                for it in batch:
+                    if it.probs is None and it.error is None:
+                        it.error = RuntimeError("the forward pass was interrupted")
                     it.done = True
-        with self._cond:
-            self.batches += 1
-            self.images += len(batch)
+                    it.wake.set()
+                self.batches += 1
+                self.images += len(batch)
         if self.on_batch is not None:
             self.on_batch(len(batch), time.perf_counter() - t0)

@@ -56,7 +56,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -475,10 +475,23 @@ class ScoringService:
         sku: str | None = None,
         object_key: str | None = None,
         content_type: str = "image/png",
+        admitted: bool = False,
     ) -> dict[str, Any]:
         """Score one part; returns the response body, or raises ``Rejected`` (the part is logged as
-        an error row when the image itself is the problem)."""
-        t0 = time.perf_counter()
+        an error row when the image itself is the problem). ``admitted``: the caller holds a place
+        already (:meth:`admission`)."""
+        with nullcontext() if admitted else self.admission():
+            ticket = self.batcher.announce()  # a forward pass about to run waits for this request
+            try:
+                return self._score(ticket, time.perf_counter(), data, part_id, line, sku, object_key, content_type)
+            finally:
+                self.batcher.withdraw(ticket)  # refused on the way: nobody waits for it
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Count a request and hold one of the ``max_in_flight`` places while it runs, or refuse it
+        at once: a counted 429 with Retry-After (backpressure). The app takes the place on the
+        event loop before reading the body, so a flood is refused there, not queued for threads."""
         self.metrics.requests.inc()
         with self._stats_lock:
             self.stats.requests += 1
@@ -488,11 +501,9 @@ class ScoringService:
                 self.metrics.in_flight.set(self._in_flight)
         if not admitted:
             raise self.busy(f"{self.cfg.id} has {self.max_in_flight} requests in flight; retry after a second")
-        ticket = self.batcher.announce()  # a forward pass about to run waits for this request
         try:
-            return self._score(ticket, t0, data, part_id, line, sku, object_key, content_type)
+            yield
         finally:
-            self.batcher.withdraw(ticket)  # refused on the way: nobody waits for it
             with self._stats_lock:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
@@ -551,14 +562,30 @@ class ScoringService:
             object_key, new = self._evidence_key(line, now, part_id, ext, fields["sha256"])
             row["object_key"] = object_key
             upload = (object_key, data, content_type) if new else None
-        probs, emb = self.batcher.predict(ticket, champion, image)
-        (pred,) = prediction_rows(champion.classes, probs[None], emb[None], champion.threshold)
-        latency_ms = (time.perf_counter() - t0) * 1000
-        self.metrics.latency.observe(latency_ms / 1000)
-        self.metrics.decisions.labels(pred["predicted_class"]).inc()
-        row.update(pred, scored_at=datetime.now(UTC), latency_ms=latency_ms)
-        explain = self.explain and wants_explanation(self.cfg, part_id, pred["predicted_class"])
-        self._enqueue(_Job(row, image=image if explain else None, champion=champion, upload=upload))
+        queued = False
+        try:
+            try:
+                probs, emb = self.batcher.predict(ticket, champion, image)
+            except Exception as exc:  # the runtime failed: the part is logged with the reason, not lost
+                problem = f"the model could not score the part: {type(exc).__name__}: {exc}"[:500]
+                logger.error("%s: %s: %s", self.cfg.id, part_id, problem)
+                self._enqueue(_Job({**row, **error_fields(problem), "scored_at": datetime.now(UTC)}, upload=upload))
+                queued = True
+                raise self.reject(
+                    "model_failed", 503, f"{part_id}: the model failed on this part (logged as an error row); retry"
+                ) from None
+            (pred,) = prediction_rows(champion.classes, probs[None], emb[None], champion.threshold)
+            latency_ms = (time.perf_counter() - t0) * 1000
+            self.metrics.latency.observe(latency_ms / 1000)
+            self.metrics.decisions.labels(pred["predicted_class"]).inc()
+            row.update(pred, scored_at=datetime.now(UTC), latency_ms=latency_ms)
+            explain = self.explain and wants_explanation(self.cfg, part_id, pred["predicted_class"])
+            self._enqueue(_Job(row, image=image if explain else None, champion=champion, upload=upload))
+            queued = True
+        finally:
+            if upload is not None and not queued:  # claimed, never queued: the part's next request stores it
+                with self._evidence_lock:
+                    self._claimed.pop(upload[0], None)
         return {
             "part_id": part_id,
             "plant": self.cfg.id,
@@ -647,16 +674,27 @@ class ScoringService:
 
 def create_app(service: ScoringService) -> FastAPI:
     """The FastAPI app around a started ``service`` (the caller starts and stops it)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
     from contextlib import asynccontextmanager
+    from functools import partial
 
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
+
+    # a thread for every admitted request (admission is taken on the event loop, so nothing else
+    # waits for one): before, anyio's pool of 40 held requests 41-64 waiting for a thread, where
+    # past ``max_in_flight`` they get a 429
+    pool = ThreadPoolExecutor(service.max_in_flight, thread_name_prefix="andon-score")
+
+    async def in_pool(fn: Any, *args: Any, **kw: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args, **kw))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         yield
-        await run_in_threadpool(service.stop)
+        await asyncio.to_thread(pool.shutdown)  # requests still scoring finish and queue their rows
+        await asyncio.to_thread(service.stop)
 
     app = FastAPI(title=f"Andon scoring: {service.cfg.id}", version="1", lifespan=lifespan)
 
@@ -684,43 +722,46 @@ def create_app(service: ScoringService) -> FastAPI:
         request: Request, part_id: str | None = None, line: str | None = None, sku: str | None = None
     ) -> JSONResponse:
         service.authorize(request.headers.get("authorization"))
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        try:
-            body = await read_capped(request, service.max_bytes)
-        except Rejected as exc:
-            raise service.reject(
-                "too_large" if exc.status == 413 else "incomplete_body", exc.status, exc.detail
-            ) from None
-        if not body:
-            raise service.reject("empty", 422, "empty request: send the image as the body, or JSON with an object_key")
-        if ctype == "application/json":
-            if len(body) > MAX_JSON_BYTES:
-                raise service.reject("too_large", 413, f"a JSON request is at most {MAX_JSON_BYTES} bytes")
+        with service.admission():  # past the limit: a 429 at once, before the body is read
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             try:
-                req = parse_json_request(body)
-            except ValueError as exc:
+                body = await read_capped(request, service.max_bytes)
+            except Rejected as exc:
                 raise service.reject(
-                    "bad_request", 422, f'JSON body must be {{"object_key": "...", "part_id"?, "line"?, "sku"?}}: {exc}'
+                    "too_large" if exc.status == 413 else "incomplete_body", exc.status, exc.detail
                 ) from None
-            result = await run_in_threadpool(
-                service.score_key,
-                str(req["object_key"]),
-                part_id=req["part_id"] or part_id,
-                line=req["line"] or line,
-                sku=req["sku"] or sku,
-            )
-        elif ctype in IMAGE_TYPES:
-            result = await run_in_threadpool(
-                service.score, body, part_id=part_id, line=line, sku=sku, content_type=ctype
-            )
-        else:
-            shown = ctype[:40].encode("unicode_escape").decode() or "missing"
-            raise service.reject(
-                "unsupported_type",
-                415,
-                f"content type {shown}: send image/png, image/jpeg, image/bmp or application/json",
-            )
-        return JSONResponse(result)
+            if not body:
+                raise service.reject(
+                    "empty", 422, "empty request: send the image as the body, or JSON with an object_key"
+                )
+            if ctype == "application/json":
+                if len(body) > MAX_JSON_BYTES:
+                    raise service.reject("too_large", 413, f"a JSON request is at most {MAX_JSON_BYTES} bytes")
+                try:
+                    req = parse_json_request(body)
+                except ValueError as exc:
+                    shape = '{"object_key": "...", "part_id"?, "line"?, "sku"?}'
+                    raise service.reject("bad_request", 422, f"JSON body must be {shape}: {exc}") from None
+                result = await in_pool(
+                    service.score_key,
+                    str(req["object_key"]),
+                    part_id=req["part_id"] or part_id,
+                    line=req["line"] or line,
+                    sku=req["sku"] or sku,
+                    admitted=True,
+                )
+            elif ctype in IMAGE_TYPES:
+                result = await in_pool(
+                    service.score, body, part_id=part_id, line=line, sku=sku, content_type=ctype, admitted=True
+                )
+            else:
+                shown = ctype[:40].encode("unicode_escape").decode() or "missing"
+                raise service.reject(
+                    "unsupported_type",
+                    415,
+                    f"content type {shown}: send image/png, image/jpeg, image/bmp or application/json",
+                )
+            return JSONResponse(result)
 
     return app
 

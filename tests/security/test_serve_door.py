@@ -414,6 +414,42 @@ def test_queued_images_have_a_byte_budget_and_refused_uploads_are_not_kept(store
         service.score(png(value=1), part_id="P-2")
     assert busy.value.status == 429 and busy.value.retry_after_s == 1
     assert service.health()["rejected_by_reason"]["busy"] == 1
+    # the refused part's evidence claim is released (before: held for ever, so the part's next
+    # request never stored its image); the queued part's stays until the worker stores it
+    assert [k.rsplit("/", 1)[1] for k in service._claimed] == ["P-1.png"]
+
+
+def test_a_failing_runtime_is_a_counted_503_and_the_part_is_logged_with_its_evidence(
+    client: httpx.Client, service: PinnedService, store: FlakyStore
+) -> None:
+    """Before: an exception from the runtime reached the client as a 500, the part was not
+    logged, and its evidence claim was never released."""
+    assert _post(client, png(), part_id="WARM-1").status_code == 200
+    champion = service.champion
+    assert champion is not None
+    working, calls = champion.predict, []
+
+    def fails_once(images: np.ndarray) -> Any:
+        calls.append(len(images))
+        if len(calls) == 1:
+            raise RuntimeError("ONNXRuntimeError: bad allocation")
+        return working(images)
+
+    champion.predict = fails_once  # type: ignore[method-assign]
+    image = png(value=5)
+    failed = _post(client, image, part_id="P-9")
+    assert failed.status_code == 503 and "error row" in failed.json()["detail"], failed.text
+    assert _rejected(client) == {"model_failed": 1}
+    again = _post(client, image, part_id="P-9")  # the retry: scored, the same evidence
+    assert again.status_code == 200, again.text
+    service.stop()
+    rows = _log(store).set_index("part_id")
+    assert len(rows) == 3
+    assert rows.loc["WARM-1", "predicted_class"] != "error"
+    by_class = _log(store).query("part_id == 'P-9'").set_index("predicted_class")
+    assert "bad allocation" in by_class.loc["error", "error"]
+    assert by_class.loc["error", "object_key"] == by_class.drop("error").iloc[0]["object_key"]
+    assert store.get(by_class.loc["error", "object_key"]) == image
 
 
 def test_overload_is_a_counted_429_with_retry_after_and_metrics_say_so(store: FlakyStore, andon_home: Path) -> None:
@@ -435,3 +471,50 @@ def test_overload_is_a_counted_429_with_retry_after_and_metrics_say_so(store: Fl
     assert "andon_score_latency_seconds_count 2.0" in metrics and "andon_score_batch_size_bucket" in metrics
     decided = [line for line in metrics.splitlines() if line.startswith("andon_score_decisions_total{")]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in decided) == 2
+
+
+def test_every_request_up_to_the_limit_is_admitted_and_the_next_is_a_429_at_once(
+    store: FlakyStore, andon_home: Path
+) -> None:
+    """44 requests held in a stuck forward pass are all admitted, and the 45th is refused at once.
+    Before: the endpoint ran on anyio's pool of 40 threads, so requests 41-44 waited for a thread
+    (the limit of 64 could never be reached) and a flood queued there without bound."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = PinnedService(store, CFG, reload_seconds=3600, explain=False, max_in_flight=44)
+    with serve_in_thread(service) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert _post(client, png(), part_id="WARM-1").status_code == 200
+        champion = service.champion
+        assert champion is not None
+        working, stuck = champion.predict, threading.Event()
+
+        def held(images: np.ndarray) -> Any:
+            stuck.wait(60)
+            return working(images)
+
+        champion.predict = held  # type: ignore[method-assign]
+
+        def one(i: int) -> int:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                return _post(c, png(value=i), part_id=f"HELD-{i}").status_code
+
+        with ThreadPoolExecutor(44) as pool:
+            answers = [pool.submit(one, i) for i in range(44)]
+            try:
+                _wait(lambda: service._in_flight == 44)
+                over = _post(client, png(), part_id="OVER-1")
+                assert over.status_code == 429 and over.headers["retry-after"] == "1", over.text
+            finally:
+                stuck.set()
+            assert [a.result() for a in answers] == [200] * 44
+        assert _rejected(client) == {"busy": 1} and service._in_flight == 0
+
+
+def _wait(cond: Any, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
