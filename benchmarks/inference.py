@@ -175,6 +175,7 @@ def main() -> None:
     )  # fmt: skip
     rec.figure("score_batch_vs_torch_folded_bare_forward_ratio", best / bare["torch"], "ratio")
     service_in_a_fresh_process(rec, [o.key for o in store.list(f"{batch.prefix}/images/")][:400])
+    evidence_on_s3(rec, store.get(next(iter(store.list(f"{batch.prefix}/images/"))).key))
     rec.save()
 
 
@@ -319,6 +320,101 @@ def service(rec: Recorder, store: Any, keys: list[str], processes: int) -> float
         proc.terminate()
         proc.wait(timeout=60)
     return wrk_rate
+
+
+def evidence_on_s3(rec: Recorder, png: bytes, parts: int = 400) -> None:
+    """What the service's background stores per second (each part: its evidence image, existence
+    checked first, then its row) on S3 over HTTP: moto's server in its own process, with nothing
+    added and with 5 ms added to every call (a round trip to a store on another machine), one
+    store thread (before) against ``STORE_THREADS``. moto is itself a Python server on these 2 cores:
+    a real store answers faster, and the ratio grows with the round trip."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import httpx
+
+    from andon.config import load_plant
+    from andon.scoring.online import STORE_THREADS, ScoringService, _Job
+    from andon.storage import S3ObjectStore
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "benchmark")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark")
+    port = 19_500 + os.getpid() % 400
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+
+    class RoundTrip:
+        """The store, each call ``delay`` seconds later (a network's round trip)."""
+
+        def __init__(self, inner: Any, delay: float) -> None:
+            self.inner, self.delay = inner, delay
+
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(self.inner, name)
+            if name not in ("put", "get", "exists"):
+                return attr
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                time.sleep(self.delay)
+                return attr(*args, **kwargs)
+
+            return call
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(endpoint)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        cfg = load_plant("plant-b")
+        for delay in (0.0, 0.005):
+            rates = {}
+            for threads in (1, STORE_THREADS):
+                s3 = S3ObjectStore(f"bench-{uuid.uuid4().hex[:8]}", endpoint_url=endpoint)
+                s3.ensure_bucket()
+                target = RoundTrip(s3, delay) if delay else s3
+                service = ScoringService(target, cfg, explain=False, store_threads=threads)
+                scored = datetime(2026, 11, 5, 8, tzinfo=UTC)
+                for i in range(parts):
+                    key = f"plant-b/line-1/online/2026-11-05/e{i}.png"
+                    row = {
+                        "part_id": f"e{i}", "line": "line-1", "scored_at": scored, "model_name": "plant-b.model",
+                        "model_version": 1, "predicted_class": "ok", "probabilities": [0.9, 0.1], "object_key": key,
+                    }  # fmt: skip
+                    service._enqueue(_Job(row, upload=(key, png, "image/png")))
+                service._store_pool = ThreadPoolExecutor(threads)  # the worker alone, no champion to load
+                t0 = time.perf_counter()
+                worker = threading.Thread(target=service._work, daemon=True)
+                worker.start()
+                while service.health()["queue"]:
+                    time.sleep(0.005)
+                rates[threads] = parts / (time.perf_counter() - t0)
+                service._stop.set()
+                worker.join(30)
+                service._store_pool.shutdown()
+                rec.figure(
+                    f"evidence_stored_per_s_s3_{threads}_threads_{int(delay * 1000)}ms_added", rates[threads],
+                    "parts/s", parts=parts, note="moto_server in its own process; image + existence check + row",
+                )  # fmt: skip
+            rec.figure(
+                f"evidence_stored_{STORE_THREADS}_vs_1_thread_ratio_{int(delay * 1000)}ms_added",
+                rates[STORE_THREADS] / rates[1], "ratio",
+            )  # fmt: skip
+    finally:
+        moto.terminate()
+        moto.wait(30)
 
 
 WRK_SCRIPT = """

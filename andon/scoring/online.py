@@ -15,8 +15,9 @@ the forward pass shared with concurrent requests (andon/scoring/microbatch.py: u
 the fastest runtime verified for the version (andon/models/runtimes.py). Past ``max_in_flight``
 requests at once the service answers 429 with ``Retry-After`` at once instead of queueing
 (backpressure: a client backs off, nothing grows without bound). Everything else happens off
-the response path on one background worker: storing an uploaded image, the saliency map of a
-flagged part, and the prediction-log row (micro-batches flushed every ``flush_seconds``; a crash
+the response path, in the background: ``store_threads`` store uploaded images at once (on S3
+each is a round trip), the saliency map of a flagged part is made one at a time, and then the
+part's prediction-log row is buffered (micro-batches flushed every ``flush_seconds``; a crash
 loses at most those in flight). The champion alias is re-resolved every ``reload_seconds`` by a
 watcher thread, so a promotion or rollback is served within seconds without a restart; a third
 thread compacts the prediction log's complete hours every ``compact_seconds``
@@ -56,6 +57,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +89,7 @@ MAX_BATCH = 64  # images per shared forward pass
 BATCH_WAIT_MS = 4.0  # how long a batch waits for admitted requests still decoding
 MAX_QUEUED_BYTES = 256 * 1024 * 1024  # images waiting to be stored or explained; past it: 503
 DECODE_WAIT_S = 30.0  # how long a request waits for a decode slot before a 503
+STORE_THREADS = 8  # evidence stored at once (on S3 each is a round trip or two: one at a time kept up with ~70 parts/s)
 IMAGE_TYPES = {
     "image/png": "png",
     "image/jpeg": "jpg",
@@ -230,6 +233,7 @@ class ScoringService:
         batch_wait_ms: float = BATCH_WAIT_MS,
         compact_seconds: float = 3600.0,
         process: tuple[int, int] = (0, 1),
+        store_threads: int = STORE_THREADS,
     ) -> None:
         self.store = store
         self.process = process  # (index, count) of the serving processes; only the first recovers the spool
@@ -258,6 +262,11 @@ class ScoringService:
         self._claimed: dict[str, str] = {}  # evidence key -> sha256, queued but not yet stored
         self._asking: dict[str, threading.Event] = {}  # evidence keys whose store check is under way
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10_000)
+        self.store_threads = max(1, store_threads)
+        self._storing = threading.BoundedSemaphore(self.store_threads)  # a job per store thread, the rest queued
+        self._store_pool: ThreadPoolExecutor | None = None
+        self._busy_jobs = 0  # jobs in the store threads (under _stats_lock)
+        self._explaining = threading.Lock()  # one saliency map at a time (torch spreads it over the cores)
         self.max_queued_bytes = max_queued_bytes
         self._queued_bytes = 0  # bytes of images held by queued jobs (under _stats_lock)
         self._stop = threading.Event()
@@ -289,6 +298,7 @@ class ScoringService:
         except Exception as exc:  # the store is away: the files stay for the next start
             self._background_error(f"spooled prediction rows not logged yet: {exc}")
         self.refresh_champion()
+        self._store_pool = ThreadPoolExecutor(self.store_threads, thread_name_prefix="andon-store")
         loops = [(self._watch, "andon-champion-watch"), (self._work, "andon-log-worker")]
         if self.compact_seconds > 0:
             loops.append((self._compact, "andon-log-compact"))
@@ -304,6 +314,8 @@ class ScoringService:
         self._jobs.put(None)
         for t in self._threads:
             t.join(timeout=30)
+        if self._store_pool is not None:  # every job handed over is stored and its row buffered
+            self._store_pool.shutdown(wait=True)
         try:
             self.writer.flush()
         except Exception as exc:
@@ -357,6 +369,8 @@ class ScoringService:
                 self._background_error(f"prediction log compaction: {exc}")
 
     def _work(self) -> None:
+        """Hand each queued job to a store thread (at most ``store_threads`` at once; the rest wait
+        in the bounded queue) and flush the log's micro-batches when due."""
         while True:
             try:
                 job = self._jobs.get(timeout=0.2)
@@ -365,18 +379,43 @@ class ScoringService:
                 if self._stop.is_set():
                     return
             if job is not None:
-                self._handle(job)
+                while not self._storing.acquire(timeout=0.2):
+                    self._flush_due()
+                with self._stats_lock:
+                    self._busy_jobs += 1
+                pool = self._store_pool
+                if pool is None:  # not started (a test drives the worker): in this thread
+                    self._handle_and_release(job)
+                else:
+                    pool.submit(self._handle_and_release, job)
             elif self._stop.is_set() and self._jobs.empty():
                 return
-            try:
-                self.writer.flush_if_due()
-            except Exception as exc:  # the rows stay buffered; the next flush retries them
-                self._background_error(f"prediction log flush: {exc}")
-            # here, not at a scrape: with several processes a scrape reaches one, and sums them all
-            self.metrics.queue.set(self._jobs.qsize())
-            self.metrics.logged.set(self.writer.written)
+            self._flush_due()
+
+    def _flush_due(self) -> None:
+        try:
+            self.writer.flush_if_due()
+        except Exception as exc:  # the rows stay buffered; the next flush retries them
+            self._background_error(f"prediction log flush: {exc}")
+        # here, not at a scrape: with several processes a scrape reaches one, and sums them all
+        self.metrics.queue.set(self._backlog())
+        self.metrics.logged.set(self.writer.written)
+
+    def _backlog(self) -> int:
+        """Jobs queued or being stored."""
+        return self._jobs.qsize() + self._busy_jobs
+
+    def _handle_and_release(self, job: _Job) -> None:
+        try:
+            self._handle(job)
+        finally:
+            with self._stats_lock:
+                self._busy_jobs -= 1
+            self._storing.release()
 
     def _handle(self, job: _Job) -> None:
+        """Store the part's evidence, explain it when asked, then buffer its row (a row never
+        names an image that is not stored yet)."""
         row = job.row
         try:
             if job.upload is not None:
@@ -390,8 +429,9 @@ class ScoringService:
                     with self._evidence_lock:
                         self._claimed.pop(key, None)
             if job.image is not None and job.champion is not None:
-                explain_parts(self.store, self.cfg, job.champion, job.image[None], [row])
-                self.stats.explained += 1
+                with self._explaining:
+                    explain_parts(self.store, self.cfg, job.champion, job.image[None], [row])
+                    self.stats.explained += 1
         except Exception as exc:  # the decision is still logged, with what went wrong
             self._background_error(f"{row['part_id']}: {exc}")
         finally:
@@ -400,7 +440,8 @@ class ScoringService:
         self.writer.buffer(row)
 
     def _background_error(self, message: str) -> None:
-        self.stats.background_errors = [*self.stats.background_errors[-19:], message]
+        with self._stats_lock:
+            self.stats.background_errors = [*self.stats.background_errors[-19:], message]
 
     def reject(self, reason: str, status: int, detail: str, retry_after_s: int | None = None) -> Rejected:
         """A counted refusal (``/healthz``: ``rejected_by_reason``; ``/metrics``)."""
@@ -658,7 +699,7 @@ class ScoringService:
             "in_flight": self._in_flight,
             "batches": self.batcher.batches,
             "mean_batch": round(self.batcher.images / self.batcher.batches, 2) if self.batcher.batches else 0,
-            "queue": self._jobs.qsize(),
+            "queue": self._backlog(),
             "queued_mb": round(self._queued_bytes / 1e6, 1),
             "requests": self.stats.requests,
             "rejected": sum(rejected.values()),
@@ -675,7 +716,6 @@ class ScoringService:
 def create_app(service: ScoringService) -> FastAPI:
     """The FastAPI app around a started ``service`` (the caller starts and stops it)."""
     import asyncio
-    from concurrent.futures import ThreadPoolExecutor
     from contextlib import asynccontextmanager
     from functools import partial
 
