@@ -87,6 +87,7 @@ class ObjectStore(Protocol):
     url: str
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo: ...
+    def put_new(self, key: str, data: bytes, content_type: str | None = None) -> bool: ...
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo: ...
     def get(self, key: str) -> bytes: ...
     def download(self, key: str, path: Path) -> Path: ...
@@ -108,7 +109,10 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def _write_atomic(self, key: str, write: Any) -> ObjectInfo:
+    def _write_atomic(self, key: str, write: Any, exclusive: bool = False) -> ObjectInfo | None:
+        """Write to a temporary file, then move it into place in one step (a reader never sees half
+        an object). ``exclusive``: link it into place instead, which fails when ``key`` exists:
+        returns None then and nothing changes."""
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,15 @@ class LocalObjectStore:
                     write(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, target)
+                if not exclusive:
+                    os.replace(tmp, target)
+                else:
+                    try:
+                        os.link(tmp, target)  # atomic, and refused when the name is taken
+                    except FileExistsError:
+                        return None
+                    finally:
+                        Path(tmp).unlink(missing_ok=True)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -128,11 +140,21 @@ class LocalObjectStore:
         return ObjectInfo(key, target.stat().st_size)
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
-        return self._write_atomic(key, lambda fh: fh.write(data))
+        info = self._write_atomic(key, lambda fh: fh.write(data))
+        assert info is not None
+        return info
+
+    def put_new(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Store ``data`` at ``key`` only if nothing is there (write-once evidence): True when
+        stored, False when ``key`` already held an object (left as it was). Two writers racing
+        for one key: exactly one gets True."""
+        return self._write_atomic(key, lambda fh: fh.write(data), exclusive=True) is not None
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
         with open(path, "rb") as src:
-            return self._write_atomic(key, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+            info = self._write_atomic(key, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+        assert info is not None
+        return info
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -234,15 +256,21 @@ class S3ObjectStore:
 
         try:
             return fn(**kwargs)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
-            if code == "NoSuchBucket":
-                raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}") from None
-            raise StorageError(f"S3 {op} {key!r} in {self.url} failed: {code}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 {op} {key!r} in {self.url} failed after retries: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(op, key, exc) from exc
+
+    def _error(self, op: str, key: str, exc: Exception) -> StorageError:
+        """The Andon error for a failed S3 call (``ObjectNotFoundError`` for a missing key)."""
+        from botocore.exceptions import ClientError
+
+        if not isinstance(exc, ClientError):
+            return StorageError(f"S3 {op} {key!r} in {self.url} failed after retries: {exc}")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return ObjectNotFoundError(f"no object {key!r} in {self.url}")
+        if code == "NoSuchBucket":
+            return StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}")
+        return StorageError(f"S3 {op} {key!r} in {self.url} failed: {code}: {exc}")
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it is missing (embedded MinIO, tests)."""
@@ -260,6 +288,32 @@ class S3ObjectStore:
             return ObjectInfo(key, len(data))
         self._call("put", key, self.client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
         return ObjectInfo(key, len(data))
+
+    def put_new(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Store ``data`` at ``key`` only if nothing is there: one PUT with ``If-None-Match: *``
+        (a conditional write: AWS S3, MinIO and moto refuse it with 412 when the key exists), so
+        two writers racing for one key cannot both win. True when stored, False when ``key``
+        already held an object (left as it was)."""
+        import time
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"ContentType": content_type} if content_type else {}
+        attempt = 0
+        while True:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfNoneMatch="*", **extra)
+                return True
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code == "PreconditionFailed":
+                    return False
+                attempt += 1
+                if code != "ConditionalRequestConflict" or attempt == 5:  # 409: another write to it under way
+                    raise self._error("put", key, exc) from exc
+                time.sleep(0.05 * attempt)
+            except BotoCoreError as exc:
+                raise self._error("put", key, exc) from exc
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
         """Upload a file streamed from disk (multipart past ``MULTIPART_BYTES``: never whole in memory)."""

@@ -111,6 +111,12 @@ class _Job:
     upload: tuple[str, bytes, str] | None = None  # (key, data, content type)
 
 
+def _apart(key: str, sha: str) -> str:
+    """Where a second, different image for a part is kept: ``<part-id>.<sha256[:16]>.<ext>``."""
+    stem, ext = key.rsplit(".", 1)
+    return f"{stem}.{sha[:16]}.{ext}"
+
+
 def _job_bytes(job: _Job) -> int:
     return (len(job.upload[1]) if job.upload else 0) + (job.image.nbytes if job.image is not None else 0)
 
@@ -420,11 +426,16 @@ class ScoringService:
         try:
             if job.upload is not None:
                 key, data, ctype = job.upload
-                try:
-                    if not self.store.exists(key):  # write-once: claimed at request time, stored here
-                        self.store.put(key, data, ctype)
-                    elif self.store.get(key) != data:  # only another process writing the same key
-                        raise AndonError(f"{key} already holds another image: not overwritten (write-once)")
+                try:  # write-once: claimed at request time, stored here only if nothing is there
+                    if not self.store.put_new(key, data, ctype) and self.store.get(key) != data:
+                        # another process stored a different image for this part a moment ago:
+                        # this one is kept apart, and the row names where it is
+                        apart = _apart(key, row["sha256"])
+                        self.store.put_new(apart, data, ctype)  # False: the same content is there
+                        row["object_key"] = apart
+                        with self._stats_lock:
+                            self.stats.evidence_conflicts += 1
+                        logger.warning("%s: %s was just taken by another process: %s", self.cfg.id, key, apart)
                 finally:
                     with self._evidence_lock:
                         self._claimed.pop(key, None)
@@ -464,7 +475,7 @@ class ScoringService:
         held = self._claim(key, sha)
         if held is None or held == sha:
             return key, held is None
-        apart = join_key(folder, f"{part_id}.{sha[:16]}.{ext}")
+        apart = _apart(key, sha)
         with self._stats_lock:
             self.stats.evidence_conflicts += 1
         new = self._claim(apart, sha) is None

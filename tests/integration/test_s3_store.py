@@ -39,6 +39,16 @@ def test_put_get_list_exists_copy_presign(s3_store: S3ObjectStore) -> None:
         assert resp.read() == b"png-bytes"
 
 
+def test_put_new_is_a_conditional_write(s3_store: S3ObjectStore) -> None:
+    """``If-None-Match: *`` over real HTTP: a taken key is refused (412) and left as it was. (That
+    two racing writers cannot both win is the store's promise for a conditional write; moto's
+    server checks and stores in two steps, so a race against it would test moto.)"""
+    assert s3_store.put_new("e/p1.png", b"first", "image/png") is True
+    assert s3_store.put_new("e/p1.png", b"second", "image/png") is False
+    assert s3_store.get("e/p1.png") == b"first"
+    assert s3_store.put_new("e/p2.png", b"other") is True
+
+
 def test_errors_are_clear(s3_store: S3ObjectStore, s3_endpoint: str) -> None:
     with pytest.raises(ObjectNotFoundError, match="no object 'missing/key'"):
         s3_store.get("missing/key")

@@ -532,10 +532,10 @@ def test_evidence_is_stored_by_several_threads_and_every_row_waits_for_its_image
     class PairedPuts(LocalObjectStore):
         together = threading.Barrier(2, timeout=30)
 
-        def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
-            if "/online/" in key:
-                self.together.wait()
-            return super().put(key, data, content_type)
+        def put_new(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+            assert "/online/" in key  # evidence is stored only where nothing is (write-once)
+            self.together.wait()
+            return super().put_new(key, data, content_type)
 
     store = PairedPuts(tmp_path / "objects")
     service = PinnedService(store, CFG, reload_seconds=3600, flush_seconds=0.05, explain=False, store_threads=2)
@@ -548,3 +548,32 @@ def test_evidence_is_stored_by_several_threads_and_every_row_waits_for_its_image
     assert sorted(rows.part_id) == ["P-0", "P-1"]
     for row in rows.itertuples():
         assert store.get(row.object_key) == png(value=int(row.part_id[2:]))
+
+
+def test_two_processes_racing_for_one_part_keep_both_images_and_each_row_names_its_own(
+    tmp_path: Path, andon_home: Path
+) -> None:
+    """Two serving processes (two services on one store, each with its own claims) get different
+    images for one part id at the same instant: both claim it, since neither has stored yet. The
+    conditional write lets exactly one land at ``P-1.png``; the other is kept apart and its row
+    names where. Before: exists-then-put, so the second overwrote the first, or (checked a moment
+    later) was refused with a background error while its row named the first image."""
+    import hashlib
+
+    store = LocalObjectStore(tmp_path / "objects")
+    services = [PinnedService(store, CFG, reload_seconds=3600, explain=False) for _ in range(2)]
+    answers = []
+    for value, service in enumerate(services):
+        service.refresh_champion()
+        answers.append(service.score(png(value=value), part_id="P-1"))
+    assert answers[0]["object_key"] == answers[1]["object_key"]  # both claimed the same key
+    for service in services:  # each background worker, one after the other
+        service._stop.set()
+        service._work()
+        service.writer.flush()
+        assert service.health()["background_errors"] == []
+    rows = _log(store)
+    assert len(rows) == 2 and rows.object_key.nunique() == 2
+    for row in rows.itertuples():
+        assert hashlib.sha256(store.get(row.object_key)).hexdigest() == row.sha256
+    assert [s.health()["evidence_conflicts"] for s in services] == [0, 1]

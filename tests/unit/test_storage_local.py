@@ -123,3 +123,25 @@ def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ANDON_OBJECT_STORE_URL", f"file://{tmp_path}/default")
     reset_settings()
     assert open_store().url == f"file://{(tmp_path / 'default').resolve()}"
+
+
+def test_put_new_stores_only_where_nothing_is_and_one_racer_wins(local_store: LocalObjectStore) -> None:
+    """Write-once evidence across processes: ``put_new`` refuses a taken key (a hard link, which
+    the file system refuses atomically), and of eight threads racing for one key exactly one
+    stores, its bytes whole; no temporary file is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert local_store.put_new("e/p1.png", b"first") is True
+    assert local_store.put_new("e/p1.png", b"second") is False
+    assert local_store.get("e/p1.png") == b"first"
+    start = threading.Barrier(8)
+
+    def race(i: int) -> bool:
+        start.wait()
+        return local_store.put_new("e/p2.png", bytes([i]) * 100_000)
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(race, range(8)))
+    assert won.count(True) == 1
+    assert local_store.get("e/p2.png") == bytes([won.index(True)]) * 100_000
+    assert sorted(p.name for p in (local_store.root / "e").iterdir()) == ["p1.png", "p2.png"]
