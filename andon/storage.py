@@ -15,6 +15,7 @@ attempt becomes a :class:`~andon.errors.StorageError` naming the operation and k
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
@@ -99,6 +100,24 @@ class ObjectStore(Protocol):
     def uri(self, key: str) -> str: ...
 
 
+# a file system without hard links (FAT, exFAT, some FUSE and SMB mounts) answers os.link so
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
+def _create_exclusive(source: Path, target: Path) -> bool:
+    """Copy ``source`` to a new file ``target`` (False when ``target`` exists): still refused when
+    the name is taken, but a reader may see the file before it is whole."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    return True
+
+
 class LocalObjectStore:
     """Objects as files under ``root``; the embedded default (``file://$ANDON_HOME/objects``)."""
 
@@ -130,6 +149,11 @@ class LocalObjectStore:
                         os.link(tmp, target)  # atomic, and refused when the name is taken
                     except FileExistsError:
                         return None
+                    except OSError as exc:
+                        if exc.errno not in _NO_HARD_LINKS:
+                            raise
+                        if not _create_exclusive(Path(tmp), target):
+                            return None
                     finally:
                         Path(tmp).unlink(missing_ok=True)
             except BaseException:

@@ -24,6 +24,7 @@ share of one batch. No thread of its own: a service scoring from one thread work
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -92,12 +93,16 @@ class MicroBatcher:
         while True:
             item.wake.wait()
             with self._cond:
-                leading, item.lead = item.lead, False
                 if item.done:
-                    if leading:  # elected, but another leader already ran it: give the slot on
+                    if item.lead:  # elected, but another leader already ran it: give the slot on
+                        item.lead = False
                         self._release()
                     break
                 item.wake.clear()  # under the lock, as every set is: no wake-up is lost
+                if not item.lead:  # (woken only when done or elected)
+                    continue
+                # this thread leads with the slot it was handed; ``lead`` stays set until the slot is
+                # given back, so a batch finishing meanwhile cannot hand it a second one
                 deadline = time.monotonic() + self.wait_s
                 while len(self._queue) < self.max_batch and self._announced > 0:
                     remaining = deadline - time.monotonic()
@@ -112,6 +117,7 @@ class MicroBatcher:
                     self._run(batch)
             finally:
                 with self._cond:
+                    item.lead = False
                     self._release()
         if item.error is not None:
             raise item.error
@@ -158,4 +164,7 @@ class MicroBatcher:
                 self.batches += 1
                 self.images += len(batch)
         if self.on_batch is not None:
-            self.on_batch(len(batch), time.perf_counter() - t0)
+            try:
+                self.on_batch(len(batch), time.perf_counter() - t0)
+            except Exception:  # metrics must never fail a batch that has its results
+                logging.getLogger(__name__).exception("micro-batch metrics callback failed")

@@ -109,6 +109,7 @@ class _Job:
     image: np.ndarray | None = None
     champion: Champion | None = None  # the version that decided explains the decision
     upload: tuple[str, bytes, str] | None = None  # (key, data, content type)
+    owns_claim: bool = False  # this request claimed ``upload``'s key (a replay of the part did not)
 
 
 def _apart(key: str, sha: str) -> str:
@@ -240,6 +241,7 @@ class ScoringService:
         compact_seconds: float = 3600.0,
         process: tuple[int, int] = (0, 1),
         store_threads: int = STORE_THREADS,
+        drain_seconds: float = 30.0,
     ) -> None:
         self.store = store
         self.process = process  # (index, count) of the serving processes; only the first recovers the spool
@@ -269,6 +271,7 @@ class ScoringService:
         self._asking: dict[str, threading.Event] = {}  # evidence keys whose store check is under way
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10_000)
         self.store_threads = max(1, store_threads)
+        self.drain_seconds = drain_seconds  # at stop, how long the background may take to store what is queued
         self._storing = threading.BoundedSemaphore(self.store_threads)  # a job per store thread, the rest queued
         self._store_pool: ThreadPoolExecutor | None = None
         self._busy_jobs = 0  # jobs in the store threads (under _stats_lock)
@@ -319,9 +322,18 @@ class ScoringService:
         self._stop.set()
         self._jobs.put(None)
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=self.drain_seconds)
+        while True:  # the store too slow to drain in time: the rest are logged, their images not stored
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._keep_row(job, "the service stopped before its image was stored")
         if self._store_pool is not None:  # every job handed over is stored and its row buffered
             self._store_pool.shutdown(wait=True)
+        for t in self._threads:  # a worker that held a job when the pool closed logs its row too
+            t.join(timeout=self.drain_seconds)
         try:
             self.writer.flush()
         except Exception as exc:
@@ -392,8 +404,14 @@ class ScoringService:
                 pool = self._store_pool
                 if pool is None:  # not started (a test drives the worker): in this thread
                     self._handle_and_release(job)
-                else:
+                    continue
+                try:
                     pool.submit(self._handle_and_release, job)
+                except RuntimeError:  # stop() closed the pool: the row is kept, the image not stored
+                    with self._stats_lock:
+                        self._busy_jobs -= 1
+                    self._storing.release()
+                    self._keep_row(job, "the service stopped before its image was stored")
             elif self._stop.is_set() and self._jobs.empty():
                 return
             self._flush_due()
@@ -411,6 +429,17 @@ class ScoringService:
         """Jobs queued or being stored."""
         return self._jobs.qsize() + self._busy_jobs
 
+    def _keep_row(self, job: _Job, why: str) -> None:
+        """Log ``job``'s decision without storing its image (its key is cleared: a row never names
+        an image that is not there), the reason among the background errors."""
+        row = dict(job.row)
+        if job.upload is not None:
+            row["object_key"] = None
+            self._background_error(f"{row['part_id']}: {why} ({job.upload[0]})")
+        with self._stats_lock:
+            self._queued_bytes -= _job_bytes(job)
+        self.writer.buffer(row)
+
     def _handle_and_release(self, job: _Job) -> None:
         try:
             self._handle(job)
@@ -423,6 +452,7 @@ class ScoringService:
         """Store the part's evidence, explain it when asked, then buffer its row (a row never
         names an image that is not stored yet)."""
         row = job.row
+        stored = job.upload is None
         try:
             if job.upload is not None:
                 key, data, ctype = job.upload
@@ -436,15 +466,19 @@ class ScoringService:
                         with self._stats_lock:
                             self.stats.evidence_conflicts += 1
                         logger.warning("%s: %s was just taken by another process: %s", self.cfg.id, key, apart)
+                    stored = True
                 finally:
-                    with self._evidence_lock:
-                        self._claimed.pop(key, None)
+                    if job.owns_claim:
+                        with self._evidence_lock:
+                            self._claimed.pop(key, None)
             if job.image is not None and job.champion is not None:
                 with self._explaining:
                     explain_parts(self.store, self.cfg, job.champion, job.image[None], [row])
                     self.stats.explained += 1
         except Exception as exc:  # the decision is still logged, with what went wrong
             self._background_error(f"{row['part_id']}: {exc}")
+            if not stored:  # the store failed: the row names no image that is not there
+                row["object_key"] = None
         finally:
             with self._stats_lock:
                 self._queued_bytes -= _job_bytes(job)
@@ -543,7 +577,8 @@ class ScoringService:
     def admission(self) -> Iterator[None]:
         """Count a request and hold one of the ``max_in_flight`` places while it runs, or refuse it
         at once: a counted 429 with Retry-After (backpressure). The app takes the place on the
-        event loop before reading the body, so a flood is refused there, not queued for threads."""
+        event loop once the body is in (a slow upload holds a connection, not a place), so a
+        flood is refused there, not queued for threads."""
         self.metrics.requests.inc()
         with self._stats_lock:
             self.stats.requests += 1
@@ -609,11 +644,14 @@ class ScoringService:
             self._enqueue(_Job({**row, **error_fields(str(problem)), "scored_at": datetime.now(UTC)}))
             raise self.reject("bad_image", 422, f"{part_id}: {problem}")
         upload = None
+        owns_claim = False
         if object_key is None:
             ext = IMAGE_TYPES.get(content_type, "bin")
-            object_key, new = self._evidence_key(line, now, part_id, ext, fields["sha256"])
+            object_key, owns_claim = self._evidence_key(line, now, part_id, ext, fields["sha256"])
             row["object_key"] = object_key
-            upload = (object_key, data, content_type) if new else None
+            # a replay of a part queued here is stored too: the conditional write keeps the first,
+            # and finds another process's different image, which sends this one apart
+            upload = (object_key, data, content_type)
         queued = False
         try:
             try:
@@ -621,10 +659,14 @@ class ScoringService:
             except Exception as exc:  # the runtime failed: the part is logged with the reason, not lost
                 problem = f"the model could not score the part: {type(exc).__name__}: {exc}"[:500]
                 logger.error("%s: %s: %s", self.cfg.id, part_id, problem)
-                self._enqueue(_Job({**row, **error_fields(problem), "scored_at": datetime.now(UTC)}, upload=upload))
+                failed = {**row, **error_fields(problem), "scored_at": datetime.now(UTC)}
+                self._enqueue(_Job(failed, upload=upload, owns_claim=owns_claim))
                 queued = True
                 raise self.reject(
-                    "model_failed", 503, f"{part_id}: the model failed on this part (logged as an error row); retry"
+                    "model_failed",
+                    503,
+                    f"{part_id}: the model failed on this part (logged as an error row); retry",
+                    retry_after_s=1,
                 ) from None
             (pred,) = prediction_rows(champion.classes, probs[None], emb[None], champion.threshold)
             latency_ms = (time.perf_counter() - t0) * 1000
@@ -632,10 +674,12 @@ class ScoringService:
             self.metrics.decisions.labels(pred["predicted_class"]).inc()
             row.update(pred, scored_at=datetime.now(UTC), latency_ms=latency_ms)
             explain = self.explain and wants_explanation(self.cfg, part_id, pred["predicted_class"])
-            self._enqueue(_Job(row, image=image if explain else None, champion=champion, upload=upload))
+            self._enqueue(
+                _Job(row, image=image if explain else None, champion=champion, upload=upload, owns_claim=owns_claim)
+            )
             queued = True
         finally:
-            if upload is not None and not queued:  # claimed, never queued: the part's next request stores it
+            if upload is not None and owns_claim and not queued:  # claimed, never queued: the next request stores it
                 with self._evidence_lock:
                     self._claimed.pop(upload[0], None)
         return {
@@ -773,26 +817,24 @@ def create_app(service: ScoringService) -> FastAPI:
         request: Request, part_id: str | None = None, line: str | None = None, sku: str | None = None
     ) -> JSONResponse:
         service.authorize(request.headers.get("authorization"))
-        with service.admission():  # past the limit: a 429 at once, before the body is read
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:  # a slow body holds a connection (bounded by the server's limits), not a scoring place
+            body = await read_capped(request, service.max_bytes)
+        except Rejected as exc:
+            raise service.reject(
+                "too_large" if exc.status == 413 else "incomplete_body", exc.status, exc.detail
+            ) from None
+        if not body:
+            raise service.reject("empty", 422, "empty request: send the image as the body, or JSON with an object_key")
+        if ctype == "application/json":
+            if len(body) > MAX_JSON_BYTES:
+                raise service.reject("too_large", 413, f"a JSON request is at most {MAX_JSON_BYTES} bytes")
             try:
-                body = await read_capped(request, service.max_bytes)
-            except Rejected as exc:
-                raise service.reject(
-                    "too_large" if exc.status == 413 else "incomplete_body", exc.status, exc.detail
-                ) from None
-            if not body:
-                raise service.reject(
-                    "empty", 422, "empty request: send the image as the body, or JSON with an object_key"
-                )
-            if ctype == "application/json":
-                if len(body) > MAX_JSON_BYTES:
-                    raise service.reject("too_large", 413, f"a JSON request is at most {MAX_JSON_BYTES} bytes")
-                try:
-                    req = parse_json_request(body)
-                except ValueError as exc:
-                    shape = '{"object_key": "...", "part_id"?, "line"?, "sku"?}'
-                    raise service.reject("bad_request", 422, f"JSON body must be {shape}: {exc}") from None
+                req = parse_json_request(body)
+            except ValueError as exc:
+                shape = '{"object_key": "...", "part_id"?, "line"?, "sku"?}'
+                raise service.reject("bad_request", 422, f"JSON body must be {shape}: {exc}") from None
+            with service.admission():  # past the limit: a 429 at once, never queued for a thread
                 result = await in_pool(
                     service.score_key,
                     str(req["object_key"]),
@@ -801,18 +843,19 @@ def create_app(service: ScoringService) -> FastAPI:
                     sku=req["sku"] or sku,
                     admitted=True,
                 )
-            elif ctype in IMAGE_TYPES:
+        elif ctype in IMAGE_TYPES:
+            with service.admission():
                 result = await in_pool(
                     service.score, body, part_id=part_id, line=line, sku=sku, content_type=ctype, admitted=True
                 )
-            else:
-                shown = ctype[:40].encode("unicode_escape").decode() or "missing"
-                raise service.reject(
-                    "unsupported_type",
-                    415,
-                    f"content type {shown}: send image/png, image/jpeg, image/bmp or application/json",
-                )
-            return JSONResponse(result)
+        else:
+            shown = ctype[:40].encode("unicode_escape").decode() or "missing"
+            raise service.reject(
+                "unsupported_type",
+                415,
+                f"content type {shown}: send image/png, image/jpeg, image/bmp or application/json",
+            )
+        return JSONResponse(result)
 
     return app
 

@@ -567,13 +567,52 @@ def test_two_processes_racing_for_one_part_keep_both_images_and_each_row_names_i
         service.refresh_champion()
         answers.append(service.score(png(value=value), part_id="P-1"))
     assert answers[0]["object_key"] == answers[1]["object_key"]  # both claimed the same key
+    services[1].score(png(value=1), part_id="P-1")  # the second process's station retries
     for service in services:  # each background worker, one after the other
         service._stop.set()
         service._work()
         service.writer.flush()
         assert service.health()["background_errors"] == []
     rows = _log(store)
-    assert len(rows) == 2 and rows.object_key.nunique() == 2
-    for row in rows.itertuples():
+    assert len(rows) == 3 and rows.object_key.nunique() == 2
+    for row in rows.itertuples():  # the retry's row too names the image it sent
         assert hashlib.sha256(store.get(row.object_key)).hexdigest() == row.sha256
-    assert [s.health()["evidence_conflicts"] for s in services] == [0, 1]
+    assert [s.health()["evidence_conflicts"] for s in services] == [0, 2]
+
+
+def test_a_store_too_slow_to_drain_at_shutdown_loses_no_row(tmp_path: Path, andon_home: Path) -> None:
+    """At stop, the background gets ``drain_seconds`` to store what is queued; past it the rows of
+    what is left are logged with no image named (their images were not stored), and nothing
+    is lost. Before: the store pool was closed under the worker, whose next hand-over raised
+    and killed it, and every queued row was dropped."""
+    import threading
+
+    release = threading.Event()
+
+    class Stuck(LocalObjectStore):
+        def put_new(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+            assert release.wait(60)
+            return super().put_new(key, data, content_type)
+
+    store = Stuck(tmp_path / "objects")
+    service = PinnedService(store, CFG, reload_seconds=3600, explain=False, store_threads=1, drain_seconds=0.5)
+    service.start()
+    for i in range(3):  # the first is being stored (stuck), the second in the worker's hand, the third queued
+        service.score(png(value=i), part_id=f"P-{i}")
+    stopping = threading.Thread(target=service.stop)
+    stopping.start()
+    try:
+        _wait(lambda: any("stopped before" in e for e in service.stats.background_errors))
+    finally:
+        release.set()
+    stopping.join(60)
+    rows = _log(store).set_index("part_id")
+    assert sorted(rows.index) == ["P-0", "P-1", "P-2"]
+    assert store.get(rows.loc["P-0", "object_key"]) == png(value=0)
+    assert rows.loc["P-2", "object_key"] is None
+    # the second: kept like the third when the pool had closed before the worker handed it over
+    # (almost always), stored when the worker got there first
+    key = rows.loc["P-1", "object_key"]
+    assert key is None or store.get(key) == png(value=1)
+    stopped = sum("stopped before" in e for e in service.stats.background_errors)
+    assert stopped == (2 if key is None else 1)

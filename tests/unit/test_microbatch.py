@@ -109,3 +109,48 @@ def test_with_two_cores_two_batches_run_at_once_and_nothing_runs_twice() -> None
         t.join(30)
     assert results == {i: float(i) for i in range(6)}
     assert sum(sizes) == 6 and min(sizes) >= 1 and batcher.images == 6 and batcher._running == 0
+
+
+def test_a_slot_freed_while_a_leader_gathers_goes_to_the_next_request_not_to_that_leader() -> None:
+    """``parallel=2``: while A's leader gathers (waiting for a request still decoding), X's batch
+    ends and frees its slot. Before: the slot went to A's own queued item, a thread already
+    leading, so a request arriving while A's pass ran waited for A instead of taking the idle slot."""
+    batcher = MicroBatcher(max_batch=64, wait_s=30.0, parallel=2)
+    x_free, a_free = threading.Event(), threading.Event()
+
+    class Model:
+        def __init__(self, gate: threading.Event | None) -> None:
+            self.gate = gate
+
+        def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if self.gate is not None:
+                assert self.gate.wait(30)
+            return np.zeros((len(images), 2), np.float32), np.zeros((len(images), 8), np.float32)
+
+    done: list[str] = []
+
+    def request(name: str, model: Model) -> None:
+        batcher.predict(batcher.announce(), model, np.zeros((4, 4), np.uint8))
+        done.append(name)
+
+    x = threading.Thread(target=request, args=("x", Model(x_free)))
+    x.start()
+    _wait_for(lambda: batcher._running == 1 and not batcher._queue)  # X's pass is running
+    decoding = batcher.announce()  # a request on its way: A's leader waits for it
+    a = threading.Thread(target=request, args=("a", Model(a_free)))
+    a.start()
+    _wait_for(lambda: batcher._running == 2 and len(batcher._queue) == 1)  # A leads, gathering
+    x_free.set()
+    _wait_for(lambda: done == ["x"])
+    assert batcher._running == 1  # only A's slot is held
+    batcher.withdraw(decoding)  # A's pass starts, and is held
+    _wait_for(lambda: not batcher._queue)
+    d = threading.Thread(target=request, args=("d", Model(None)))
+    d.start()
+    try:
+        _wait_for(lambda: "d" in done)  # D runs on the free slot while A's pass is still held
+    finally:
+        a_free.set()
+    for t in (x, a, d):
+        t.join(30)
+    assert done == ["x", "d", "a"] and batcher._running == 0

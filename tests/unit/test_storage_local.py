@@ -145,3 +145,22 @@ def test_put_new_stores_only_where_nothing_is_and_one_racer_wins(local_store: Lo
     assert won.count(True) == 1
     assert local_store.get("e/p2.png") == bytes([won.index(True)]) * 100_000
     assert sorted(p.name for p in (local_store.root / "e").iterdir()) == ["p1.png", "p2.png"]
+
+
+def test_put_new_on_a_file_system_without_hard_links_still_refuses_a_taken_key(
+    local_store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT, exFAT and some FUSE or SMB mounts refuse ``os.link`` (EPERM / EOPNOTSUPP): the file is
+    then created with O_EXCL, still refused when the name is taken."""
+    import errno
+
+    import andon.storage
+
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(andon.storage.os, "link", no_links)
+    assert local_store.put_new("e/p1.png", b"first") is True
+    assert local_store.put_new("e/p1.png", b"second") is False
+    assert local_store.get("e/p1.png") == b"first"
+    assert [p.name for p in (local_store.root / "e").iterdir()] == ["p1.png"]
