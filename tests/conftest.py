@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -275,6 +276,16 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[Callable[[str]
 def postgres_url(postgres_database: Callable[[str], str]) -> str:
     """One fresh database for this test module."""
     return postgres_database("main")
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it holds; fail with ``what`` after ``timeout`` seconds (a bound for a
+    hung test, never a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 def free_port() -> int:

@@ -89,7 +89,7 @@ MAX_BATCH = 64  # images per shared forward pass
 BATCH_WAIT_MS = 4.0  # how long a batch waits for admitted requests still decoding
 MAX_QUEUED_BYTES = 256 * 1024 * 1024  # images waiting to be stored or explained; past it: 503
 DECODE_WAIT_S = 30.0  # how long a request waits for a decode slot before a 503
-STORE_THREADS = 8  # evidence stored at once (on S3 each is a round trip or two: one at a time kept up with ~70 parts/s)
+STORE_THREADS = 8  # evidence stored at once (on S3 each is a round trip: one thread stored 154-171 parts/s vs moto)
 IMAGE_TYPES = {
     "image/png": "png",
     "image/jpeg": "jpg",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import mes_message
+from conftest import mes_message, wait_until
 
 from andon.config import load_plant
 from andon.gateway.app import Gateway, create_app
@@ -26,14 +26,6 @@ SECRET = "integration-secret-of-at-least-32-bytes"
 
 
 _msg = mes_message  # one valid message, shared with the other gateway tests (conftest)
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.1)
 
 
 def _api_url() -> str:
@@ -64,10 +56,10 @@ def test_signed_events_reach_prefect_once_even_through_an_outage(prefect_harness
             resigned = headers(again, SECRET, timestamp=int(time.time()) + 1)  # a retry is signed anew
             assert client.post("/v1/mes/events", content=again, headers=resigned).json()["duplicate"]
             # the Prefect server is "down": everything waits in the outbox, the forwarder backs off
-            _wait(lambda: forwarder.stats.failures >= 2)
+            wait_until(lambda: forwarder.stats.failures >= 2)
             assert box.counts() == {"stored": 20, "pending": 20, "unsent": 20, "delivered": 0, "dead": 0}
             forwarder.api_url = _api_url().rstrip("/")  # ... and back
-            _wait(lambda: box.counts()["delivered"] == 20, timeout=60)
+            wait_until(lambda: box.counts()["delivered"] == 20, timeout=60)
             metrics = client.get("/metrics").text
         assert "andon_gateway_outbox_pending 0" in metrics and "andon_gateway_events_delivered_total 20" in metrics
         assert "andon_gateway_delivery_lag_seconds_count 20.0" in metrics  # a histogram: one per delivered event
@@ -134,7 +126,7 @@ def test_mes_messages_from_mqtt_share_schemas_ids_and_outbox(tmp_path: Path) -> 
         for payload in (good, good, _msg(2, plant="plant-a"), {"type": "sku.introduced"}):  # dup, wrong plant, bad
             pub.publish(f"{prefix}/line-1/sku", json.dumps(payload), qos=1).wait_for_publish(5)
         pub.publish(f"{prefix}/line-1/sku", b"{not json", qos=1).wait_for_publish(5)
-        _wait(lambda: bridge.received + len(bridge.rejected) >= 5)
+        wait_until(lambda: bridge.received + len(bridge.rejected) >= 5)
     finally:
         pub.loop_stop()
         pub.disconnect()

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import mes_message
+from conftest import mes_message, wait_until
 
 from andon.config import load_plant
 from andon.errors import AndonError, ConfigError
@@ -41,14 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 _msg = mes_message  # one valid message, shared with the other gateway tests (conftest)
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _dumps(raw: Any) -> bytes:
@@ -208,7 +200,7 @@ def test_poisoned_mqtt_never_stalls_delivery(tmp_path: Path, publisher: Any) -> 
             publisher.publish(topic, POISON[i], qos=1).wait_for_publish(10)
         valid = _msg("after-poison", plant="plant-b")
         publisher.publish(topic, json.dumps(valid), qos=1).wait_for_publish(10)
-        _wait(lambda: bridge.received == 1, what="the valid message behind 50 poison ones")
+        wait_until(lambda: bridge.received == 1, what="the valid message behind 50 poison ones")
     finally:
         bridge.stop()
     assert bridge.refused == 50 and bridge.unstored == 0
@@ -222,7 +214,7 @@ def test_poisoned_mqtt_never_stalls_delivery(tmp_path: Path, publisher: Any) -> 
     again.start()
     try:
         publisher.publish(topic, json.dumps(_msg("sentinel", plant="plant-b")), qos=1).wait_for_publish(10)
-        _wait(lambda: again.received == 1, what="the sentinel")
+        wait_until(lambda: again.received == 1, what="the sentinel")
     finally:
         again.stop()
     assert again.refused == 0 and box.counts()["stored"] == 2
@@ -246,7 +238,7 @@ def test_only_an_outbox_that_is_away_leaves_an_mqtt_message_on_the_broker(tmp_pa
     bridge.start()
     try:
         publisher.publish(topic, json.dumps(_msg("kept", plant="plant-b")), qos=1).wait_for_publish(10)
-        _wait(lambda: bridge.unstored == 1, what="the message that could not be stored")
+        wait_until(lambda: bridge.unstored == 1, what="the message that could not be stored")
     finally:
         bridge.stop()
     assert bridge.refused == 0 and box.counts()["stored"] == 0
@@ -255,7 +247,7 @@ def test_only_an_outbox_that_is_away_leaves_an_mqtt_message_on_the_broker(tmp_pa
     back = MqttBridge(gw, "mqtt://127.0.0.1:1883", client_id=client_id)
     back.start()
     try:  # unacknowledged, so the broker re-delivers it to the same session
-        _wait(lambda: back.received == 1, what="the re-delivered message")
+        wait_until(lambda: back.received == 1, what="the re-delivered message")
     finally:
         back.stop()
     (due,) = box.due(10, 30)
@@ -281,8 +273,8 @@ def test_the_mqtt_password_is_never_printed_at_start(tmp_path: Path) -> None:
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
     reader.start()
     try:
-        _wait(lambda: any("MES gateway on" in line for line in lines) or proc.poll() is not None, 120, "start-up")
-        _wait(lambda: _listening(port) or proc.poll() is not None, 60, "the gateway's port")
+        wait_until(lambda: any("MES gateway on" in line for line in lines) or proc.poll() is not None, 120, "start-up")
+        wait_until(lambda: _listening(port) or proc.poll() is not None, 60, "the gateway's port")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
     finally:
         proc.terminate()
@@ -390,7 +382,7 @@ def test_a_poison_event_is_parked_dead_and_never_holds_back_the_others(
         forwarder = Forwarder(box, url, confirm_after=0.0, min_backoff=0.1, max_backoff=0.5)
         forwarder.start()
         try:
-            _wait(lambda: box.counts()["delivered"] == 10 and box.counts()["dead"] == 3, what="delivery")
+            wait_until(lambda: box.counts()["delivered"] == 10 and box.counts()["dead"] == 3, what="delivery")
         finally:
             forwarder.stop()
     assert box.counts() == {"stored": 13, "pending": 0, "unsent": 0, "delivered": 10, "dead": 3}
@@ -424,7 +416,7 @@ def test_an_event_the_store_never_shows_is_parked_once_others_are_confirmed(
         )
         forwarder.start()
         try:
-            _wait(lambda: box.counts()["delivered"] == 5 and box.counts()["dead"] == 1, what="delivery")
+            wait_until(lambda: box.counts()["delivered"] == 5 and box.counts()["dead"] == 1, what="delivery")
         finally:
             forwarder.stop()
     (dead,) = box.dead()
@@ -455,7 +447,7 @@ def test_a_poison_event_parked_on_a_postgres_outbox(postgres_database: Callable[
         forwarder = Forwarder(box, api, confirm_after=0.0, min_backoff=0.1, max_backoff=0.5)
         forwarder.start()
         try:
-            _wait(lambda: box.counts()["delivered"] == 2 and box.counts()["dead"] == 1, what="delivery")
+            wait_until(lambda: box.counts()["delivered"] == 2 and box.counts()["dead"] == 1, what="delivery")
         finally:
             forwarder.stop()
     assert [d["id"] for d in box.dead()] == [poison["id"]]
@@ -475,7 +467,7 @@ def test_new_events_do_not_cut_the_backoff_short(tmp_path: Path) -> None:
                 box.put(_event(i), "http")
                 forwarder.wake()
                 time.sleep(0.05)
-            _wait(lambda: len(server.posts) >= 3, what="three attempts")
+            wait_until(lambda: len(server.posts) >= 3, what="three attempts")
         finally:
             forwarder.stop()
         elapsed = time.monotonic() - started
@@ -548,7 +540,9 @@ def test_a_nul_event_loses_nothing_on_prefect_with_postgres(
         forwarder = Forwarder(box, api, resend_after=5, confirm_after=0.5, max_backoff=1.0)
         forwarder.start()
         try:
-            _wait(lambda: box.counts()["delivered"] == 20 and box.counts()["dead"] == 1, 180, "delivery to Prefect")
+            wait_until(
+                lambda: box.counts()["delivered"] == 20 and box.counts()["dead"] == 1, 180, "delivery to Prefect"
+            )
         finally:
             forwarder.stop()
         body = {"filter": {"id": {"id": [e["id"] for e in valid]}, "occurred": {"since": "2026-01-01T00:00:00Z"}}}

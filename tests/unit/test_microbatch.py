@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from andon.scoring.microbatch import MicroBatcher
 
@@ -31,13 +32,6 @@ class Held:
         return np.stack([flat, -flat], 1), np.zeros((len(images), 8), np.float32)
 
 
-def _wait_for(cond: Any) -> None:
-    deadline = time.monotonic() + 30
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_requests_arriving_during_a_forward_pass_share_the_next_one() -> None:
     batcher, model = MicroBatcher(max_batch=64, wait_s=0.0), Held()
     results: dict[int, float] = {}
@@ -49,11 +43,11 @@ def test_requests_arriving_during_a_forward_pass_share_the_next_one() -> None:
 
     first = threading.Thread(target=request, args=(0,))
     first.start()
-    _wait_for(lambda: batcher._running)
+    wait_until(lambda: batcher._running)
     others = [threading.Thread(target=request, args=(i,)) for i in range(1, 11)]
     for t in others:
         t.start()
-    _wait_for(lambda: len(batcher._queue) == 10)
+    wait_until(lambda: len(batcher._queue) == 10)
     model.release.set()
     for t in [first, *others]:
         t.join(30)
@@ -101,7 +95,7 @@ def test_with_two_cores_two_batches_run_at_once_and_nothing_runs_twice() -> None
 
     first = threading.Thread(target=request, args=(0,))
     first.start()
-    _wait_for(lambda: batcher._running == 1 and not batcher._queue)
+    wait_until(lambda: batcher._running == 1 and not batcher._queue)
     rest = [threading.Thread(target=request, args=(i,)) for i in range(1, 6)]
     for t in rest:
         t.start()
@@ -135,20 +129,20 @@ def test_a_slot_freed_while_a_leader_gathers_goes_to_the_next_request_not_to_tha
 
     x = threading.Thread(target=request, args=("x", Model(x_free)))
     x.start()
-    _wait_for(lambda: batcher._running == 1 and not batcher._queue)  # X's pass is running
+    wait_until(lambda: batcher._running == 1 and not batcher._queue)  # X's pass is running
     decoding = batcher.announce()  # a request on its way: A's leader waits for it
     a = threading.Thread(target=request, args=("a", Model(a_free)))
     a.start()
-    _wait_for(lambda: batcher._running == 2 and len(batcher._queue) == 1)  # A leads, gathering
+    wait_until(lambda: batcher._running == 2 and len(batcher._queue) == 1)  # A leads, gathering
     x_free.set()
-    _wait_for(lambda: done == ["x"])
+    wait_until(lambda: done == ["x"])
     assert batcher._running == 1  # only A's slot is held
     batcher.withdraw(decoding)  # A's pass starts, and is held
-    _wait_for(lambda: not batcher._queue)
+    wait_until(lambda: not batcher._queue)
     d = threading.Thread(target=request, args=("d", Model(None)))
     d.start()
     try:
-        _wait_for(lambda: "d" in done)  # D runs on the free slot while A's pass is still held
+        wait_until(lambda: "d" in done)  # D runs on the free slot while A's pass is still held
     finally:
         a_free.set()
     for t in (x, a, d):
